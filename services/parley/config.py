@@ -1,0 +1,156 @@
+"""Typed configuration read from the environment.
+
+Each service defines a frozen dataclass of its settings and builds it once in
+its entrypoint with :func:`load` helpers below. A bad value raises
+:class:`ConfigError` naming the variable, so a misconfigured pod fails at
+start-up instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or malformed."""
+
+
+class Env:
+    """Reads typed values from an environment mapping (``os.environ`` by default)."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def str(self, name: str, default: str) -> str:
+        value = self._environ.get(name)
+        return default if value is None or value == "" else value
+
+    def int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            value = default
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name}={value} is below the minimum {minimum}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name}={value} is above the maximum {maximum}")
+        return value
+
+    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            value = default
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a number") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name}={value} is below the minimum {minimum}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default)
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    def list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._environ.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    # The project's local Redis listens on 6380 so it never collides with a
+    # system Redis on 6379.
+    url: str = "redis://127.0.0.1:6380/0"
+    # Prefix of every key Parley writes; tests use a unique one per test.
+    key_prefix: str = "parley"
+
+    @classmethod
+    def from_env(cls, env: Env) -> RedisConfig:
+        return cls(
+            url=env.str("PARLEY_REDIS_URL", cls.url),
+            key_prefix=env.str("PARLEY_REDIS_PREFIX", cls.key_prefix),
+        )
+
+
+@dataclass(frozen=True)
+class CassandraConfig:
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 9042
+    keyspace: str = "parley"
+    local_dc: str = "datacenter1"
+    # SimpleStrategy with RF 1 for a single local node; a cluster sets
+    # NetworkTopologyStrategy and per-DC factors, e.g. "dc1:3,dc2:3".
+    replication: str = "SimpleStrategy:1"
+
+    @classmethod
+    def from_env(cls, env: Env) -> CassandraConfig:
+        return cls(
+            hosts=env.list("PARLEY_CASSANDRA_HOSTS", cls.hosts),
+            port=env.int("PARLEY_CASSANDRA_PORT", cls.port, minimum=1, maximum=65535),
+            keyspace=env.str("PARLEY_CASSANDRA_KEYSPACE", cls.keyspace),
+            local_dc=env.str("PARLEY_CASSANDRA_LOCAL_DC", cls.local_dc),
+            replication=env.str("PARLEY_CASSANDRA_REPLICATION", cls.replication),
+        )
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    service_name: str
+    # Empty: no exporter (spans are created, context propagates, nothing is sent).
+    otlp_endpoint: str = ""
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @classmethod
+    def from_env(cls, env: Env, service_name: str) -> TelemetryConfig:
+        fmt = env.choice("PARLEY_LOG_FORMAT", "json", ("json", "text"))
+        return cls(
+            service_name=service_name,
+            otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            log_level=env.choice("PARLEY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            log_format="json" if fmt == "json" else "text",
+        )
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    # How long SIGTERM waits for in-flight RPCs and streams before cancelling them.
+    drain_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Env, prefix: str, default_port: int) -> ServerConfig:
+        return cls(
+            host=env.str(f"{prefix}_HOST", "127.0.0.1"),
+            port=env.int(f"{prefix}_PORT", default_port, minimum=0, maximum=65535),
+            drain_seconds=env.float("PARLEY_DRAIN_SECONDS", cls.drain_seconds, minimum=0.0),
+        )
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"

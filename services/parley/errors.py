@@ -1,0 +1,138 @@
+"""Typed, expected errors and their one mapping to gRPC.
+
+Domain code raises a :class:`ParleyError` subclass; the RPC boundary
+(:func:`abort_with`, or :func:`error_frame` on streams) maps it to a gRPC
+status plus the client-visible :class:`ErrorCode` from ``parley.v1``.
+Anything else becomes INTERNAL with a generic message, and its traceback is
+logged by the boundary, never shown to the client.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from parley.v1 import errors_pb2, messages_pb2
+
+ErrorCode = errors_pb2.ErrorCode
+# Trailing-metadata key carrying the ErrorCode name on unary failures.
+ERROR_CODE_METADATA = "parley-error-code"
+# Trailing-metadata key carrying retry-after milliseconds on RESOURCE_EXHAUSTED.
+RETRY_AFTER_METADATA = "parley-retry-after-ms"
+
+
+class ParleyError(Exception):
+    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: errors_pb2.ErrorCode.ValueType = errors_pb2.ERROR_CODE_INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Unauthenticated(ParleyError):
+    status = grpc.StatusCode.UNAUTHENTICATED
+    code = errors_pb2.ERROR_CODE_UNAUTHENTICATED
+
+
+class NotAMember(ParleyError):
+    status = grpc.StatusCode.PERMISSION_DENIED
+    code = errors_pb2.ERROR_CODE_NOT_A_MEMBER
+
+
+class InvalidArgument(ParleyError):
+    status = grpc.StatusCode.INVALID_ARGUMENT
+    code = errors_pb2.ERROR_CODE_INVALID_ARGUMENT
+
+
+class BodyTooLarge(InvalidArgument):
+    code = errors_pb2.ERROR_CODE_BODY_TOO_LARGE
+
+
+class BodyEmpty(InvalidArgument):
+    code = errors_pb2.ERROR_CODE_BODY_EMPTY
+
+
+class BodyNotUtf8(InvalidArgument):
+    code = errors_pb2.ERROR_CODE_BODY_NOT_UTF8
+
+
+class ConversationNotFound(ParleyError):
+    status = grpc.StatusCode.NOT_FOUND
+    code = errors_pb2.ERROR_CODE_CONVERSATION_NOT_FOUND
+
+
+class FailedPrecondition(ParleyError):
+    status = grpc.StatusCode.FAILED_PRECONDITION
+    code = errors_pb2.ERROR_CODE_FAILED_PRECONDITION
+
+
+class HelloRequired(FailedPrecondition):
+    code = errors_pb2.ERROR_CODE_HELLO_REQUIRED
+
+
+class Unavailable(ParleyError):
+    status = grpc.StatusCode.UNAVAILABLE
+    code = errors_pb2.ERROR_CODE_UNAVAILABLE
+
+
+class RateLimited(ParleyError):
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = errors_pb2.ERROR_CODE_RATE_LIMITED
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+INTERNAL_MESSAGE = "internal error"
+
+# Status of an internal RPC failure that is passed through to the client
+# unchanged (the callee already chose a client-safe status and message).
+_PASSTHROUGH = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.PERMISSION_DENIED: NotAMember,
+    grpc.StatusCode.NOT_FOUND: ConversationNotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+}
+
+
+def from_rpc_error(err: grpc.aio.AioRpcError) -> ParleyError:
+    """Turns an internal service's failure into the ParleyError to show the client.
+
+    The callee's ErrorCode (trailing metadata) is kept so a client sees the
+    same code whichever service raised it.
+    """
+    trailing = err.trailing_metadata() or ()
+    meta = {k: v for k, v in trailing if isinstance(v, str)}
+    status = err.code()
+    if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return RateLimited(err.details() or "rate limited", float(meta.get(RETRY_AFTER_METADATA, "1000")) / 1000)
+    cls = _PASSTHROUGH.get(status)
+    if cls is None:
+        return ParleyError(INTERNAL_MESSAGE)
+    out = cls(err.details() or status.name.lower())
+    name = meta.get(ERROR_CODE_METADATA)
+    if name is not None and name in errors_pb2.ErrorCode.keys():
+        out.code = errors_pb2.ErrorCode.Value(name)
+    return out
+
+
+def trailing_metadata(err: ParleyError) -> tuple[tuple[str, str], ...]:
+    meta: list[tuple[str, str]] = [(ERROR_CODE_METADATA, errors_pb2.ErrorCode.Name(err.code))]
+    if isinstance(err, RateLimited):
+        meta.append((RETRY_AFTER_METADATA, str(int(err.retry_after_s * 1000))))
+    return tuple(meta)
+
+
+def error_frame(err: ParleyError, request_id: str) -> messages_pb2.Error:
+    frame = messages_pb2.Error(
+        request_id=request_id, code=err.code, grpc_status=err.status.value[0], message=err.message
+    )
+    if isinstance(err, RateLimited):
+        frame.retry_after.CopyFrom(Duration(nanos=0))
+        frame.retry_after.FromMilliseconds(max(1, int(err.retry_after_s * 1000)))
+    return frame

@@ -1,0 +1,123 @@
+"""Every Redis key and stream Parley uses, named in one place.
+
+Conversation-scoped keys carry the hash tag of the conversation's log
+partition, ``{p<N>}``, so the seq counter, dedupe keys, the conversation's
+message stream and the partition log it is appended to all live in one Redis
+Cluster slot and one Lua script can update them atomically.
+
+Layout (``<prefix>`` is ``PARLEY_REDIS_PREFIX``, default ``parley``):
+
+- ``<prefix>:{pN}:log``                 partition log (stream): every appended message of the
+                                        partition's conversations, read by consumer groups
+                                        (router fan-out, history writer)
+- ``<prefix>:{pN}:seq:<cid>``           last assigned seq of a conversation (string int)
+- ``<prefix>:{pN}:msgs:<cid>``          recent messages of a conversation (stream, entry id ``<seq>-0``),
+                                        trimmed to a bounded length; older ones are in Cassandra
+- ``<prefix>:{pN}:dedupe:<cid>:<sender>:<client_message_id>``  seq of an idempotent send (TTL'd)
+- ``<prefix>:{pN}:meta:<cid>``          conversation metadata (hash)
+- ``<prefix>:{pN}:members:<cid>``       members (set)
+- ``<prefix>:{pN}:cursors:<cid>``       per-member positions (hash: ``d:<uid>`` delivered, ``r:<uid>`` read)
+- ``<prefix>:user:<uid>:convs``         a user's conversations (zset, score = join time ms)
+- ``<prefix>:routes:<uid>``             gateways holding sessions of a user (hash gateway_id -> lease expiry ms)
+- ``<prefix>:gw:<gateway_id>:inbox``    deliveries for one gateway (stream, read by that gateway only)
+- ``<prefix>:lease:{pN}``               which router instance fans out partition N (string, PX lease)
+- ``<prefix>:presence:...``             presence state (see presence service)
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+# Consumer groups on the partition logs.
+FANOUT_GROUP = "fanout"
+HISTORY_GROUP = "history"
+LOG_GROUPS = (FANOUT_GROUP, HISTORY_GROUP)
+
+# Field names inside log, inbox and message stream entries (short: they are stored per entry).
+F_CONVERSATION = "c"
+F_SEQ = "s"
+F_MESSAGE = "m"  # serialized parley.v1.Message
+F_EXCLUDE_SESSION = "x"  # session that must not get this delivery (the sender's sending session)
+F_FRAME = "f"  # serialized parley.v1.ConnectResponse (inbox)
+F_USERS = "u"  # comma-separated target user ids (inbox)
+F_TRACEPARENT = "tp"
+
+
+def partition_of(conversation_id: str, partitions: int) -> int:
+    """Stable partition of a conversation (crc32, so every process agrees)."""
+    return zlib.crc32(conversation_id.encode()) % partitions
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "parley"
+    # Number of log partitions. Fixed for the life of a deployment: changing it
+    # moves conversations between partitions (and their seq counters).
+    partitions: int = 16
+
+    def partition(self, conversation_id: str) -> int:
+        return partition_of(conversation_id, self.partitions)
+
+    def _tag(self, conversation_id: str) -> str:
+        return f"{self.prefix}:{{p{self.partition(conversation_id)}}}"
+
+    # Partition-scoped
+    def log(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:log"
+
+    def log_of(self, conversation_id: str) -> str:
+        return self.log(self.partition(conversation_id))
+
+    def logs(self) -> list[str]:
+        return [self.log(p) for p in range(self.partitions)]
+
+    def partition_lease(self, partition: int) -> str:
+        return f"{self.prefix}:lease:{{p{partition}}}"
+
+    # Conversation-scoped (same slot as the conversation's log)
+    def seq(self, conversation_id: str) -> str:
+        return f"{self._tag(conversation_id)}:seq:{conversation_id}"
+
+    def messages(self, conversation_id: str) -> str:
+        return f"{self._tag(conversation_id)}:msgs:{conversation_id}"
+
+    def dedupe(self, conversation_id: str, sender_id: str, client_message_id: str) -> str:
+        return f"{self._tag(conversation_id)}:dedupe:{conversation_id}:{sender_id}:{client_message_id}"
+
+    def meta(self, conversation_id: str) -> str:
+        return f"{self._tag(conversation_id)}:meta:{conversation_id}"
+
+    def members(self, conversation_id: str) -> str:
+        return f"{self._tag(conversation_id)}:members:{conversation_id}"
+
+    def cursors(self, conversation_id: str) -> str:
+        return f"{self._tag(conversation_id)}:cursors:{conversation_id}"
+
+    # User-scoped
+    def user_conversations(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{user_id}:convs"
+
+    def routes(self, user_id: str) -> str:
+        return f"{self.prefix}:routes:{user_id}"
+
+    # Gateway-scoped
+    def inbox(self, gateway_id: str) -> str:
+        return f"{self.prefix}:gw:{gateway_id}:inbox"
+
+    # Presence (owned by the presence service)
+    def presence_sessions(self, user_id: str) -> str:
+        """A user's live sessions: zset session_id -> lease expiry ms."""
+        return f"{self.prefix}:presence:{{u:{user_id}}}:sessions"
+
+    def presence_state(self, user_id: str) -> str:
+        """A user's status hash: status, last_seen_ms, changed_ms."""
+        return f"{self.prefix}:presence:{{u:{user_id}}}:state"
+
+    def presence_leases(self) -> str:
+        """All sessions by lease expiry (zset "<user_id>|<session_id>" -> expiry ms), for the reaper."""
+        return f"{self.prefix}:presence:leases"
+
+    def presence_changes(self) -> str:
+        """Stream of presence changes (user went online/offline), read by gateways."""
+        return f"{self.prefix}:presence:changes"

@@ -1,0 +1,29 @@
+"""Redis connection and Lua scripts kept as files next to the code that uses them."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from parley.config import RedisConfig
+
+
+def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis:
+    """A pooled client. Bytes in and out: payloads are protobuf."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        config.url,
+        max_connections=max_connections,
+        # Bounded wait for a free connection rather than an unbounded queue.
+        timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def load_script(client: aioredis.Redis, package: str, name: str) -> AsyncScript:
+    """Registers ``<package>/lua/<name>`` (EVALSHA with automatic reload on NOSCRIPT)."""
+    source = resources.files(package).joinpath("lua", name).read_text()
+    return client.register_script(source)

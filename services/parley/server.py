@@ -1,0 +1,242 @@
+"""gRPC server lifecycle shared by the four services.
+
+``run_service`` builds a ``grpc.aio`` server with health checking, server
+reflection, tracing and the error boundary, starts the service's background
+work, and drains on SIGTERM/SIGINT: health turns NOT_SERVING (so load
+balancers stop routing), new RPCs are refused, in-flight ones get
+``drain_seconds`` to finish, then clients are closed. A second signal exits
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from parley.config import ServerConfig
+from parley.errors import INTERNAL_MESSAGE, ParleyError, trailing_metadata
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    """Something with a lifecycle that the server owns (a Redis client, a consumer loop)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    config: ServerConfig
+    # Adds the servicers to the server; returns the full service names for reflection/health.
+    register: Callable[[grpc.aio.Server], Iterable[str]]
+    # Started in order after the server is bound, stopped in reverse after it drains.
+    components: list[Component] = field(default_factory=list)
+    # Extra interceptors (e.g. authentication) run after tracing and the error boundary.
+    interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
+
+
+class ErrorBoundary(grpc.aio.ServerInterceptor):
+    """Maps ParleyError to its gRPC status; anything else to INTERNAL with a logged traceback."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+
+        async def fail(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+            if isinstance(exc, ParleyError):
+                await context.abort(exc.status, exc.message, trailing_metadata(exc))
+            log.error("unhandled error in %s", method, exc_info=exc)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await inner_uu(request, context)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    await fail(exc, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_stream is not None:
+            inner_ss = handler.stream_stream
+
+            async def stream_stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    result = inner_ss(request_iterator, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            yield item
+                    else:
+                        await result
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    await fail(exc, context)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    await fail(exc, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+
+# Keepalive: detect dead mobile connections within ~1 minute and allow
+# clients to ping every 20 s through NATs without being punished.
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_concurrent_streams", 100_000),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class RunningServer:
+    """A started service: its bound port and the means to stop it (used by tests too)."""
+
+    def __init__(self, spec: ServiceSpec, server: grpc.aio.Server, health_servicer: Any, port: int) -> None:
+        self.spec = spec
+        self.server = server
+        self.health = health_servicer
+        self.port = port
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.spec.config.host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.spec.config.drain_seconds if grace is None else grace
+        log.info("draining %s (up to %.1fs)", self.spec.name, grace)
+        # NOT_SERVING first so health-checking load balancers stop sending new work.
+        result = self.health.enter_graceful_shutdown()
+        if asyncio.iscoroutine(result):
+            await result
+        await self.server.stop(grace)
+        for component in reversed(self.spec.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("error stopping %s", type(component).__name__)
+        log.info("%s stopped", self.spec.name)
+
+
+async def start_service(spec: ServiceSpec) -> RunningServer:
+    server = grpc.aio.server(
+        interceptors=[aio_server_interceptor(), ErrorBoundary(), *spec.interceptors],
+        options=SERVER_OPTIONS,
+    )
+    names = list(spec.register(server))
+    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(spec.config.address)
+    if port == 0:
+        raise RuntimeError(f"{spec.name}: could not bind {spec.config.address}")
+    started: list[Component] = []
+    try:
+        for component in spec.components:
+            await component.start()
+            started.append(component)
+    except BaseException:
+        for component in reversed(started):
+            with contextlib.suppress(Exception):
+                await component.stop()
+        raise
+    await server.start()
+    for name in ["", *names]:
+        await _set_serving(health_servicer, name)
+    log.info("%s serving on %s:%d", spec.name, spec.config.host, port, extra={"fields": {"port": port}})
+    return RunningServer(spec, server, health_servicer, port)
+
+
+async def _set_serving(health_servicer: Any, name: str) -> None:
+    result = health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if asyncio.iscoroutine(result):
+        await result
+
+
+@contextlib.asynccontextmanager
+async def serving(spec: ServiceSpec) -> AsyncIterator[RunningServer]:
+    """Starts a service for the duration of the block (tests use this with port 0)."""
+    running = await start_service(spec)
+    try:
+        yield running
+    finally:
+        await running.stop(grace=1.0)
+
+
+async def run_until_signal(spec: ServiceSpec) -> None:
+    running = await start_service(spec)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second signal: exiting without draining")
+            os._exit(1)
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await stop.wait()
+    await running.stop()
+
+
+def main_entry(build: Callable[[], Awaitable[ServiceSpec]]) -> None:
+    """Entrypoint body of a service: uvloop, build the spec (config already loaded), serve."""
+    import uvloop
+
+    async def amain() -> None:
+        spec = await build()
+        await run_until_signal(spec)
+
+    uvloop.run(amain())

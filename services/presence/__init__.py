@@ -1,0 +1,1 @@
+"""Presence service: sessions with leases, online/offline/last seen, replicated through Redis."""

@@ -1,0 +1,1 @@
+"""Router service: conversations, per-conversation ordering and fan-out through Redis Streams."""
