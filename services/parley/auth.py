@@ -102,8 +102,10 @@ class Authenticator:
 
 
 def valid_user_id(user_id: str) -> bool:
-    return 0 < len(user_id) <= MAX_USER_ID_LEN and user_id.isprintable() and not any(
-        c in user_id for c in " ,|{}"
+    return (
+        0 < len(user_id) <= MAX_USER_ID_LEN
+        and user_id.isprintable()
+        and not any(c in user_id for c in " ,|{}")
     )
 
 

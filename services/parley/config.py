@@ -8,6 +8,7 @@ start-up instead of misbehaving later.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,20 +22,27 @@ class ConfigError(ValueError):
 class Env:
     """Reads typed values from an environment mapping (``os.environ`` by default)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[builtins.str, builtins.str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
 
-    def str(self, name: str, default: str) -> str:
+    def str(self, name: builtins.str, default: builtins.str) -> builtins.str:
         value = self._environ.get(name)
         return default if value is None or value == "" else value
 
-    def int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    def int(
+        self,
+        name: builtins.str,
+        default: builtins.int,
+        *,
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int:
         raw = self._environ.get(name)
         if raw is None or raw == "":
             value = default
         else:
             try:
-                value = int(raw)
+                value = builtins.int(raw)
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not an integer") from None
         if minimum is not None and value < minimum:
@@ -43,20 +51,22 @@ class Env:
             raise ConfigError(f"{name}={value} is above the maximum {maximum}")
         return value
 
-    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def float(
+        self, name: builtins.str, default: builtins.float, *, minimum: builtins.float | None = None
+    ) -> builtins.float:
         raw = self._environ.get(name)
         if raw is None or raw == "":
             value = default
         else:
             try:
-                value = float(raw)
+                value = builtins.float(raw)
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not a number") from None
         if minimum is not None and value < minimum:
             raise ConfigError(f"{name}={value} is below the minimum {minimum}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self._environ.get(name)
         if raw is None or raw == "":
             return default
@@ -67,13 +77,15 @@ class Env:
             return False
         raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(
+        self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]
+    ) -> builtins.str:
         value = self.str(name, default)
         if value not in choices:
             raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value
 
-    def list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def list(self, name: builtins.str, default: tuple[builtins.str, ...]) -> tuple[builtins.str, ...]:
         raw = self._environ.get(name)
         if raw is None or raw.strip() == "":
             return default

@@ -110,13 +110,15 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> ParleyError:
     meta = {k: v for k, v in trailing if isinstance(v, str)}
     status = err.code()
     if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return RateLimited(err.details() or "rate limited", float(meta.get(RETRY_AFTER_METADATA, "1000")) / 1000)
+        return RateLimited(
+            err.details() or "rate limited", float(meta.get(RETRY_AFTER_METADATA, "1000")) / 1000
+        )
     cls = _PASSTHROUGH.get(status)
     if cls is None:
         return ParleyError(INTERNAL_MESSAGE)
     out = cls(err.details() or status.name.lower())
     name = meta.get(ERROR_CODE_METADATA)
-    if name is not None and name in errors_pb2.ErrorCode.keys():
+    if name is not None and name in errors_pb2.ErrorCode.keys():  # noqa: SIM118 (an enum wrapper, not a dict)
         out.code = errors_pb2.ErrorCode.Value(name)
     return out
 

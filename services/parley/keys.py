@@ -18,7 +18,7 @@ Layout (``<prefix>`` is ``PARLEY_REDIS_PREFIX``, default ``parley``):
 - ``<prefix>:{pN}:members:<cid>``       members (set)
 - ``<prefix>:{pN}:cursors:<cid>``       per-member positions (hash: ``d:<uid>`` delivered, ``r:<uid>`` read)
 - ``<prefix>:user:<uid>:convs``         a user's conversations (zset, score = join time ms)
-- ``<prefix>:routes:<uid>``             gateways holding sessions of a user (hash gateway_id -> lease expiry ms)
+- ``<prefix>:routes:<uid>``             gateways with sessions of a user (hash gateway_id -> lease expiry ms)
 - ``<prefix>:gw:<gateway_id>:inbox``    deliveries for one gateway (stream, read by that gateway only)
 - ``<prefix>:lease:{pN}``               which router instance fans out partition N (string, PX lease)
 - ``<prefix>:presence:...``             presence state (see presence service)

@@ -29,6 +29,9 @@ from parley.errors import INTERNAL_MESSAGE, ParleyError, trailing_metadata
 
 log = logging.getLogger(__name__)
 
+# The servicer context type for handlers (grpc's stubs make it generic in request/response).
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
+
 
 class Component(Protocol):
     """Something with a lifecycle that the server owns (a Redis client, a consumer loop)."""
@@ -55,15 +58,15 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
+    ) -> Any:
+        handler: Any = await continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
 
-        async def fail(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+        async def fail(exc: BaseException, context: ServicerContext) -> None:
             if isinstance(exc, ParleyError):
                 await context.abort(exc.status, exc.message, trailing_metadata(exc))
             log.error("unhandled error in %s", method, exc_info=exc)
@@ -72,7 +75,7 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_unary(request: Any, context: ServicerContext) -> Any:
                 try:
                     return await inner_uu(request, context)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -86,7 +89,7 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         if handler.stream_stream is not None:
             inner_ss = handler.stream_stream
 
-            async def stream_stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def stream_stream(request_iterator: Any, context: ServicerContext) -> Any:
                 try:
                     result = inner_ss(request_iterator, context)
                     if hasattr(result, "__aiter__"):
@@ -105,7 +108,7 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             inner_us = handler.unary_stream
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_stream(request: Any, context: ServicerContext) -> Any:
                 try:
                     async for item in inner_us(request, context):
                         yield item

@@ -1,0 +1,30 @@
+"""Client channels between services: tracing interceptors and keepalive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Service addresses may list several replicas ("host:port,host:port"): spread calls.
+    ("grpc.lb_policy_name", "round_robin"),
+]
+
+
+def target_of(address: str) -> str:
+    """A comma-separated list of replicas becomes one ipv4: target that round-robins."""
+    parts = [p.strip() for p in address.split(",") if p.strip()]
+    if len(parts) > 1:
+        return "ipv4:" + ",".join(parts)
+    return parts[0]
+
+
+def insecure_channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        target_of(address), options=CHANNEL_OPTIONS, interceptors=aio_client_interceptors()
+    )

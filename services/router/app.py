@@ -1,0 +1,78 @@
+"""Wiring of the router: Redis, the conversation store, fan-out, the servicer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+from parley.grpcclient import insecure_channel
+from parley.internal.v1 import history_pb2_grpc, router_pb2, router_pb2_grpc
+from parley.keys import Keys
+from parley.redisclient import connect
+from parley.server import ServiceSpec
+from parley.telemetry import setup_logging, setup_tracing
+
+from router.config import RouterConfig
+from router.fanout import Deliverer, Fanout
+from router.servicer import RouterServicer
+from router.store import ConversationStore
+
+
+@dataclass
+class Closer:
+    """Closes clients after the server has drained (last component stopped)."""
+
+    redis: aioredis.Redis
+    channels: list[grpc.aio.Channel]
+
+    async def start(self) -> None:
+        await self.redis.ping()
+
+    async def stop(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+        await self.redis.aclose()
+
+
+async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> ServiceSpec:
+    if setup_telemetry:
+        setup_logging(config.telemetry)
+        setup_tracing(config.telemetry)
+    redis = connect(config.redis)
+    keys = Keys(prefix=config.redis.key_prefix, partitions=config.partitions)
+    store = ConversationStore(
+        redis,
+        keys,
+        dedupe_ttl_s=config.dedupe_ttl_s,
+        messages_maxlen=config.messages_maxlen,
+        max_group_members=config.max_group_members,
+    )
+    deliverer = Deliverer(redis, keys, store)
+    fanout = Fanout(
+        redis,
+        keys,
+        deliverer,
+        router_id=config.router_id,
+        lease_s=config.partition_lease_s,
+        reclaim_idle_ms=config.reclaim_idle_ms,
+        batch=config.fanout_batch,
+        trim_interval_s=config.trim_interval_s,
+    )
+    channels: list[grpc.aio.Channel] = []
+    history: history_pb2_grpc.HistoryServiceAsyncStub | None = None
+    if config.history_addr:
+        channel = insecure_channel(config.history_addr)
+        channels.append(channel)
+        history = history_pb2_grpc.HistoryServiceStub(channel)
+    servicer = RouterServicer(store, deliverer, history)
+
+    def register(server: grpc.aio.Server) -> Iterable[str]:
+        router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
+        return [router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name]
+
+    # Closer first: started first (Redis reachable before fan-out), stopped last.
+    return ServiceSpec(
+        name="router", config=config.server, register=register, components=[Closer(redis, channels), fanout]
+    )

@@ -1,0 +1,55 @@
+"""Router settings, from the environment (documented defaults)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from parley.config import Env, RedisConfig, ServerConfig, TelemetryConfig
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    server: ServerConfig
+    redis: RedisConfig
+    telemetry: TelemetryConfig
+    # Number of log partitions; every service of a deployment must agree.
+    partitions: int = 16
+    # Unique per process: the consumer name in the fan-out group and the owner of partition leases.
+    router_id: str = ""
+    # A retried send within this window returns the original seq (>= 24 h by contract).
+    dedupe_ttl_s: int = 48 * 3600
+    # Recent messages kept per conversation in Redis for resume; older ones come from history.
+    messages_maxlen: int = 10_000
+    # A partition's owner renews its lease every lease/3; another router takes over after it lapses.
+    partition_lease_s: float = 6.0
+    # Pending fan-out entries idle this long are reclaimed from a consumer that crashed.
+    reclaim_idle_ms: int = 5_000
+    fanout_batch: int = 256
+    max_group_members: int = 1_000
+    # "" = no history service: Fetch serves only what Redis still holds.
+    history_addr: str = ""
+    # How often the partition logs are trimmed below what every consumer group has acked.
+    trim_interval_s: float = 5.0
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> RouterConfig:
+    env = Env(environ)
+    default_id = f"router-{socket.gethostname()}-{os.getpid()}"
+    return RouterConfig(
+        server=ServerConfig.from_env(env, "PARLEY_ROUTER", 50052),
+        redis=RedisConfig.from_env(env),
+        telemetry=TelemetryConfig.from_env(env, "parley-router"),
+        partitions=env.int("PARLEY_PARTITIONS", 16, minimum=1, maximum=1024),
+        router_id=env.str("PARLEY_ROUTER_ID", default_id),
+        dedupe_ttl_s=env.int("PARLEY_DEDUPE_TTL_SECONDS", 48 * 3600, minimum=24 * 3600),
+        messages_maxlen=env.int("PARLEY_MESSAGES_MAXLEN", 10_000, minimum=10),
+        partition_lease_s=env.float("PARLEY_PARTITION_LEASE_SECONDS", 6.0, minimum=0.5),
+        reclaim_idle_ms=env.int("PARLEY_RECLAIM_IDLE_MS", 5_000, minimum=100),
+        fanout_batch=env.int("PARLEY_FANOUT_BATCH", 256, minimum=1, maximum=10_000),
+        max_group_members=env.int("PARLEY_MAX_GROUP_MEMBERS", 1_000, minimum=2),
+        history_addr=env.str("PARLEY_HISTORY_ADDR", ""),
+        trim_interval_s=env.float("PARLEY_TRIM_INTERVAL_SECONDS", 5.0, minimum=0.1),
+    )

@@ -1,0 +1,355 @@
+"""Fan-out: from the partition logs to the gateways' inboxes.
+
+Each partition log is consumed by the ``fanout`` consumer group, but by one
+router at a time: a router holds a lease per partition (fair share of the
+live routers) and only the holder reads it, so deliveries of a conversation
+leave in seq order. When a router dies its leases lapse; the next holder
+claims the dead consumer's pending entries (XAUTOCLAIM) and delivers them
+before anything newer. Deliveries are at-least-once; gateways and clients
+drop duplicates by (conversation_id, seq).
+
+Work per message is proportional to the conversation's members: members come
+from one set, their live gateways from the route table; offline users have
+no route and cost one hash lookup, and no one polls per user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from opentelemetry import trace
+from parley.delivery import Inbox, RouteTable
+from parley.keys import (
+    F_CONVERSATION,
+    F_EXCLUDE_SESSION,
+    F_MESSAGE,
+    F_TRACEPARENT,
+    FANOUT_GROUP,
+    LOG_GROUPS,
+    Keys,
+)
+from parley.redisclient import load_script
+from parley.telemetry import context_from_traceparent, inject_traceparent
+
+from router.store import ConversationStore
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+ROUTERS_KEY_SUFFIX = "routers"
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def message_frame(message: bytes) -> bytes:
+    """Serialized ConnectResponse{message} around an already serialized Message (field 2)."""
+    return b"\x12" + varint(len(message)) + message
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    entry_id: bytes
+    conversation_id: str
+    message: bytes
+    exclude_session: str
+    traceparent: str
+
+
+def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEntry:
+    return LogEntry(
+        entry_id=entry_id,
+        conversation_id=fields[F_CONVERSATION.encode()].decode(),
+        message=fields[F_MESSAGE.encode()],
+        exclude_session=fields.get(F_EXCLUDE_SESSION.encode(), b"").decode(),
+        traceparent=fields.get(F_TRACEPARENT.encode(), b"").decode(),
+    )
+
+
+class Deliverer:
+    """Resolves members and routes and writes frames to gateway inboxes."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, store: ConversationStore) -> None:
+        self._redis = redis
+        self._store = store
+        self._routes = RouteTable(redis, keys)
+        self._inbox = Inbox(redis, keys)
+
+    async def deliver_log_entries(self, entries: Sequence[LogEntry]) -> None:
+        cids = list(dict.fromkeys(e.conversation_id for e in entries))
+        members = dict(zip(cids, await self._store.members_many(cids), strict=True))
+        users = list(dict.fromkeys(u for cid in cids for u in members[cid]))
+        by_gateway = await self._routes.lookup(users)
+        if not by_gateway:
+            return
+        gateway_sets = {gw: set(us) for gw, us in by_gateway.items()}
+        pipe = self._redis.pipeline(transaction=False)
+        for entry in entries:
+            ctx = context_from_traceparent(entry.traceparent)
+            with tracer.start_as_current_span("router.fanout", context=ctx) as span:
+                span.set_attribute("parley.conversation_id", entry.conversation_id)
+                frame = message_frame(entry.message)
+                traceparent = inject_traceparent()
+                conv_members = members[entry.conversation_id]
+                for gateway, local in gateway_sets.items():
+                    targets = [u for u in conv_members if u in local]
+                    if targets:
+                        self._inbox.publish(
+                            pipe,
+                            gateway,
+                            frame,
+                            targets,
+                            exclude_session=entry.exclude_session,
+                            traceparent=traceparent,
+                        )
+        await pipe.execute()
+
+    async def deliver_ephemeral(self, conversation_id: str, frame: bytes, exclude_session: str = "") -> None:
+        """Receipts and typing: straight to the members' gateways, not through the log."""
+        members = await self._store.members(conversation_id)
+        by_gateway = await self._routes.lookup(members)
+        if not by_gateway:
+            return
+        traceparent = inject_traceparent()
+        pipe = self._redis.pipeline(transaction=False)
+        for gateway, targets in by_gateway.items():
+            self._inbox.publish(
+                pipe, gateway, frame, targets, exclude_session=exclude_session, traceparent=traceparent
+            )
+        await pipe.execute()
+
+
+class Fanout:
+    """Component: partition leases, one consumer task per held partition, and log trimming."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        deliverer: Deliverer,
+        *,
+        router_id: str,
+        lease_s: float = 6.0,
+        reclaim_idle_ms: int = 5_000,
+        batch: int = 256,
+        trim_interval_s: float = 5.0,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._deliverer = deliverer
+        self._router_id = router_id
+        self._lease_ms = int(lease_s * 1000)
+        self._reclaim_idle_ms = reclaim_idle_ms
+        self._batch = batch
+        self._trim_interval_s = trim_interval_s
+        self._lease = load_script(redis, "router", "lease.lua")
+        self._release = load_script(redis, "router", "release.lua")
+        self._consumers: dict[int, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.delivered_total = 0
+
+    @property
+    def owned_partitions(self) -> list[int]:
+        return sorted(self._consumers)
+
+    async def start(self) -> None:
+        await self.ensure_groups()
+        await self._balance_once()
+        self._tasks = [
+            asyncio.create_task(self._lease_loop(), name="fanout-leases"),
+            asyncio.create_task(self._trim_loop(), name="fanout-trim"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for partition in list(self._consumers):
+            await self._drop(partition)
+        with contextlib.suppress(Exception):
+            await self._redis.zrem(self._routers_key, self._router_id)
+
+    async def ensure_groups(self) -> None:
+        """Creates every log consumer group at the start of the log.
+
+        The router creates the history group too: trimming is bounded by every
+        group's progress, so a group must exist before anything is trimmed.
+        """
+        for log_key in self._keys.logs():
+            for group in LOG_GROUPS:
+                try:
+                    await self._redis.xgroup_create(log_key, group, id="0", mkstream=True)
+                except aioredis.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+
+    # --- leases ---------------------------------------------------------------------------
+
+    @property
+    def _routers_key(self) -> str:
+        return f"{self._keys.prefix}:{ROUTERS_KEY_SUFFIX}"
+
+    async def _lease_loop(self) -> None:
+        interval = self._lease_ms / 3000
+        while not self._stopping.is_set():
+            await asyncio.sleep(interval)
+            try:
+                await self._balance_once()
+            except Exception:
+                log.exception("partition lease round failed")
+
+    async def _balance_once(self) -> None:
+        now = int(time.time() * 1000)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(self._routers_key, {self._router_id: now + self._lease_ms})
+        pipe.zremrangebyscore(self._routers_key, "-inf", now)
+        pipe.zcard(self._routers_key)
+        _, _, live = await pipe.execute()
+        share = math.ceil(self._keys.partitions / max(1, int(live)))
+        # Renew what we hold first, then try to take free partitions up to our share.
+        for partition in list(self._consumers):
+            if not await self._lease(
+                keys=[self._keys.partition_lease(partition)], args=[self._router_id, self._lease_ms]
+            ):
+                log.warning("lost lease of partition %d", partition)
+                await self._drop(partition, release=False)
+        excess = len(self._consumers) - share
+        for partition in sorted(self._consumers, reverse=True)[: max(0, excess)]:
+            await self._drop(partition)
+        for partition in range(self._keys.partitions):
+            if len(self._consumers) >= share:
+                break
+            if partition in self._consumers:
+                continue
+            if await self._lease(
+                keys=[self._keys.partition_lease(partition)], args=[self._router_id, self._lease_ms]
+            ):
+                log.info("acquired partition %d", partition)
+                self._consumers[partition] = asyncio.create_task(
+                    self._consume(partition), name=f"fanout-p{partition}"
+                )
+
+    async def _drop(self, partition: int, release: bool = True) -> None:
+        task = self._consumers.pop(partition, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if release:
+            with contextlib.suppress(Exception):
+                await self._release(keys=[self._keys.partition_lease(partition)], args=[self._router_id])
+
+    # --- consuming ------------------------------------------------------------------------
+
+    async def _consume(self, partition: int) -> None:
+        log_key = self._keys.log(partition)
+        backoff = 0.05
+        # Entries a previous holder read but never acked go first, oldest first.
+        claim_idle: int | None = 0
+        next_sweep = time.monotonic() + self._reclaim_idle_ms / 1000
+        while True:
+            try:
+                if claim_idle is not None:
+                    await self._reclaim(log_key, claim_idle)
+                    claim_idle = None
+                result = await self._redis.xreadgroup(
+                    FANOUT_GROUP, self._router_id, {log_key: ">"}, count=self._batch, block=1000
+                )
+                for _stream, items in result or ():
+                    await self._process(log_key, items)
+                if time.monotonic() >= next_sweep:
+                    # Our own entries whose delivery failed and were left pending.
+                    claim_idle = self._reclaim_idle_ms
+                    next_sweep = time.monotonic() + self._reclaim_idle_ms / 1000
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fan-out of partition %d failed; retrying", partition)
+                # Retry from the pending list, so nothing newer overtakes what failed.
+                claim_idle = 0
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _reclaim(self, log_key: str, min_idle_ms: int) -> None:
+        start = "0-0"
+        while True:
+            reply = await self._redis.xautoclaim(
+                log_key,
+                FANOUT_GROUP,
+                self._router_id,
+                min_idle_time=min_idle_ms,
+                start_id=start,
+                count=self._batch,
+            )
+            start_next, items = reply[0], reply[1]
+            if items:
+                await self._process(log_key, [(i, f) for i, f in items if f])
+            if start_next in (b"0-0", "0-0"):
+                return
+            start = start_next
+
+    async def _process(self, log_key: str, items: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        entries = [parse_entry(entry_id, fields) for entry_id, fields in items]
+        if not entries:
+            return
+        await self._deliverer.deliver_log_entries(entries)
+        await self._redis.xack(log_key, FANOUT_GROUP, *[e.entry_id for e in entries])
+        self.delivered_total += len(entries)
+
+    # --- trimming -------------------------------------------------------------------------
+
+    async def _trim_loop(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(self._trim_interval_s)
+            for partition in list(self._consumers):
+                try:
+                    await self.trim(partition)
+                except Exception:
+                    log.exception("trimming partition %d failed", partition)
+
+    async def trim(self, partition: int) -> int:
+        """Drops log entries that every consumer group has acknowledged. Returns how many."""
+        log_key = self._keys.log(partition)
+        groups = {g["name"].decode(): g for g in await self._redis.xinfo_groups(log_key)}
+        if any(name not in groups for name in LOG_GROUPS):
+            return 0  # a group is missing: nothing is provably safe to drop
+        floor: tuple[int, int] | None = None
+        for name in LOG_GROUPS:
+            group = groups[name]
+            if int(group["pending"]) > 0:
+                summary = await self._redis.xpending(log_key, name)
+                bound = _parse_id(summary["min"])
+            else:
+                last = _parse_id(group["last-delivered-id"])
+                bound = (last[0], last[1] + 1)
+            floor = bound if floor is None else min(floor, bound)
+        if floor is None or floor == (0, 1):
+            return 0
+        return int(await self._redis.xtrim(log_key, minid=f"{floor[0]}-{floor[1]}"))
+
+
+def _parse_id(value: bytes | str) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

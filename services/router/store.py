@@ -1,0 +1,353 @@
+"""Conversations, membership, ordered append and positions, in Redis.
+
+Source of truth for the hot path. Conversation-scoped keys share their
+partition's hash tag (see parley.keys), so each write below that touches
+several keys of one conversation is a single atomic Lua script.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from google.protobuf.timestamp_pb2 import Timestamp
+from parley import errors
+from parley.auth import valid_user_id
+from parley.ids import direct_conversation_id, new_group_id, new_message_id, valid_conversation_id
+from parley.internal.v1 import router_pb2
+from parley.keys import Keys
+from parley.redisclient import load_script
+from parley.v1 import messages_pb2
+
+KIND_DIRECT = "direct"
+KIND_GROUP = "group"
+_KINDS = {
+    KIND_DIRECT: messages_pb2.CONVERSATION_KIND_DIRECT,
+    KIND_GROUP: messages_pb2.CONVERSATION_KIND_GROUP,
+}
+MAX_GROUP_NAME = 200
+MAX_CLIENT_MESSAGE_ID = 128
+
+
+def timestamp_ms(ms: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    messages: list[messages_pb2.Message]
+    last_seq: int
+    # Lowest seq still held in Redis (0 if none): below it, ask history.
+    first_held_seq: int
+
+
+class ConversationStore:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        dedupe_ttl_s: int = 48 * 3600,
+        messages_maxlen: int = 10_000,
+        max_group_members: int = 1_000,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._dedupe_ttl_s = dedupe_ttl_s
+        self._messages_maxlen = messages_maxlen
+        self._max_group_members = max_group_members
+        self._append = load_script(redis, "router", "append.lua")
+        self._create = load_script(redis, "router", "create.lua")
+        self._cursor = load_script(redis, "router", "cursor.lua")
+
+    # --- messages -------------------------------------------------------------------------
+
+    async def append(
+        self,
+        conversation_id: str,
+        sender_id: str,
+        sender_device_id: str,
+        client_message_id: str,
+        body: bytes,
+        *,
+        exclude_session: str = "",
+        traceparent: str = "",
+    ) -> messages_pb2.SendAck:
+        _check_conversation_id(conversation_id)
+        if not client_message_id or len(client_message_id) > MAX_CLIENT_MESSAGE_ID:
+            raise errors.InvalidArgument(f"client_message_id must be 1-{MAX_CLIENT_MESSAGE_ID} characters")
+        server_ms = int(time.time() * 1000)
+        message_id = new_message_id(server_ms)
+        # Serialized without seq: the script appends the seq field it assigns.
+        draft = messages_pb2.Message(
+            conversation_id=conversation_id,
+            message_id=message_id,
+            sender_id=sender_id,
+            sender_device_id=sender_device_id,
+            client_message_id=client_message_id,
+            body=body,
+            server_time=timestamp_ms(server_ms),
+        ).SerializeToString()
+        k = self._keys
+        status, seq, mid, ts = await self._append(
+            keys=[
+                k.seq(conversation_id),
+                k.dedupe(conversation_id, sender_id, client_message_id),
+                k.messages(conversation_id),
+                k.log_of(conversation_id),
+                k.members(conversation_id),
+                k.meta(conversation_id),
+            ],
+            args=[
+                sender_id,
+                draft,
+                message_id,
+                server_ms,
+                self._dedupe_ttl_s,
+                self._messages_maxlen,
+                exclude_session,
+                traceparent,
+                conversation_id,
+            ],
+        )
+        if status == b"not_found":
+            raise errors.ConversationNotFound(f"conversation {conversation_id} not found")
+        if status == b"not_member":
+            raise errors.NotAMember(f"{sender_id} is not a member of {conversation_id}")
+        return messages_pb2.SendAck(
+            client_message_id=client_message_id,
+            conversation_id=conversation_id,
+            seq=int(seq),
+            message_id=mid.decode(),
+            server_time=timestamp_ms(int(ts)),
+            duplicate=status == b"dup",
+        )
+
+    async def last_seq(self, conversation_id: str) -> int:
+        value = await self._redis.get(self._keys.seq(conversation_id))
+        return int(value) if value else 0
+
+    async def fetch(self, conversation_id: str, after_seq: int, limit: int) -> FetchResult:
+        """Messages with seq > after_seq that Redis still holds, oldest first."""
+        key = self._keys.messages(conversation_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xrange(key, min=f"{after_seq + 1}-0", max="+", count=limit)
+        pipe.get(self._keys.seq(conversation_id))
+        pipe.xrange(key, min="-", max="+", count=1)
+        entries, last, first = await pipe.execute()
+        messages = [messages_pb2.Message.FromString(fields[b"m"]) for _id, fields in entries]
+        first_held = int(first[0][0].split(b"-")[0]) if first else 0
+        return FetchResult(messages=messages, last_seq=int(last) if last else 0, first_held_seq=first_held)
+
+    async def last_messages(self, conversation_ids: Sequence[str]) -> list[messages_pb2.Message | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for cid in conversation_ids:
+            pipe.xrevrange(self._keys.messages(cid), count=1)
+        out: list[messages_pb2.Message | None] = []
+        for entries in await pipe.execute():
+            out.append(messages_pb2.Message.FromString(entries[0][1][b"m"]) if entries else None)
+        return out
+
+    # --- positions ------------------------------------------------------------------------
+
+    async def update_cursor(
+        self, conversation_id: str, user_id: str, read: bool, seq: int
+    ) -> tuple[int, bool]:
+        _check_conversation_id(conversation_id)
+        k = self._keys
+        status, position, advanced = await self._cursor(
+            keys=[k.cursors(conversation_id), k.members(conversation_id), k.seq(conversation_id)],
+            args=[user_id, "r" if read else "d", seq],
+        )
+        if status == b"not_member":
+            raise errors.NotAMember(f"{user_id} is not a member of {conversation_id}")
+        return int(position), bool(advanced)
+
+    # --- conversations --------------------------------------------------------------------
+
+    async def create_direct(self, user_id: str, peer_id: str) -> tuple[messages_pb2.Conversation, bool]:
+        _check_user(peer_id)
+        if peer_id == user_id:
+            raise errors.InvalidArgument("a direct conversation needs another user")
+        cid = direct_conversation_id(user_id, peer_id)
+        created = await self._create_conversation(cid, KIND_DIRECT, "", user_id, [user_id, peer_id])
+        conversation = await self.get(cid)
+        assert conversation is not None
+        return conversation, created
+
+    async def create_group(
+        self, user_id: str, name: str, member_ids: Iterable[str]
+    ) -> messages_pb2.Conversation:
+        if not name.strip() or len(name) > MAX_GROUP_NAME:
+            raise errors.InvalidArgument(f"group name must be 1-{MAX_GROUP_NAME} characters")
+        members = _unique([user_id, *member_ids])
+        for member in members:
+            _check_user(member)
+        if len(members) > self._max_group_members:
+            raise errors.InvalidArgument(f"a group has at most {self._max_group_members} members")
+        cid = new_group_id()
+        await self._create_conversation(cid, KIND_GROUP, name, user_id, members)
+        conversation = await self.get(cid)
+        assert conversation is not None
+        return conversation
+
+    async def _create_conversation(
+        self, cid: str, kind: str, name: str, created_by: str, members: list[str]
+    ) -> bool:
+        now = int(time.time() * 1000)
+        created = await self._create(
+            keys=[self._keys.meta(cid), self._keys.members(cid)], args=[kind, name, created_by, now, *members]
+        )
+        # The per-user index is written after the conversation; re-running a create
+        # (e.g. CreateDirect again) repairs an index write lost to a crash in between.
+        await self._index_members(cid, members, now)
+        return bool(created)
+
+    async def _index_members(self, cid: str, members: Iterable[str], now_ms: int) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for member in members:
+            pipe.zadd(self._keys.user_conversations(member), {cid: now_ms}, nx=True)
+        await pipe.execute()
+
+    async def add_members(
+        self, user_id: str, cid: str, member_ids: Iterable[str]
+    ) -> messages_pb2.Conversation:
+        conversation = await self.require_member(cid, user_id)
+        if conversation.kind != messages_pb2.CONVERSATION_KIND_GROUP:
+            raise errors.FailedPrecondition("members can only be added to a group")
+        new = [m for m in _unique(member_ids) if m not in conversation.member_ids]
+        for member in new:
+            _check_user(member)
+        if not new:
+            return conversation
+        if len(conversation.member_ids) + len(new) > self._max_group_members:
+            raise errors.InvalidArgument(f"a group has at most {self._max_group_members} members")
+        await self._redis.sadd(self._keys.members(cid), *new)
+        await self._index_members(cid, new, int(time.time() * 1000))
+        updated = await self.get(cid)
+        assert updated is not None
+        return updated
+
+    async def remove_members(
+        self, user_id: str, cid: str, member_ids: Iterable[str]
+    ) -> messages_pb2.Conversation:
+        conversation = await self.require_member(cid, user_id)
+        if conversation.kind != messages_pb2.CONVERSATION_KIND_GROUP:
+            raise errors.FailedPrecondition("members can only be removed from a group")
+        targets = _unique(member_ids)
+        # Anyone may leave; removing others is the creator's right.
+        if any(t != user_id for t in targets) and conversation.created_by != user_id:
+            raise errors.NotAMember("only the group's creator can remove other members")
+        present = [t for t in targets if t in conversation.member_ids]
+        if present:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.srem(self._keys.members(cid), *present)
+            for member in present:
+                pipe.zrem(self._keys.user_conversations(member), cid)
+            await pipe.execute()
+        updated = await self.get(cid)
+        assert updated is not None
+        return updated
+
+    async def get(self, cid: str) -> messages_pb2.Conversation | None:
+        _check_conversation_id(cid)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self._keys.meta(cid))
+        pipe.smembers(self._keys.members(cid))
+        meta, members = await pipe.execute()
+        if not meta:
+            return None
+        return messages_pb2.Conversation(
+            id=cid,
+            kind=_KINDS.get(meta[b"kind"].decode(), messages_pb2.CONVERSATION_KIND_UNSPECIFIED),
+            name=meta.get(b"name", b"").decode(),
+            member_ids=sorted(m.decode() for m in members),
+            created_by=meta.get(b"created_by", b"").decode(),
+            created_at=timestamp_ms(int(meta.get(b"created_at", b"0"))),
+        )
+
+    async def require_member(self, cid: str, user_id: str) -> messages_pb2.Conversation:
+        conversation = await self.get(cid)
+        if conversation is None:
+            raise errors.ConversationNotFound(f"conversation {cid} not found")
+        if user_id not in conversation.member_ids:
+            raise errors.NotAMember(f"{user_id} is not a member of {cid}")
+        return conversation
+
+    async def check_member(self, cid: str, user_id: str) -> None:
+        _check_conversation_id(cid)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.exists(self._keys.meta(cid))
+        pipe.sismember(self._keys.members(cid), user_id)
+        exists, member = await pipe.execute()
+        if not exists:
+            raise errors.ConversationNotFound(f"conversation {cid} not found")
+        if not member:
+            raise errors.NotAMember(f"{user_id} is not a member of {cid}")
+
+    async def members(self, cid: str) -> list[str]:
+        return sorted(m.decode() for m in await self._redis.smembers(self._keys.members(cid)))
+
+    async def members_many(self, cids: Sequence[str]) -> list[list[str]]:
+        pipe = self._redis.pipeline(transaction=False)
+        for cid in cids:
+            pipe.smembers(self._keys.members(cid))
+        return [[m.decode() for m in members] for members in await pipe.execute()]
+
+    async def list_for_user(self, user_id: str, limit: int = 0) -> list[router_pb2.ConversationState]:
+        cids = [c.decode() for c in await self._redis.zrange(self._keys.user_conversations(user_id), 0, -1)]
+        if not cids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for cid in cids:
+            pipe.get(self._keys.seq(cid))
+            pipe.hmget(self._keys.cursors(cid), f"d:{user_id}", f"r:{user_id}")
+        raw = await pipe.execute()
+        conversations = [await self.get(cid) for cid in cids]
+        lasts = await self.last_messages(cids)
+        states: list[router_pb2.ConversationState] = []
+        for i, conversation in enumerate(conversations):
+            if conversation is None:
+                continue
+            last_seq = int(raw[2 * i] or 0)
+            delivered, read = (int(v or 0) for v in raw[2 * i + 1])
+            summary = messages_pb2.ConversationSummary(
+                conversation=conversation,
+                last_seq=last_seq,
+                read_seq=read,
+                unread_count=max(0, last_seq - read),
+            )
+            last = lasts[i]
+            if last is not None:
+                summary.last_message.CopyFrom(last)
+            states.append(router_pb2.ConversationState(summary=summary, delivered_seq=delivered))
+
+        def activity(state: router_pb2.ConversationState) -> int:
+            s = state.summary
+            if s.HasField("last_message"):
+                return s.last_message.server_time.ToMilliseconds()
+            return s.conversation.created_at.ToMilliseconds()
+
+        states.sort(key=activity, reverse=True)
+        return states[:limit] if limit else states
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for v in values:
+        seen.setdefault(v, None)
+    return list(seen)
+
+
+def _check_user(user_id: str) -> None:
+    if not valid_user_id(user_id):
+        raise errors.InvalidArgument(f"invalid user id {user_id!r}")
+
+
+def _check_conversation_id(cid: str) -> None:
+    if not valid_conversation_id(cid):
+        raise errors.InvalidArgument(f"invalid conversation id {cid!r}")
