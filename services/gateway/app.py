@@ -1,0 +1,75 @@
+"""Wiring of the gateway: Redis (inbox, routes), internal stubs, hub, servicers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import grpc
+import redis.asyncio as aioredis
+from parley.auth import Authenticator
+from parley.grpcclient import insecure_channel
+from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2_grpc
+from parley.keys import Keys
+from parley.redisclient import connect
+from parley.server import Component, ServiceSpec
+from parley.telemetry import setup_logging, setup_tracing
+from parley.v1 import gateway_pb2, gateway_pb2_grpc
+
+from gateway.acks import AckCoalescer
+from gateway.backends import Backends
+from gateway.config import GatewayConfig
+from gateway.hub import Hub
+from gateway.servicer import Caller, ChatServicer, ConversationServicer, HistoryServicer, PresenceServicer
+
+PUBLIC_SERVICES = ("ChatService", "ConversationService", "HistoryService", "PresenceService")
+
+
+@dataclass
+class Clients:
+    """Checks Redis at start; closes channels and Redis after everything else stopped."""
+
+    redis: aioredis.Redis
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.redis.ping()
+
+    async def stop(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+        await self.redis.aclose()
+
+
+async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> ServiceSpec:
+    if setup_telemetry:
+        setup_logging(config.telemetry)
+        setup_tracing(config.telemetry)
+    redis = connect(config.redis, max_connections=128)
+    keys = Keys(prefix=config.redis.key_prefix, partitions=config.partitions)
+    clients = Clients(redis)
+    router_channel = insecure_channel(config.router_addr)
+    presence_channel = insecure_channel(config.presence_addr)
+    history_channel = insecure_channel(config.history_addr)
+    clients.channels += [router_channel, presence_channel, history_channel]
+    backends = Backends(
+        router=router_pb2_grpc.RouterServiceStub(router_channel),
+        presence=presence_pb2_grpc.PresenceServiceStub(presence_channel),
+        history=history_pb2_grpc.HistoryServiceStub(history_channel),
+    )
+    hub = Hub(redis, keys, config.gateway_id, config.route_lease_s)
+    acks = AckCoalescer(backends.router)
+    caller = Caller(Authenticator(config.auth))
+    chat = ChatServicer(caller, backends, hub, acks, config.limits)
+
+    def register(server: grpc.aio.Server) -> Iterable[str]:
+        gateway_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
+        gateway_pb2_grpc.add_ConversationServiceServicer_to_server(
+            ConversationServicer(caller, backends), server
+        )
+        gateway_pb2_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(caller, backends), server)
+        gateway_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(caller, backends), server)
+        return [gateway_pb2.DESCRIPTOR.services_by_name[name].full_name for name in PUBLIC_SERVICES]
+
+    components: list[Component] = [clients, hub, acks]
+    return ServiceSpec(name="gateway", config=config.server, register=register, components=components)

@@ -1,0 +1,54 @@
+"""The gateway's view of the internal services: stubs plus one error translation.
+
+An internal service's failure reaches the client with the same status and
+ErrorCode (parley.errors.from_rpc_error); transport failures become
+UNAVAILABLE, safe to retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from parley import errors
+from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2, router_pb2_grpc
+from parley.v1 import messages_pb2
+
+T = TypeVar("T")
+
+# Deadline of internal calls on the request path.
+INTERNAL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Backends:
+    router: router_pb2_grpc.RouterServiceAsyncStub
+    presence: presence_pb2_grpc.PresenceServiceAsyncStub
+    history: history_pb2_grpc.HistoryServiceAsyncStub
+
+
+async def rpc(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        raise errors.from_rpc_error(exc) from None
+
+
+async def fetch_messages(
+    router: router_pb2_grpc.RouterServiceAsyncStub,
+    user_id: str,
+    conversation_id: str,
+    after_seq: int,
+    limit: int,
+) -> list[messages_pb2.Message]:
+    reply = await rpc(
+        router.Fetch(
+            router_pb2.FetchRequest(
+                conversation_id=conversation_id, user_id=user_id, after_seq=after_seq, limit=min(limit, 1000)
+            ),
+            timeout=INTERNAL_TIMEOUT_S,
+        )
+    )
+    return list(reply.messages)

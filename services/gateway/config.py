@@ -1,0 +1,83 @@
+"""Gateway settings, from the environment (documented defaults)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from parley.auth import AuthConfig
+from parley.config import ConfigError, Env, RedisConfig, ServerConfig, TelemetryConfig
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    # Largest message body in bytes (UTF-8 text).
+    max_body_bytes: int = 64 * 1024
+    # Per-user sends per second (token bucket refill) and burst size, per gateway.
+    send_rate_per_s: float = 20.0
+    send_burst: int = 40
+    # A session's typing indicators for one conversation: at most one "typing" per interval.
+    typing_interval_s: float = 1.0
+    # Frames queued for one session before it is considered too slow and dropped
+    # (it reconnects and resumes by cursor, so nothing is lost).
+    session_queue_max: int = 10_000
+    # How long a new stream may take to send its hello.
+    hello_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    server: ServerConfig
+    redis: RedisConfig
+    telemetry: TelemetryConfig
+    auth: AuthConfig
+    limits: LimitsConfig
+    router_addr: str = "127.0.0.1:50052"
+    # Comma-separated replicas are spread round-robin.
+    presence_addr: str = "127.0.0.1:50053"
+    history_addr: str = "127.0.0.1:50054"
+    partitions: int = 16
+    # Unique per process: names this gateway's inbox and routes.
+    gateway_id: str = ""
+    # Route-table lease; renewed every lease/3. A dead gateway's routes lapse after it.
+    route_lease_s: float = 30.0
+    # Presence session leases (the presence service caps them at 30 s).
+    presence_lease_s: float = 30.0
+    # WebSocket bridge for browsers; port -1 disables it.
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 8080
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    env = Env(environ)
+    limits = LimitsConfig(
+        max_body_bytes=env.int("PARLEY_MAX_BODY_BYTES", 64 * 1024, minimum=1, maximum=4 * 1024 * 1024),
+        send_rate_per_s=env.float("PARLEY_SEND_RATE_PER_SECOND", 20.0, minimum=0.001),
+        send_burst=env.int("PARLEY_SEND_BURST", 40, minimum=1),
+        typing_interval_s=env.float("PARLEY_TYPING_INTERVAL_SECONDS", 1.0, minimum=0.0),
+        session_queue_max=env.int("PARLEY_SESSION_QUEUE_MAX", 10_000, minimum=10),
+        hello_timeout_s=env.float("PARLEY_HELLO_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+    )
+    presence_lease = env.float("PARLEY_PRESENCE_LEASE_SECONDS", 30.0, minimum=1.0)
+    if presence_lease > 30.0:
+        raise ConfigError("PARLEY_PRESENCE_LEASE_SECONDS must be at most 30 (users go offline within it)")
+    return GatewayConfig(
+        server=ServerConfig.from_env(env, "PARLEY_GATEWAY", 50051),
+        redis=RedisConfig.from_env(env),
+        telemetry=TelemetryConfig.from_env(env, "parley-gateway"),
+        auth=AuthConfig.from_env(env),
+        limits=limits,
+        router_addr=env.str("PARLEY_ROUTER_ADDR", "127.0.0.1:50052"),
+        presence_addr=env.str("PARLEY_PRESENCE_ADDR", "127.0.0.1:50053"),
+        history_addr=env.str("PARLEY_HISTORY_ADDR", "127.0.0.1:50054"),
+        partitions=env.int("PARLEY_PARTITIONS", 16, minimum=1, maximum=1024),
+        gateway_id=env.str(
+            "PARLEY_GATEWAY_ID", f"gw-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        ),
+        route_lease_s=env.float("PARLEY_ROUTE_LEASE_SECONDS", 30.0, minimum=1.0),
+        presence_lease_s=presence_lease,
+        ws_host=env.str("PARLEY_WS_HOST", "127.0.0.1"),
+        ws_port=env.int("PARLEY_WS_PORT", 8080, minimum=-1, maximum=65535),
+    )

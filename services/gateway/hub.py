@@ -1,0 +1,134 @@
+"""The gateway's local sessions, its routes, and its inbox reader.
+
+The hub registers this gateway in the route table for every user with a
+local session (before that session syncs, so no delivery can slip between
+sync and live), renews those routes in one batch per interval, and runs the
+single reader of this gateway's inbox, handing each frame to the local
+sessions of its target users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+from opentelemetry import trace
+from parley.delivery import Inbox, RouteTable
+from parley.keys import Keys
+from parley.telemetry import context_from_traceparent
+from parley.v1 import gateway_pb2
+
+from gateway.session import Session
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+
+class Hub:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, gateway_id: str, route_lease_s: float) -> None:
+        self.gateway_id = gateway_id
+        self._routes = RouteTable(redis, keys)
+        self._inbox = Inbox(redis, keys)
+        self._lease_s = route_lease_s
+        self._by_user: dict[str, dict[str, Session]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.delivered_frames = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._read_inbox(), name="hub-inbox"),
+            asyncio.create_task(self._renew_routes(), name="hub-routes"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sessions in list(self._by_user.values()):
+            for session in list(sessions.values()):
+                session.close()
+        with contextlib.suppress(Exception):
+            for user_id in list(self._by_user):
+                await self._routes.unregister(self.gateway_id, user_id)
+            await self._inbox.delete(self.gateway_id)
+
+    # --- sessions -------------------------------------------------------------------------
+
+    async def add(self, session: Session) -> None:
+        sessions = self._by_user.setdefault(session.user_id, {})
+        first = not sessions
+        sessions[session.session_id] = session
+        if first:
+            await self._routes.register(self.gateway_id, [session.user_id], self._lease_s)
+
+    async def remove(self, session: Session) -> None:
+        sessions = self._by_user.get(session.user_id)
+        if sessions is None or sessions.pop(session.session_id, None) is None:
+            return
+        if not sessions:
+            del self._by_user[session.user_id]
+            await self._routes.unregister(self.gateway_id, session.user_id)
+
+    def sessions_of(self, user_id: str) -> list[Session]:
+        return list(self._by_user.get(user_id, {}).values())
+
+    def session(self, user_id: str, session_id: str) -> Session | None:
+        return self._by_user.get(user_id, {}).get(session_id)
+
+    @property
+    def session_count(self) -> int:
+        return sum(len(s) for s in self._by_user.values())
+
+    # --- background -----------------------------------------------------------------------
+
+    async def _renew_routes(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                await self._routes.register(self.gateway_id, list(self._by_user), self._lease_s)
+                await self._inbox.touch(self.gateway_id)
+            except Exception:
+                log.exception("renewing routes failed; retrying next interval")
+
+    async def _read_inbox(self) -> None:
+        # This gateway's inbox is new (its id is unique per process): read it from the start.
+        last_id = b"0-0"
+        backoff = 0.05
+        while True:
+            try:
+                entries = await self._inbox.read(self.gateway_id, last_id, block_ms=5000)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading inbox failed; retrying")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for entry in entries:
+                last_id = entry.entry_id
+                try:
+                    self._dispatch(entry.frame, entry.users, entry.exclude_session, entry.traceparent)
+                except Exception:
+                    log.exception("dropping malformed inbox entry %r", entry.entry_id)
+
+    def _dispatch(self, raw: bytes, users: list[str], exclude_session: str, traceparent: str) -> None:
+        targets = [
+            s for u in users for s in self._by_user.get(u, {}).values() if s.session_id != exclude_session
+        ]
+        if not targets:
+            return
+        with tracer.start_as_current_span(
+            "gateway.push", context=context_from_traceparent(traceparent)
+        ) as span:
+            frame = gateway_pb2.ConnectResponse.FromString(raw)
+            span.set_attribute("parley.sessions", len(targets))
+            for session in targets:
+                session.push(frame)
+            self.delivered_frames += len(targets)

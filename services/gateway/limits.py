@@ -1,0 +1,71 @@
+"""Input validation and rate limits applied at the gateway, before any work is done."""
+
+from __future__ import annotations
+
+import time
+
+from parley import errors
+
+
+def validate_body(body: bytes, max_bytes: int) -> None:
+    if not body:
+        raise errors.BodyEmpty("message body is empty")
+    if len(body) > max_bytes:
+        raise errors.BodyTooLarge(f"message body is {len(body)} bytes; the maximum is {max_bytes}")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise errors.BodyNotUtf8(f"message body is not valid UTF-8 (byte {exc.start})") from None
+
+
+class TokenBucket:
+    """Refills ``rate`` tokens per second up to ``burst``."""
+
+    __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+
+    def take(self, now: float | None = None) -> float:
+        """Takes a token; returns 0 on success, else the seconds until one is available."""
+        now = time.monotonic() if now is None else now
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
+
+    def full(self, now: float) -> bool:
+        return self._tokens + (now - self._stamp) * self._rate >= self._burst
+
+
+class SendLimiter:
+    """Per-user send rate, per gateway process.
+
+    A user with sessions on several gateways gets the rate on each: the limit
+    protects the backend from one client's flood, not a billing quota, so it
+    stays local and costs no Redis round trip.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+        self._last_sweep = time.monotonic()
+
+    def check(self, user_id: str) -> None:
+        now = time.monotonic()
+        bucket = self._buckets.get(user_id)
+        if bucket is None:
+            bucket = self._buckets[user_id] = TokenBucket(self._rate, self._burst)
+        wait = bucket.take(now)
+        if wait > 0:
+            raise errors.RateLimited(f"send rate limit of {self._rate:g}/s exceeded", retry_after_s=wait)
+        if now - self._last_sweep > 60:
+            # Full buckets carry no state: drop them so idle users cost no memory.
+            self._buckets = {u: b for u, b in self._buckets.items() if not b.full(now)}
+            self._last_sweep = now

@@ -1,0 +1,444 @@
+"""The gateway's public gRPC boundary (parley.v1).
+
+Authenticates every call (JWT bearer), validates input, applies limits, and
+talks to the internal services. On the session stream a failing frame gets
+an ``error`` frame carrying its request_id and the stream stays open; only
+authentication, a missing hello, or a session that falls too far behind end
+the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from parley import errors
+from parley.auth import Authenticator
+from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
+from parley.server import ServicerContext
+from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
+
+from gateway.acks import AckCoalescer
+from gateway.backends import INTERNAL_TIMEOUT_S, Backends, fetch_messages, rpc
+from gateway.config import LimitsConfig
+from gateway.hub import Hub
+from gateway.limits import SendLimiter, validate_body
+from gateway.session import Session, SessionOverflow, SyncPlan, contacts_of
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+MAX_DEVICE_ID = 128
+DEFAULT_HISTORY_LIMIT = 50
+MAX_HISTORY_LIMIT = 200
+MAX_PRESENCE_QUERY = 500
+HEARTBEAT_INTERVAL_S = 30
+
+
+class PresenceHooks(Protocol):
+    """What the session stream needs from presence (leases and the change feed)."""
+
+    async def session_opened(self, session: Session, contacts: set[str], subscribe: bool) -> None: ...
+
+    async def session_closed(self, session: Session) -> None: ...
+
+
+class NoPresence:
+    async def session_opened(self, session: Session, contacts: set[str], subscribe: bool) -> None:
+        return None
+
+    async def session_closed(self, session: Session) -> None:
+        return None
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+class Caller:
+    """Authentication shared by the public servicers."""
+
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
+
+    def user(self, context: ServicerContext) -> str:
+        return self._auth.user_from_metadata(context.invocation_metadata())  # type: ignore[arg-type]
+
+
+class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
+    def __init__(
+        self,
+        caller: Caller,
+        backends: Backends,
+        hub: Hub,
+        acks: AckCoalescer,
+        limits: LimitsConfig,
+        presence: PresenceHooks | None = None,
+    ) -> None:
+        self._caller = caller
+        self._backends = backends
+        self._router = backends.router
+        self._hub = hub
+        self._acks = acks
+        self._limits = limits
+        self._sends = SendLimiter(limits.send_rate_per_s, limits.send_burst)
+        self._presence: PresenceHooks = presence or NoPresence()
+
+    # --- unary send -----------------------------------------------------------------------
+
+    async def Send(
+        self, request: gateway_pb2.SendRequest, context: ServicerContext
+    ) -> gateway_pb2.SendResponse:
+        user = self._caller.user(context)
+        ack = await self._append(
+            user, request.device_id, "", request.conversation_id, request.client_message_id, request.body
+        )
+        return gateway_pb2.SendResponse(ack=ack)
+
+    async def _append(
+        self,
+        user: str,
+        device_id: str,
+        session_id: str,
+        conversation_id: str,
+        client_message_id: str,
+        body: bytes,
+    ) -> messages_pb2.SendAck:
+        if not conversation_id:
+            raise errors.InvalidArgument("conversation_id is required")
+        if not client_message_id:
+            raise errors.InvalidArgument("client_message_id is required")
+        validate_body(body, self._limits.max_body_bytes)
+        self._sends.check(user)
+        # One trace per send: router append, fan-out and each push join it
+        # (the context travels in gRPC metadata, then inside the stream entries).
+        with tracer.start_as_current_span("gateway.send") as span:
+            span.set_attribute("parley.conversation_id", conversation_id)
+            reply = await rpc(
+                self._router.Append(
+                    router_pb2.AppendRequest(
+                        conversation_id=conversation_id,
+                        sender_id=user,
+                        sender_device_id=device_id,
+                        sender_session_id=session_id,
+                        client_message_id=client_message_id,
+                        body=body,
+                    ),
+                    timeout=INTERNAL_TIMEOUT_S,
+                )
+            )
+        return reply.ack
+
+    # --- the session stream ---------------------------------------------------------------
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[gateway_pb2.ConnectRequest], context: ServicerContext
+    ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        user = self._caller.user(context)
+        requests = request_iterator.__aiter__()
+        try:
+            first = await asyncio.wait_for(requests.__anext__(), self._limits.hello_timeout_s)
+        except (StopAsyncIteration, TimeoutError):
+            raise errors.HelloRequired("the first frame must be hello") from None
+        if first.WhichOneof("frame") != "hello":
+            raise errors.HelloRequired("the first frame must be hello")
+        hello = first.hello
+        if len(hello.device_id) > MAX_DEVICE_ID:
+            raise errors.InvalidArgument(f"device_id is longer than {MAX_DEVICE_ID}")
+
+        async def fetch(cid: str, after: int, limit: int) -> list[messages_pb2.Message]:
+            return await fetch_messages(self._router, user, cid, after, limit)
+
+        session = Session(
+            user, hello.device_id or "default", queue_max=self._limits.session_queue_max, fetch=fetch
+        )
+        # Registered (route written) before planning the sync: whatever is appended
+        # from now on is queued for this session, so sync + live leaves no hole.
+        await self._hub.add(session)
+        reader: asyncio.Task[None] | None = None
+        try:
+            plan, conversations = await self._plan(user, hello.sync)
+            await self._presence.session_opened(
+                session, contacts_of(conversations, user), hello.subscribe_presence
+            )
+            reader = asyncio.create_task(
+                self._read_loop(session, requests), name=f"session-{session.session_id}"
+            )
+            welcome = gateway_pb2.Welcome(
+                session_id=session.session_id,
+                user_id=user,
+                server_time=_now(),
+                heartbeat_interval=Duration(seconds=HEARTBEAT_INTERVAL_S),
+            )
+            try:
+                async for frame in session.frames(welcome, plan):
+                    yield frame
+            except SessionOverflow:
+                raise errors.RateLimited(
+                    "session fell too far behind; reconnect and resume from your cursors", retry_after_s=1.0
+                ) from None
+        finally:
+            session.close()
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+            await self._hub.remove(session)
+            with contextlib.suppress(Exception):
+                await self._presence.session_closed(session)
+
+    async def _plan(
+        self, user: str, sync: gateway_pb2.SyncFrame
+    ) -> tuple[SyncPlan, list[messages_pb2.Conversation]]:
+        reply = await rpc(
+            self._router.ListConversations(
+                router_pb2.ListConversationsRequest(user_id=user), timeout=INTERNAL_TIMEOUT_S
+            )
+        )
+        asked = {c.conversation_id: c.seq for c in sync.cursors}
+        start: dict[str, int] = {}
+        until: dict[str, int] = {}
+        for state in reply.conversations:
+            cid = state.summary.conversation.id
+            last = state.summary.last_seq
+            if cid in asked:
+                position = min(asked[cid], last)
+            elif sync.only_cursors:
+                position = last  # not asked for: live only
+            else:
+                position = min(state.delivered_seq, last)
+            start[cid] = position
+            if last > position:
+                until[cid] = last
+        return SyncPlan(start=start, until=until), [s.summary.conversation for s in reply.conversations]
+
+    async def _read_loop(self, session: Session, requests: AsyncIterator[gateway_pb2.ConnectRequest]) -> None:
+        typing_last: dict[str, float] = {}
+        try:
+            async for request in requests:
+                try:
+                    await self._handle(session, request, typing_last)
+                except errors.ParleyError as exc:
+                    session.push(
+                        gateway_pb2.ConnectResponse(error=errors.error_frame(exc, request.request_id))
+                    )
+                except Exception:
+                    log.exception("frame %s failed", request.WhichOneof("frame"))
+                    internal = errors.ParleyError(errors.INTERNAL_MESSAGE)
+                    session.push(
+                        gateway_pb2.ConnectResponse(error=errors.error_frame(internal, request.request_id))
+                    )
+        finally:
+            # The client half-closed or went away: end the session's writer too.
+            session.close()
+
+    async def _handle(
+        self, session: Session, request: gateway_pb2.ConnectRequest, typing_last: dict[str, float]
+    ) -> None:
+        kind = request.WhichOneof("frame")
+        if kind == "send":
+            send = request.send
+            ack = await self._append(
+                session.user_id,
+                session.device_id,
+                session.session_id,
+                send.conversation_id,
+                send.client_message_id,
+                send.body,
+            )
+            session.push(gateway_pb2.ConnectResponse(send_ack=ack))
+        elif kind in ("ack", "read"):
+            frame = request.ack if kind == "ack" else request.read
+            if not frame.conversation_id or frame.seq == 0:
+                raise errors.InvalidArgument(f"{kind} needs conversation_id and seq > 0")
+            receipt_kind = (
+                messages_pb2.RECEIPT_KIND_DELIVERED if kind == "ack" else messages_pb2.RECEIPT_KIND_READ
+            )
+            self._acks.add(session.user_id, frame.conversation_id, receipt_kind, frame.seq, session.device_id)
+        elif kind == "typing":
+            typing = request.typing
+            if not typing.conversation_id:
+                raise errors.InvalidArgument("typing needs conversation_id")
+            now = time.monotonic()
+            if typing.typing:
+                # Ephemeral and cheap to drop: excess indicators are ignored, not errors.
+                if now - typing_last.get(typing.conversation_id, -1e9) < self._limits.typing_interval_s:
+                    return
+                typing_last[typing.conversation_id] = now
+            else:
+                typing_last.pop(typing.conversation_id, None)
+            await rpc(
+                self._router.PublishTyping(
+                    router_pb2.PublishTypingRequest(
+                        conversation_id=typing.conversation_id,
+                        user_id=session.user_id,
+                        typing=typing.typing,
+                        sender_session_id=session.session_id,
+                    ),
+                    timeout=INTERNAL_TIMEOUT_S,
+                )
+            )
+        elif kind == "sync":
+            raise errors.FailedPrecondition("sync is given in hello; reconnect to resync")
+        elif kind == "ping":
+            session.push(
+                gateway_pb2.ConnectResponse(
+                    pong=gateway_pb2.Pong(nonce=request.ping.nonce, server_time=_now())
+                )
+            )
+        elif kind == "hello":
+            raise errors.FailedPrecondition("hello was already received on this stream")
+        else:
+            raise errors.InvalidArgument("empty frame")
+
+
+class ConversationServicer(gateway_pb2_grpc.ConversationServiceServicer):
+    def __init__(self, caller: Caller, backends: Backends) -> None:
+        self._caller = caller
+        self._router = backends.router
+
+    async def CreateDirect(
+        self, request: gateway_pb2.CreateDirectRequest, context: ServicerContext
+    ) -> gateway_pb2.CreateDirectResponse:
+        user = self._caller.user(context)
+        if not request.peer_user_id:
+            raise errors.InvalidArgument("peer_user_id is required")
+        reply = await rpc(
+            self._router.CreateDirect(
+                router_pb2.CreateDirectRequest(user_id=user, peer_user_id=request.peer_user_id),
+                timeout=INTERNAL_TIMEOUT_S,
+            )
+        )
+        return gateway_pb2.CreateDirectResponse(conversation=reply.conversation, created=reply.created)
+
+    async def CreateGroup(
+        self, request: gateway_pb2.CreateGroupRequest, context: ServicerContext
+    ) -> gateway_pb2.CreateGroupResponse:
+        user = self._caller.user(context)
+        reply = await rpc(
+            self._router.CreateGroup(
+                router_pb2.CreateGroupRequest(user_id=user, name=request.name, member_ids=request.member_ids),
+                timeout=INTERNAL_TIMEOUT_S,
+            )
+        )
+        return gateway_pb2.CreateGroupResponse(conversation=reply.conversation)
+
+    async def AddMembers(
+        self, request: gateway_pb2.AddMembersRequest, context: ServicerContext
+    ) -> gateway_pb2.AddMembersResponse:
+        user = self._caller.user(context)
+        reply = await rpc(
+            self._router.AddMembers(
+                router_pb2.AddMembersRequest(
+                    user_id=user, conversation_id=request.conversation_id, member_ids=request.user_ids
+                ),
+                timeout=INTERNAL_TIMEOUT_S,
+            )
+        )
+        return gateway_pb2.AddMembersResponse(conversation=reply.conversation)
+
+    async def RemoveMembers(
+        self, request: gateway_pb2.RemoveMembersRequest, context: ServicerContext
+    ) -> gateway_pb2.RemoveMembersResponse:
+        user = self._caller.user(context)
+        reply = await rpc(
+            self._router.RemoveMembers(
+                router_pb2.RemoveMembersRequest(
+                    user_id=user, conversation_id=request.conversation_id, member_ids=request.user_ids
+                ),
+                timeout=INTERNAL_TIMEOUT_S,
+            )
+        )
+        return gateway_pb2.RemoveMembersResponse(conversation=reply.conversation)
+
+    async def GetConversation(
+        self, request: gateway_pb2.GetConversationRequest, context: ServicerContext
+    ) -> gateway_pb2.GetConversationResponse:
+        user = self._caller.user(context)
+        reply = await rpc(
+            self._router.GetConversation(
+                router_pb2.GetConversationRequest(user_id=user, conversation_id=request.conversation_id),
+                timeout=INTERNAL_TIMEOUT_S,
+            )
+        )
+        return gateway_pb2.GetConversationResponse(conversation=reply.conversation)
+
+    async def ListConversations(
+        self, request: gateway_pb2.ListConversationsRequest, context: ServicerContext
+    ) -> gateway_pb2.ListConversationsResponse:
+        user = self._caller.user(context)
+        limit = request.limit or 50
+        if limit > 200:
+            raise errors.InvalidArgument("limit must be at most 200")
+        reply = await rpc(
+            self._router.ListConversations(
+                router_pb2.ListConversationsRequest(user_id=user, limit=limit), timeout=INTERNAL_TIMEOUT_S
+            )
+        )
+        return gateway_pb2.ListConversationsResponse(conversations=[s.summary for s in reply.conversations])
+
+
+class HistoryServicer(gateway_pb2_grpc.HistoryServiceServicer):
+    def __init__(self, caller: Caller, backends: Backends) -> None:
+        self._caller = caller
+        self._backends = backends
+
+    async def GetHistory(
+        self, request: gateway_pb2.GetHistoryRequest, context: ServicerContext
+    ) -> gateway_pb2.GetHistoryResponse:
+        user = self._caller.user(context)
+        if request.before_seq and request.after_seq:
+            raise errors.InvalidArgument("give before_seq or after_seq, not both")
+        limit = request.limit or DEFAULT_HISTORY_LIMIT
+        if limit > MAX_HISTORY_LIMIT:
+            raise errors.InvalidArgument(f"limit must be at most {MAX_HISTORY_LIMIT}")
+        await rpc(
+            self._backends.router.GetConversation(
+                router_pb2.GetConversationRequest(user_id=user, conversation_id=request.conversation_id),
+                timeout=INTERNAL_TIMEOUT_S,
+            )
+        )
+        reply = await rpc(
+            self._backends.history.GetHistory(
+                history_pb2.GetHistoryRequest(
+                    conversation_id=request.conversation_id,
+                    before_seq=request.before_seq,
+                    after_seq=request.after_seq,
+                    limit=limit,
+                ),
+                timeout=INTERNAL_TIMEOUT_S,
+            )
+        )
+        return gateway_pb2.GetHistoryResponse(
+            messages=reply.messages, next_cursor=reply.next_cursor, has_more=reply.has_more
+        )
+
+
+class PresenceServicer(gateway_pb2_grpc.PresenceServiceServicer):
+    def __init__(self, caller: Caller, backends: Backends) -> None:
+        self._caller = caller
+        self._backends = backends
+
+    async def GetPresence(
+        self, request: gateway_pb2.GetPresenceRequest, context: ServicerContext
+    ) -> gateway_pb2.GetPresenceResponse:
+        self._caller.user(context)
+        if not request.user_ids:
+            raise errors.InvalidArgument("user_ids is required")
+        if len(request.user_ids) > MAX_PRESENCE_QUERY:
+            raise errors.InvalidArgument(f"at most {MAX_PRESENCE_QUERY} user_ids per call")
+        reply = await rpc(
+            self._backends.presence.GetPresence(
+                presence_pb2.GetPresenceRequest(user_ids=request.user_ids), timeout=INTERNAL_TIMEOUT_S
+            )
+        )
+        return gateway_pb2.GetPresenceResponse(presences=reply.presences)

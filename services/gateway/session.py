@@ -1,0 +1,152 @@
+"""One client session: what it is owed, in order.
+
+Everything a session sends passes through its queue and one writer (the
+``frames`` generator), which is what keeps delivery ordered per
+conversation:
+
+1. ``welcome``;
+2. the backlog the client asked for (sync), oldest first per conversation;
+3. ``sync_complete``;
+4. live frames, queued by the hub since *before* the sync started, so
+   nothing appended during the sync is missed.
+
+For each conversation the writer tracks the highest seq the session has
+been given. A message at or below it is a duplicate (at-least-once fan-out,
+or already sent by the sync) and is dropped; a message beyond the next seq
+means something is missing, and the gap is fetched from the router before
+the message is sent. The session's own sends are acknowledged instead of
+echoed, and an ack advances the position just like a delivery would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from parley.v1 import gateway_pb2, messages_pb2
+
+log = logging.getLogger(__name__)
+
+# Fetches messages of a conversation with seq > after_seq (at most limit), oldest first.
+FetchFn = Callable[[str, int, int], Awaitable[list[messages_pb2.Message]]]
+
+FETCH_PAGE = 500
+
+
+class SessionOverflow(Exception):
+    """The client reads slower than its messages arrive."""
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """Per conversation: the position to resume from and the last seq to fetch up to."""
+
+    start: dict[str, int]
+    until: dict[str, int]
+
+
+class Session:
+    def __init__(self, user_id: str, device_id: str, *, queue_max: int, fetch: FetchFn) -> None:
+        self.session_id = uuid.uuid4().hex
+        self.user_id = user_id
+        self.device_id = device_id
+        self._queue: asyncio.Queue[gateway_pb2.ConnectResponse | None] = asyncio.Queue()
+        self._queue_max = queue_max
+        self._fetch = fetch
+        self._positions: dict[str, int] = {}
+        self._closed = False
+        self.overflowed = False
+
+    # --- producers (hub, read loop) -------------------------------------------------------
+
+    def push(self, frame: gateway_pb2.ConnectResponse) -> None:
+        if self._closed:
+            return
+        if self._queue.qsize() >= self._queue_max:
+            self.overflowed = True
+            self.close()
+            return
+        self._queue.put_nowait(frame)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # --- the writer -----------------------------------------------------------------------
+
+    async def frames(
+        self, welcome: gateway_pb2.Welcome, plan: SyncPlan
+    ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        yield gateway_pb2.ConnectResponse(welcome=welcome)
+        self._positions.update(plan.start)
+        synced: list[messages_pb2.Cursor] = []
+        for cid, until in plan.until.items():
+            async for frame in self._fill(cid, until):
+                yield frame
+            synced.append(messages_pb2.Cursor(conversation_id=cid, seq=self._positions.get(cid, 0)))
+        yield gateway_pb2.ConnectResponse(sync_complete=gateway_pb2.SyncComplete(cursors=synced))
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                if self.overflowed:
+                    raise SessionOverflow()
+                return
+            frame = item
+            kind = frame.WhichOneof("frame")
+            if kind == "message":
+                async for out in self._ordered(frame.message.conversation_id, frame.message.seq, frame):
+                    yield out
+            elif kind == "send_ack":
+                # Our own message: the ack stands in for its delivery.
+                ack = frame.send_ack
+                async for out in self._ordered(ack.conversation_id, ack.seq, None):
+                    yield out
+                yield frame
+            else:
+                yield frame
+
+    async def _ordered(
+        self, cid: str, seq: int, frame: gateway_pb2.ConnectResponse | None
+    ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        position = self._positions.get(cid)
+        if position is None:
+            # A conversation we had no position for (e.g. joined after connecting):
+            # start from here.
+            self._positions[cid] = seq
+            if frame is not None:
+                yield frame
+            return
+        if seq <= position:
+            return  # duplicate
+        if seq > position + 1:
+            async for gap in self._fill(cid, seq - 1):
+                yield gap
+        self._positions[cid] = max(self._positions[cid], seq)
+        if frame is not None:
+            yield frame
+
+    async def _fill(self, cid: str, until: int) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        """Sends everything after the current position up to ``until``."""
+        while self._positions.get(cid, 0) < until:
+            after = self._positions.get(cid, 0)
+            page = await self._fetch(cid, after, min(FETCH_PAGE, until - after))
+            if not page:
+                log.warning("gap in %s after %d: nothing to fetch up to %d", cid, after, until)
+                return
+            for message in page:
+                if message.seq <= self._positions.get(cid, 0) or message.seq > until:
+                    continue
+                self._positions[cid] = message.seq
+                yield gateway_pb2.ConnectResponse(message=message)
+
+
+def contacts_of(conversations: Iterable[messages_pb2.Conversation], user_id: str) -> set[str]:
+    return {m for c in conversations for m in c.member_ids if m != user_id}
