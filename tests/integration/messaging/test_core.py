@@ -216,7 +216,7 @@ async def test_hundred_concurrent_senders_one_gap_free_sequence(redis_config: Re
     ],
 )
 async def test_bad_bodies_are_rejected_on_stream_and_unary(
-    redis_config: RedisConfig, body: bytes, code: int
+    redis_config: RedisConfig, body: bytes, code: errors_pb2.ErrorCode.ValueType
 ) -> None:
     async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
         cid = await create_direct(channel, "alice", "bob")
