@@ -23,11 +23,11 @@ class TokenBucket:
 
     __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, now: float | None = None) -> None:
         self._rate = rate
         self._burst = float(burst)
         self._tokens = float(burst)
-        self._stamp = time.monotonic()
+        self._stamp = time.monotonic() if now is None else now
 
     def take(self, now: float | None = None) -> float:
         """Takes a token; returns 0 on success, else the seconds until one is available."""
@@ -61,7 +61,7 @@ class SendLimiter:
         now = time.monotonic()
         bucket = self._buckets.get(user_id)
         if bucket is None:
-            bucket = self._buckets[user_id] = TokenBucket(self._rate, self._burst)
+            bucket = self._buckets[user_id] = TokenBucket(self._rate, self._burst, now)
         wait = bucket.take(now)
         if wait > 0:
             raise errors.RateLimited(f"send rate limit of {self._rate:g}/s exceeded", retry_after_s=wait)

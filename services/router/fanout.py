@@ -346,7 +346,7 @@ class Fanout:
             floor = bound if floor is None else min(floor, bound)
         if floor is None or floor == (0, 1):
             return 0
-        return int(await self._redis.xtrim(log_key, minid=f"{floor[0]}-{floor[1]}"))
+        return int(await self._redis.xtrim(log_key, minid=f"{floor[0]}-{floor[1]}", approximate=False))
 
 
 def _parse_id(value: bytes | str) -> tuple[int, int]:

@@ -1,0 +1,102 @@
+"""Fan-out failover and log trimming on real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import grpc
+import redis.asyncio as aioredis
+from parley.config import RedisConfig
+from parley.keys import FANOUT_GROUP, HISTORY_GROUP, Keys
+from parley.server import serving
+from parley.v1 import gateway_pb2, gateway_pb2_grpc
+from router.app import build as build_router
+from router.fanout import Fanout
+
+from tests.chat import RawSession, metadata
+from tests.stack import PARTITIONS, router_config, running_stack
+
+
+async def test_partition_moves_to_surviving_router_and_pending_is_redelivered(
+    redis_config: RedisConfig, redis_client: aioredis.Redis
+) -> None:
+    keys = Keys(redis_config.key_prefix, PARTITIONS)
+    async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
+        conv = gateway_pb2_grpc.ConversationServiceStub(channel)
+        cid = (
+            await conv.CreateDirect(
+                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
+            )
+        ).conversation.id
+        bob = await RawSession(channel, "bob").open()
+        partition = keys.partition(cid)
+        log_key = keys.log(partition)
+        # A "crashed router": read two entries into the fan-out group's pending list, never ack.
+        chat = gateway_pb2_grpc.ChatServiceStub(channel)
+        fanout: Fanout = stack.router.spec.components[1]  # type: ignore[assignment]
+        await fanout.stop()  # the in-process router stops fanning out (and releases its leases)
+        for i in range(2):
+            await chat.Send(
+                gateway_pb2.SendRequest(conversation_id=cid, client_message_id=f"p{i}", body=b"pending"),
+                metadata=metadata("alice"),
+            )
+        claimed = await redis_client.xreadgroup(FANOUT_GROUP, "dead-router", {log_key: ">"}, count=10)
+        assert len(claimed[0][1]) == 2
+        await bob.no_frame("message", wait=0.3)
+        # A second router takes over the partition and delivers the dead one's pending entries.
+        second = await build_router(
+            dataclasses.replace(router_config(redis_config), router_id="router-second"), setup_telemetry=False
+        )
+        async with serving(second):
+            got = await bob.messages(2, timeout=10)
+            assert [m.seq for m in got] == [1, 2]
+            await chat.Send(
+                gateway_pb2.SendRequest(conversation_id=cid, client_message_id="after", body=b"live"),
+                metadata=metadata("alice"),
+            )
+            (live,) = await bob.messages(1, timeout=10)
+            assert live.seq == 3
+            pending = await redis_client.xpending(log_key, FANOUT_GROUP)
+            assert pending["pending"] == 0
+        await bob.close()
+
+
+async def test_trim_keeps_what_a_group_has_not_acked(
+    redis_config: RedisConfig, redis_client: aioredis.Redis
+) -> None:
+    async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
+        keys = Keys(redis_config.key_prefix, PARTITIONS)
+        conv = gateway_pb2_grpc.ConversationServiceStub(channel)
+        cid = (
+            await conv.CreateDirect(
+                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
+            )
+        ).conversation.id
+        log_key = keys.log(keys.partition(cid))
+        chat = gateway_pb2_grpc.ChatServiceStub(channel)
+        for i in range(10):
+            await chat.Send(
+                gateway_pb2.SendRequest(conversation_id=cid, client_message_id=f"t{i}", body=b"x"),
+                metadata=metadata("alice"),
+            )
+        fanout: Fanout = stack.router.spec.components[1]  # type: ignore[assignment]
+        # Fan-out has delivered everything, but the history group has read nothing.
+        for _ in range(50):
+            if (await redis_client.xpending(log_key, FANOUT_GROUP))[
+                "pending"
+            ] == 0 and fanout.delivered_total >= 10:
+                break
+            await asyncio.sleep(0.05)
+        assert await fanout.trim(keys.partition(cid)) == 0
+        assert await redis_client.xlen(log_key) == 10
+        # History reads 6 and acks 4 of them: entries from the oldest pending one on must stay.
+        read = await redis_client.xreadgroup(HISTORY_GROUP, "writer", {log_key: ">"}, count=6)
+        ids = [entry_id for entry_id, _ in read[0][1]]
+        await redis_client.xack(log_key, HISTORY_GROUP, *ids[:4])
+        assert await fanout.trim(keys.partition(cid)) == 4
+        remaining = await redis_client.xrange(log_key)
+        assert [entry_id for entry_id, _ in remaining][0] == ids[4]
+        await redis_client.xack(log_key, HISTORY_GROUP, *ids[4:])
+        assert await fanout.trim(keys.partition(cid)) == 2
+        assert await redis_client.xlen(log_key) == 4

@@ -1,0 +1,97 @@
+"""The session writer's ordering rules (pure logic; the fetch is a fake)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.session import Session, SessionOverflow, SyncPlan
+from parley.v1 import gateway_pb2, messages_pb2
+
+
+def msg(cid: str, seq: int) -> messages_pb2.Message:
+    return messages_pb2.Message(conversation_id=cid, seq=seq, body=f"{cid}:{seq}".encode())
+
+
+class Store:
+    def __init__(self, last: dict[str, int]) -> None:
+        self.last = last
+        self.calls: list[tuple[str, int, int]] = []
+
+    async def fetch(self, cid: str, after: int, limit: int) -> list[messages_pb2.Message]:
+        self.calls.append((cid, after, limit))
+        return [msg(cid, s) for s in range(after + 1, min(self.last[cid], after + limit) + 1)]
+
+
+async def collect(session: Session, plan: SyncPlan, n: int) -> list[gateway_pb2.ConnectResponse]:
+    out: list[gateway_pb2.ConnectResponse] = []
+    gen = session.frames(gateway_pb2.Welcome(session_id="s"), plan)
+    async with asyncio.timeout(2):
+        async for frame in gen:
+            out.append(frame)
+            if len(out) == n:
+                break
+    await gen.aclose()
+    return out
+
+
+def seqs(frames: list[gateway_pb2.ConnectResponse]) -> list[tuple[str, int]]:
+    return [(f.message.conversation_id, f.message.seq) for f in frames if f.WhichOneof("frame") == "message"]
+
+
+async def test_sync_backlog_then_live_dropping_duplicates() -> None:
+    store = Store({"a": 3})
+    session = Session("u", "d", queue_max=100, fetch=store.fetch)
+    # Live frames that raced with the sync: 2 and 3 are duplicates of the backlog.
+    for s in (2, 3, 4):
+        session.push(gateway_pb2.ConnectResponse(message=msg("a", s)))
+    frames = await collect(session, SyncPlan(start={"a": 1}, until={"a": 3}), 5)
+    kinds = [f.WhichOneof("frame") for f in frames]
+    assert kinds == ["welcome", "message", "message", "sync_complete", "message"]
+    assert seqs(frames) == [("a", 2), ("a", 3), ("a", 4)]
+
+
+async def test_gap_in_live_is_filled_before_the_message() -> None:
+    store = Store({"a": 10})
+    session = Session("u", "d", queue_max=100, fetch=store.fetch)
+    session.push(gateway_pb2.ConnectResponse(message=msg("a", 6)))
+    frames = await collect(session, SyncPlan(start={"a": 2}, until={}), 6)
+    assert seqs(frames) == [("a", 3), ("a", 4), ("a", 5), ("a", 6)]
+    assert store.calls == [("a", 2, 3)]
+
+
+async def test_own_send_ack_advances_position_without_echo() -> None:
+    store = Store({"a": 5})
+    session = Session("u", "d", queue_max=100, fetch=store.fetch)
+    session.push(gateway_pb2.ConnectResponse(send_ack=messages_pb2.SendAck(conversation_id="a", seq=1)))
+    session.push(gateway_pb2.ConnectResponse(message=msg("a", 1)))  # our own, if echoed: dropped
+    session.push(gateway_pb2.ConnectResponse(message=msg("a", 2)))
+    frames = await collect(session, SyncPlan(start={"a": 0}, until={}), 4)
+    assert [f.WhichOneof("frame") for f in frames] == ["welcome", "sync_complete", "send_ack", "message"]
+    assert seqs(frames) == [("a", 2)]
+    assert store.calls == []
+
+
+async def test_unknown_conversation_starts_at_first_live_message() -> None:
+    store = Store({})
+    session = Session("u", "d", queue_max=100, fetch=store.fetch)
+    session.push(gateway_pb2.ConnectResponse(message=msg("new", 1)))
+    session.push(gateway_pb2.ConnectResponse(message=msg("new", 2)))
+    frames = await collect(session, SyncPlan(start={}, until={}), 4)
+    assert seqs(frames) == [("new", 1), ("new", 2)]
+
+
+async def test_overflow_ends_the_session() -> None:
+    store = Store({})
+    session = Session("u", "d", queue_max=3, fetch=store.fetch)
+    for s in range(1, 6):
+        session.push(gateway_pb2.ConnectResponse(message=msg("a", s)))
+    assert session.overflowed and session.closed
+    gen = session.frames(gateway_pb2.Welcome(), SyncPlan(start={"a": 0}, until={}))
+    got = []
+    try:
+        async for frame in gen:
+            got.append(frame)
+        raise AssertionError("expected SessionOverflow")
+    except SessionOverflow:
+        pass
+    assert seqs(got) == [("a", 1), ("a", 2), ("a", 3)]
