@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from parley.v1 import gateway_pb2, messages_pb2
@@ -84,7 +84,7 @@ class Session:
 
     async def frames(
         self, welcome: gateway_pb2.Welcome, plan: SyncPlan
-    ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+    ) -> AsyncGenerator[gateway_pb2.ConnectResponse, None]:
         yield gateway_pb2.ConnectResponse(welcome=welcome)
         self._positions.update(plan.start)
         synced: list[messages_pb2.Cursor] = []
