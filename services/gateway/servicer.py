@@ -144,6 +144,16 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self, request_iterator: AsyncIterator[gateway_pb2.ConnectRequest], context: ServicerContext
     ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
         user = self._caller.user(context)
+        async for frame in self.session_stream(user, request_iterator):
+            yield frame
+
+    async def session_stream(
+        self, user: str, request_iterator: AsyncIterator[gateway_pb2.ConnectRequest]
+    ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        """The transport-neutral session: gRPC and the WebSocket bridge both run it.
+
+        Raises ParleyError for what ends the session (no hello, a session too slow).
+        """
         requests = request_iterator.__aiter__()
         try:
             first = await asyncio.wait_for(requests.__anext__(), self._limits.hello_timeout_s)
