@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
+
 from parley.auth import mint_dev_token
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 

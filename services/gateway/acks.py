@@ -13,6 +13,7 @@ import logging
 from typing import TypeAlias
 
 import grpc
+
 from parley.internal.v1 import router_pb2, router_pb2_grpc
 from parley.v1 import messages_pb2
 

@@ -7,6 +7,15 @@ from dataclasses import dataclass, field
 
 import grpc
 import redis.asyncio as aioredis
+
+from gateway.acks import AckCoalescer
+from gateway.backends import Backends
+from gateway.config import GatewayConfig
+from gateway.hub import Hub
+from gateway.presence import GatewayPresence
+from gateway.presence_feed import PresenceFeed
+from gateway.presence_leases import SessionLeases
+from gateway.servicer import Caller, ChatServicer, ConversationServicer, HistoryServicer, PresenceServicer
 from parley.auth import Authenticator
 from parley.grpcclient import insecure_channel
 from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2_grpc
@@ -15,12 +24,6 @@ from parley.redisclient import connect
 from parley.server import Component, ServiceSpec
 from parley.telemetry import setup_logging, setup_tracing
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
-
-from gateway.acks import AckCoalescer
-from gateway.backends import Backends
-from gateway.config import GatewayConfig
-from gateway.hub import Hub
-from gateway.servicer import Caller, ChatServicer, ConversationServicer, HistoryServicer, PresenceServicer
 
 PUBLIC_SERVICES = ("ChatService", "ConversationService", "HistoryService", "PresenceService")
 
@@ -60,7 +63,14 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
     hub = Hub(redis, keys, config.gateway_id, config.route_lease_s)
     acks = AckCoalescer(backends.router)
     caller = Caller(Authenticator(config.auth))
-    chat = ChatServicer(caller, backends, hub, acks, config.limits)
+    # Renew at a third of the lease: two renewals can fail before a session expires.
+    leases = SessionLeases(
+        backends.presence, config.gateway_id, config.presence_lease_s / 3, lease_s=config.presence_lease_s
+    )
+    presence = GatewayPresence(backends.presence, leases, hub)
+    feed = PresenceFeed(redis, keys, presence.on_change)
+    presence.attach(feed)
+    chat = ChatServicer(caller, backends, hub, acks, config.limits, presence)
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
         gateway_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
@@ -71,5 +81,5 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         gateway_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(caller, backends), server)
         return [gateway_pb2.DESCRIPTOR.services_by_name[name].full_name for name in PUBLIC_SERVICES]
 
-    components: list[Component] = [clients, hub, acks]
+    components: list[Component] = [clients, hub, acks, leases, feed]
     return ServiceSpec(name="gateway", config=config.server, register=register, components=components)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+
 from parley import errors
 from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.v1 import messages_pb2

@@ -15,12 +15,12 @@ import logging
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
+
+from gateway.session import Session
 from parley.delivery import Inbox, RouteTable
 from parley.keys import Keys
 from parley.telemetry import context_from_traceparent
 from parley.v1 import gateway_pb2
-
-from gateway.session import Session
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -33,6 +33,7 @@ class Hub:
         self._inbox = Inbox(redis, keys)
         self._lease_s = route_lease_s
         self._by_user: dict[str, dict[str, Session]] = {}
+        self._by_id: dict[str, Session] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.delivered_frames = 0
 
@@ -64,11 +65,13 @@ class Hub:
         sessions = self._by_user.setdefault(session.user_id, {})
         first = not sessions
         sessions[session.session_id] = session
+        self._by_id[session.session_id] = session
         if first:
             await self._routes.register(self.gateway_id, [session.user_id], self._lease_s)
 
     async def remove(self, session: Session) -> None:
         sessions = self._by_user.get(session.user_id)
+        self._by_id.pop(session.session_id, None)
         if sessions is None or sessions.pop(session.session_id, None) is None:
             return
         if not sessions:
@@ -78,8 +81,8 @@ class Hub:
     def sessions_of(self, user_id: str) -> list[Session]:
         return list(self._by_user.get(user_id, {}).values())
 
-    def session(self, user_id: str, session_id: str) -> Session | None:
-        return self._by_user.get(user_id, {}).get(session_id)
+    def session(self, session_id: str) -> Session | None:
+        return self._by_id.get(session_id)
 
     @property
     def session_count(self) -> int:

@@ -19,11 +19,6 @@ from typing import Protocol
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
-from parley import errors
-from parley.auth import Authenticator
-from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
-from parley.server import ServicerContext
-from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 
 from gateway.acks import AckCoalescer
 from gateway.backends import INTERNAL_TIMEOUT_S, Backends, fetch_messages, rpc
@@ -31,6 +26,11 @@ from gateway.config import LimitsConfig
 from gateway.hub import Hub
 from gateway.limits import SendLimiter, validate_body
 from gateway.session import Session, SessionOverflow, SyncPlan, contacts_of
+from parley import errors
+from parley.auth import Authenticator
+from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
+from parley.server import ServicerContext
+from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from parley.server import main_entry
-
 from router.app import build
 from router.config import load_config
 

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import grpc
 import redis.asyncio as aioredis
+
 from parley.grpcclient import insecure_channel
 from parley.internal.v1 import history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.keys import Keys
 from parley.redisclient import connect
 from parley.server import ServiceSpec
 from parley.telemetry import setup_logging, setup_tracing
-
 from router.config import RouterConfig
 from router.fanout import Deliverer, Fanout
 from router.servicer import RouterServicer

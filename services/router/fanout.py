@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
+
 from parley.delivery import Inbox, RouteTable
 from parley.keys import (
     F_CONVERSATION,
@@ -37,7 +38,6 @@ from parley.keys import (
 )
 from parley.redisclient import load_script
 from parley.telemetry import context_from_traceparent, inject_traceparent
-
 from router.store import ConversationStore
 
 log = logging.getLogger(__name__)

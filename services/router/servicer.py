@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 
 import grpc
+
 from parley import errors
 from parley.internal.v1 import history_pb2, history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.server import ServicerContext
 from parley.telemetry import inject_traceparent
 from parley.v1 import gateway_pb2, messages_pb2
-
 from router.fanout import Deliverer
 from router.store import ConversationStore, timestamp_ms
 

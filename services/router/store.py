@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from parley import errors
 from parley.auth import valid_user_id
 from parley.ids import direct_conversation_id, new_group_id, new_message_id, valid_conversation_id

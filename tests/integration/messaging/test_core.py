@@ -6,9 +6,9 @@ import asyncio
 
 import grpc
 import pytest
+
 from parley.config import RedisConfig
 from parley.v1 import errors_pb2, gateway_pb2, gateway_pb2_grpc
-
 from tests.chat import RawSession, metadata
 from tests.stack import running_stack
 
@@ -272,6 +272,7 @@ async def test_unauthenticated(redis_config: RedisConfig, token: str | None) -> 
     import time
 
     import jwt
+
     from parley.auth import DEV_SECRET
 
     async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:

@@ -7,13 +7,13 @@ import dataclasses
 
 import grpc
 import redis.asyncio as aioredis
+
 from parley.config import RedisConfig
 from parley.keys import FANOUT_GROUP, HISTORY_GROUP, Keys
 from parley.server import serving
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 from router.app import build as build_router
 from router.fanout import Fanout
-
 from tests.chat import RawSession, metadata
 from tests.stack import PARTITIONS, router_config, running_stack
 

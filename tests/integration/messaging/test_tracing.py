@@ -9,9 +9,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from parley.config import RedisConfig
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
-
 from tests.chat import RawSession, metadata
 from tests.stack import running_stack
 

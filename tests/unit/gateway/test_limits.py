@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gateway.limits import SendLimiter, TokenBucket, validate_body
 from parley import errors
 
