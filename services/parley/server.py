@@ -20,14 +20,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
+import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from parley.config import ServerConfig
-from parley.errors import INTERNAL_MESSAGE, ParleyError, trailing_metadata
+from parley.errors import INTERNAL_MESSAGE, ParleyError, Unavailable, trailing_metadata
 
 log = logging.getLogger(__name__)
+
+# Failures of a dependency (not of the request): reported as UNAVAILABLE.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
 
 # The servicer context type for handlers (grpc's stubs make it generic in request/response).
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
@@ -67,6 +75,10 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
 
         async def fail(exc: BaseException, context: ServicerContext) -> None:
+            if isinstance(exc, TRANSIENT_ERRORS):
+                # A dependency is unreachable: the client may retry (sends are idempotent).
+                log.warning("%s: dependency unavailable: %s", method, exc)
+                exc = Unavailable("a backend dependency is unavailable; retry shortly")
             if isinstance(exc, ParleyError):
                 await context.abort(exc.status, exc.message, trailing_metadata(exc))
             log.error("unhandled error in %s", method, exc_info=exc)
