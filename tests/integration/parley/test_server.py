@@ -36,7 +36,7 @@ class Faulty(router_pb2_grpc.RouterServiceServicer):
 
 def spec(drain: float = 5.0) -> ServiceSpec:
     def register(server: grpc.aio.Server) -> Iterable[str]:
-        router_pb2_grpc.add_RouterServiceServicer_to_server(Faulty(), server)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(Faulty(), server)  # type: ignore[abstract]
         return ["parley.internal.v1.RouterService"]
 
     return ServiceSpec(name="faulty", config=ServerConfig("127.0.0.1", 0, drain), register=register)
