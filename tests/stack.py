@@ -12,6 +12,8 @@ from gateway.config import GatewayConfig, LimitsConfig
 from parley.auth import DEV_SECRET, AuthConfig
 from parley.config import RedisConfig, ServerConfig, TelemetryConfig
 from parley.server import RunningServer, serving
+from presence.app import build as build_presence
+from presence.config import PresenceConfig
 from router.app import build as build_router
 from router.config import RouterConfig
 
@@ -23,6 +25,7 @@ class Stack:
     router: RunningServer
     gateway: RunningServer
     redis_config: RedisConfig
+    presence: RunningServer | None = None
 
     @property
     def gateway_addr(self) -> str:
@@ -67,17 +70,44 @@ def gateway_config(
     )
 
 
+def presence_config(redis_config: RedisConfig, **overrides: object) -> PresenceConfig:
+    config = PresenceConfig(
+        server=ServerConfig(host="127.0.0.1", port=0, drain_seconds=1.0),
+        redis=redis_config,
+        telemetry=TelemetryConfig(service_name="test-presence"),
+        offline_grace_s=0.3,
+        reap_interval_s=0.1,
+    )
+    return dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
-    redis_config: RedisConfig, *, limits: LimitsConfig | None = None, history_addr: str = ""
+    redis_config: RedisConfig,
+    *,
+    limits: LimitsConfig | None = None,
+    history_addr: str = "",
+    with_presence: bool = False,
+    presence_lease_s: float = 30.0,
+    ws_port: int = -1,
 ) -> AsyncIterator[Stack]:
-    router_spec = await build_router(router_config(redis_config, history_addr), setup_telemetry=False)
-    async with serving(router_spec) as router:
-        gateway_spec = await build_gateway(
-            gateway_config(
-                redis_config, router.address, limits=limits, history_addr=history_addr or "127.0.0.1:1"
-            ),
-            setup_telemetry=False,
+    """Router + gateway (+ presence) in-process on free ports; ws_port 0 binds the WebSocket bridge too."""
+    async with contextlib.AsyncExitStack() as stack:
+        presence = None
+        presence_addr = "127.0.0.1:1"
+        if with_presence:
+            presence_spec = await build_presence(presence_config(redis_config), setup_telemetry=False)
+            presence = await stack.enter_async_context(serving(presence_spec))
+            presence_addr = presence.address
+        router_spec = await build_router(router_config(redis_config, history_addr), setup_telemetry=False)
+        router = await stack.enter_async_context(serving(router_spec))
+        config = gateway_config(
+            redis_config,
+            router.address,
+            limits=limits,
+            history_addr=history_addr or "127.0.0.1:1",
+            presence_addr=presence_addr,
         )
-        async with serving(gateway_spec) as gateway:
-            yield Stack(router=router, gateway=gateway, redis_config=redis_config)
+        config = dataclasses.replace(config, presence_lease_s=presence_lease_s, ws_port=ws_port)
+        gateway = await stack.enter_async_context(serving(await build_gateway(config, setup_telemetry=False)))
+        yield Stack(router=router, gateway=gateway, redis_config=redis_config, presence=presence)

@@ -16,6 +16,7 @@ from gateway.presence import GatewayPresence
 from gateway.presence_feed import PresenceFeed
 from gateway.presence_leases import SessionLeases
 from gateway.servicer import Caller, ChatServicer, ConversationServicer, HistoryServicer, PresenceServicer
+from gateway.websocket import WEB_DIR, WebSocketBridge
 from parley.auth import Authenticator
 from parley.grpcclient import insecure_channel
 from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2_grpc
@@ -68,7 +69,7 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         backends.presence, config.gateway_id, config.presence_lease_s / 3, lease_s=config.presence_lease_s
     )
     presence = GatewayPresence(backends.presence, leases, hub)
-    feed = PresenceFeed(redis, keys, presence.on_change)
+    feed = PresenceFeed(redis, keys, presence.on_change, block_ms=2000)
     presence.attach(feed)
     chat = ChatServicer(caller, backends, hub, acks, config.limits, presence)
 
@@ -82,4 +83,15 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         return [gateway_pb2.DESCRIPTOR.services_by_name[name].full_name for name in PUBLIC_SERVICES]
 
     components: list[Component] = [clients, hub, acks, leases, feed]
-    return ServiceSpec(name="gateway", config=config.server, register=register, components=components)
+    if config.ws_port >= 0:
+        # Last: stopped first, so its sessions end while the hub and Redis are still up.
+        components.append(
+            WebSocketBridge(chat, Authenticator(config.auth), config.ws_host, config.ws_port, WEB_DIR)
+        )
+    return ServiceSpec(
+        name="gateway",
+        config=config.server,
+        register=register,
+        components=components,
+        recycle_connections=False,
+    )

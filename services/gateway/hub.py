@@ -105,7 +105,7 @@ class Hub:
         backoff = 0.05
         while True:
             try:
-                entries = await self._inbox.read(self.gateway_id, last_id, block_ms=5000)
+                entries = await self._inbox.read(self.gateway_id, last_id, block_ms=2000)
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise

@@ -71,4 +71,6 @@ class GatewayPresence:
     async def session_closed(self, session: Session) -> None:
         if self.feed is not None:
             self.feed.unwatch(session.session_id)
-        await self._leases.unregister(session.user_id, session.device_id, session.session_id)
+        await self._leases.unregister(
+            session.user_id, session.device_id, session.session_id, connection_lost=not session.client_closed
+        )

@@ -247,6 +247,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                     session.push(
                         gateway_pb2.ConnectResponse(error=errors.error_frame(internal, request.request_id))
                     )
+            session.client_closed = True
         finally:
             # The client half-closed or went away: end the session's writer too.
             session.close()

@@ -59,6 +59,9 @@ class Session:
         self._positions: dict[str, int] = {}
         self._closed = False
         self.overflowed = False
+        # True when the client ended its request stream cleanly (a goodbye), as
+        # opposed to a broken connection: presence goes offline at once only then.
+        self.client_closed = False
 
     # --- producers (hub, read loop) -------------------------------------------------------
 

@@ -13,6 +13,9 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     # Service addresses may list several replicas ("host:port,host:port"): spread calls.
     ("grpc.lb_policy_name", "round_robin"),
+    # gRPC's default reconnect backoff grows to 120 s; a restarted dependency should be
+    # found again within seconds.
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 
 

@@ -21,7 +21,27 @@ Layout (``<prefix>`` is ``PARLEY_REDIS_PREFIX``, default ``parley``):
 - ``<prefix>:routes:<uid>``             gateways with sessions of a user (hash gateway_id -> lease expiry ms)
 - ``<prefix>:gw:<gateway_id>:inbox``    deliveries for one gateway (stream, read by that gateway only)
 - ``<prefix>:lease:{pN}``               which router instance fans out partition N (string, PX lease)
-- ``<prefix>:presence:...``             presence state (see presence service)
+- ``<prefix>:{presence}:...``           presence (below)
+
+Presence keys all carry the one hash tag ``{presence}``, so each Lua script
+that moves a user between online and offline (session index, lease zset, the
+user's hashes and the change stream together) touches a single Redis Cluster
+slot and stays atomic. The presence keyspace then lives on one shard: at
+100,000 sessions that is ~50 MB and ~10,000 renewals/s in about ten script
+calls, far below one shard's capacity. Scaling beyond one shard means
+splitting the tag by user (``{presence:<n>}``) with one lease zset,
+lingering zset and change stream per shard.
+
+- ``<prefix>:{presence}:sessions:<uid>``  a user's live sessions (hash session_id -> device_id)
+- ``<prefix>:{presence}:state:<uid>``     a user's status (hash: ``st`` status number, ``ls`` last seen ms,
+                                          ``ch`` changed ms, ``lf`` when the last session was lost)
+- ``<prefix>:{presence}:index``           every live session (hash session_id ->
+                                          ``user\\x1fdevice\\x1fgateway\\x1flease_ms``)
+- ``<prefix>:{presence}:leases``          every live session by lease expiry (zset session_id -> expiry ms)
+- ``<prefix>:{presence}:lingering``       users whose last connection broke, by the time offline is
+                                          due (zset user_id -> ms)
+- ``<prefix>:{presence}:changes``         stream of status changes (field ``p``: serialized
+                                          parley.v1.Presence), read by every gateway
 """
 
 from __future__ import annotations
@@ -42,6 +62,7 @@ F_EXCLUDE_SESSION = "x"  # session that must not get this delivery (the sender's
 F_FRAME = "f"  # serialized parley.v1.ConnectResponse (inbox)
 F_USERS = "u"  # comma-separated target user ids (inbox)
 F_TRACEPARENT = "tp"
+F_PRESENCE = "p"  # serialized parley.v1.Presence (presence change stream)
 
 
 def partition_of(conversation_id: str, partitions: int) -> int:
@@ -105,19 +126,26 @@ class Keys:
     def inbox(self, gateway_id: str) -> str:
         return f"{self.prefix}:gw:{gateway_id}:inbox"
 
-    # Presence (owned by the presence service)
+    # Presence (owned by the presence service; see the module docstring)
+    @property
+    def presence_base(self) -> str:
+        """Common start of every presence key (the Lua scripts append per-user suffixes to it)."""
+        return f"{self.prefix}:{{presence}}:"
+
     def presence_sessions(self, user_id: str) -> str:
-        """A user's live sessions: zset session_id -> lease expiry ms."""
-        return f"{self.prefix}:presence:{{u:{user_id}}}:sessions"
+        return f"{self.presence_base}sessions:{user_id}"
 
     def presence_state(self, user_id: str) -> str:
-        """A user's status hash: status, last_seen_ms, changed_ms."""
-        return f"{self.prefix}:presence:{{u:{user_id}}}:state"
+        return f"{self.presence_base}state:{user_id}"
+
+    def presence_index(self) -> str:
+        return f"{self.presence_base}index"
 
     def presence_leases(self) -> str:
-        """All sessions by lease expiry (zset "<user_id>|<session_id>" -> expiry ms), for the reaper."""
-        return f"{self.prefix}:presence:leases"
+        return f"{self.presence_base}leases"
+
+    def presence_lingering(self) -> str:
+        return f"{self.presence_base}lingering"
 
     def presence_changes(self) -> str:
-        """Stream of presence changes (user went online/offline), read by gateways."""
-        return f"{self.prefix}:presence:changes"
+        return f"{self.presence_base}changes"

@@ -17,6 +17,9 @@ def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis
         max_connections=max_connections,
         # Bounded wait for a free connection rather than an unbounded queue.
         timeout=5,
+        # Above every blocking XREAD/XREADGROUP (at most 2 s): a blocked read is not a dead socket.
+        socket_timeout=10,
+        socket_connect_timeout=5,
         socket_keepalive=True,
         health_check_interval=30,
     )

@@ -59,6 +59,8 @@ class ServiceSpec:
     components: list[Component] = field(default_factory=list)
     # Extra interceptors (e.g. authentication) run after tracing and the error boundary.
     interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
+    # False for servers whose clients hold long-lived streams (the gateway).
+    recycle_connections: bool = True
 
 
 class ErrorBoundary(grpc.aio.ServerInterceptor):
@@ -147,6 +149,15 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
+# Internal services only: their clients (other services) resolve replicas by DNS
+# only when a connection ends, so recycling connections every few minutes lets
+# new pods receive traffic. Not for the gateway, whose client streams live long.
+RECYCLE_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 30_000),
+]
+
+
 class RunningServer:
     """A started service: its bound port and the means to stop it (used by tests too)."""
 
@@ -183,7 +194,7 @@ class RunningServer:
 async def start_service(spec: ServiceSpec) -> RunningServer:
     server = grpc.aio.server(
         interceptors=[aio_server_interceptor(), ErrorBoundary(), *spec.interceptors],
-        options=SERVER_OPTIONS,
+        options=SERVER_OPTIONS + (RECYCLE_OPTIONS if spec.recycle_connections else []),
     )
     names = list(spec.register(server))
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from parley.server import main_entry
-
 from presence.app import build
 from presence.config import load_config
 

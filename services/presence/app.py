@@ -1,24 +1,50 @@
-"""Wiring of the presence service."""
+"""Wiring of the presence service: Redis, the store, the reaper, the servicer."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import grpc
+import redis.asyncio as aioredis
 
 from parley.internal.v1 import presence_pb2, presence_pb2_grpc
+from parley.keys import Keys
+from parley.redisclient import connect
 from parley.server import ServiceSpec
 from parley.telemetry import setup_logging, setup_tracing
-
 from presence.config import PresenceConfig
+from presence.reaper import Reaper
+from presence.servicer import PresenceServicer
+from presence.store import PresenceStore
 
 
-async def build(config: PresenceConfig) -> ServiceSpec:
-    setup_logging(config.telemetry)
-    setup_tracing(config.telemetry)
+class RedisLifecycle:
+    """Fails start-up when Redis is unreachable; closes the pool at shutdown."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    async def start(self) -> None:
+        await self._client.ping()
+
+    async def stop(self) -> None:
+        await self._client.aclose()
+
+
+async def build(config: PresenceConfig, *, setup_telemetry: bool = True) -> ServiceSpec:
+    if setup_telemetry:
+        setup_logging(config.telemetry)
+        setup_tracing(config.telemetry)
+    client = connect(config.redis)
+    store = PresenceStore(client, Keys(config.redis.key_prefix), changes_maxlen=config.changes_maxlen)
+    reaper = Reaper(store, interval_s=config.reap_interval_s, batch=config.reap_batch)
+    servicer = PresenceServicer(store, config)
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
-        presence_pb2_grpc.add_PresenceServiceServicer_to_server(presence_pb2_grpc.PresenceServiceServicer(), server)
+        presence_pb2_grpc.add_PresenceServiceServicer_to_server(servicer, server)
         return [presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name]
 
-    return ServiceSpec(name="presence", config=config.server, register=register)
+    # Redis first: reachable before the reaper starts, closed after it stops.
+    return ServiceSpec(
+        name="presence", config=config.server, register=register, components=[RedisLifecycle(client), reaper]
+    )

@@ -146,16 +146,25 @@ class UnregisterSessionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_FIELD_NUMBER: _builtins.int
+    CONNECTION_LOST_FIELD_NUMBER: _builtins.int
+    connection_lost: _builtins.bool
+    """True when the connection broke (stream error, heartbeat timeout, gateway
+    draining) rather than being closed by the client. If this was the user's
+    last session, offline is then declared only after the grace period, so a
+    reconnect within it changes nothing and broadcasts nothing. False: the
+    user goes offline at once.
+    """
     @_builtins.property
     def session(self) -> Global___Session: ...
     def __init__(
         self,
         *,
         session: Global___Session | None = ...,
+        connection_lost: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_lost", b"connection_lost", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,3 +229,46 @@ class GetPresenceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPresenceResponse: _TypeAlias = GetPresenceResponse  # noqa: Y015
+
+@_typing.final
+class SetStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    status: _messages_pb2.PresenceStatus.ValueType
+    """PRESENCE_STATUS_ONLINE or PRESENCE_STATUS_AWAY."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        status: _messages_pb2.PresenceStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetStatusRequest: _TypeAlias = SetStatusRequest  # noqa: Y015
+
+@_typing.final
+class SetStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def presence(self) -> _messages_pb2.Presence: ...
+    def __init__(
+        self,
+        *,
+        presence: _messages_pb2.Presence | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["presence", b"presence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["presence", b"presence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetStatusResponse: _TypeAlias = SetStatusResponse  # noqa: Y015

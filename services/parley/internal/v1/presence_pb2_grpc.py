@@ -56,6 +56,11 @@ class PresenceServiceStub:
                 request_serializer=parley_dot_internal_dot_v1_dot_presence__pb2.GetPresenceRequest.SerializeToString,
                 response_deserializer=parley_dot_internal_dot_v1_dot_presence__pb2.GetPresenceResponse.FromString,
                 _registered_method=True)
+        self.SetStatus = channel.unary_unary(
+                '/parley.internal.v1.PresenceService/SetStatus',
+                request_serializer=parley_dot_internal_dot_v1_dot_presence__pb2.SetStatusRequest.SerializeToString,
+                response_deserializer=parley_dot_internal_dot_v1_dot_presence__pb2.SetStatusResponse.FromString,
+                _registered_method=True)
 
 
 class PresenceServiceServicer:
@@ -88,6 +93,14 @@ class PresenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetStatus(self, request, context):
+        """Sets the manual status (online or away) of a user who has live sessions;
+        an offline user stays offline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PresenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_PresenceServiceServicer_to_server(servicer, server):
                     servicer.GetPresence,
                     request_deserializer=parley_dot_internal_dot_v1_dot_presence__pb2.GetPresenceRequest.FromString,
                     response_serializer=parley_dot_internal_dot_v1_dot_presence__pb2.GetPresenceResponse.SerializeToString,
+            ),
+            'SetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetStatus,
+                    request_deserializer=parley_dot_internal_dot_v1_dot_presence__pb2.SetStatusRequest.FromString,
+                    response_serializer=parley_dot_internal_dot_v1_dot_presence__pb2.SetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +240,33 @@ class PresenceService:
             '/parley.internal.v1.PresenceService/GetPresence',
             parley_dot_internal_dot_v1_dot_presence__pb2.GetPresenceRequest.SerializeToString,
             parley_dot_internal_dot_v1_dot_presence__pb2.GetPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.internal.v1.PresenceService/SetStatus',
+            parley_dot_internal_dot_v1_dot_presence__pb2.SetStatusRequest.SerializeToString,
+            parley_dot_internal_dot_v1_dot_presence__pb2.SetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

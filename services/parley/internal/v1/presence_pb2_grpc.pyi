@@ -40,6 +40,10 @@ class PresenceServiceStub:
     """Renews the leases of many sessions of one gateway at once."""
     UnregisterSession: _grpc.UnaryUnaryMultiCallable[_presence_pb2.UnregisterSessionRequest, _presence_pb2.UnregisterSessionResponse]
     GetPresence: _grpc.UnaryUnaryMultiCallable[_presence_pb2.GetPresenceRequest, _presence_pb2.GetPresenceResponse]
+    SetStatus: _grpc.UnaryUnaryMultiCallable[_presence_pb2.SetStatusRequest, _presence_pb2.SetStatusResponse]
+    """Sets the manual status (online or away) of a user who has live sessions;
+    an offline user stays offline.
+    """
 
 @_typing.type_check_only
 class PresenceServiceAsyncStub(PresenceServiceStub):
@@ -53,6 +57,10 @@ class PresenceServiceAsyncStub(PresenceServiceStub):
     """Renews the leases of many sessions of one gateway at once."""
     UnregisterSession: _aio.UnaryUnaryMultiCallable[_presence_pb2.UnregisterSessionRequest, _presence_pb2.UnregisterSessionResponse]  # type: ignore[assignment]
     GetPresence: _aio.UnaryUnaryMultiCallable[_presence_pb2.GetPresenceRequest, _presence_pb2.GetPresenceResponse]  # type: ignore[assignment]
+    SetStatus: _aio.UnaryUnaryMultiCallable[_presence_pb2.SetStatusRequest, _presence_pb2.SetStatusResponse]  # type: ignore[assignment]
+    """Sets the manual status (online or away) of a user who has live sessions;
+    an offline user stays offline.
+    """
 
 class PresenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Presence: sessions with leases, status, last seen. Replicas share state
@@ -87,5 +95,15 @@ class PresenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _presence_pb2.GetPresenceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_presence_pb2.GetPresenceResponse, _abc.Awaitable[_presence_pb2.GetPresenceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetStatus(
+        self,
+        request: _presence_pb2.SetStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_presence_pb2.SetStatusResponse, _abc.Awaitable[_presence_pb2.SetStatusResponse]]:
+        """Sets the manual status (online or away) of a user who has live sessions;
+        an offline user stays offline.
+        """
 
 def add_PresenceServiceServicer_to_server(servicer: PresenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,343 @@
+"""The session stream over WebSocket, for browsers; also serves the web chat page.
+
+Browsers cannot open gRPC streams, so this bridge carries the same
+``parley.v1.ConnectRequest``/``ConnectResponse`` frames over a WebSocket and
+runs the same transport-neutral session (``ChatServicer.session_stream``).
+
+Endpoint ``/v1/connect``. Authentication happens before the upgrade (HTTP 401
+otherwise), with the JWT in either
+
+* the subprotocol list: ``new WebSocket(url, ["parley.v1", "bearer.<JWT>"])``
+  (browsers cannot set headers; the server answers with ``parley.v1``), or
+* the query string: ``/v1/connect?access_token=<JWT>``.
+
+No cookie is ever used, so a cross-site page cannot ride on a user's
+credentials; that is why the Origin header is not checked.
+
+Encodings: a text message is the protobuf JSON mapping of a frame (field
+names as in the .proto, e.g. ``request_id``; bytes fields such as
+``send.body`` are base64; 64-bit integers are strings in output and accepted
+as numbers or strings in input). A binary message is the serialized protobuf.
+The server answers in the encoding of the client's first message (JSON until
+then). A client message that cannot be decoded gets an ``error`` frame
+(INVALID_ARGUMENT) and the socket stays open.
+
+Close codes when a session ends with an error (an ``error`` frame with the
+details is sent first):
+
+====  =====================================================================
+4000  invalid argument (e.g. device_id too long)
+4001  unauthenticated
+4003  permission denied
+4004  not found
+4009  failed precondition: the first frame was not ``hello`` (or none came)
+4029  resource exhausted: the client read too slowly; reconnect and resume
+1013  unavailable (try again later)
+1011  internal error
+1001  the gateway is shutting down (reconnect elsewhere)
+1009  a client message was larger than the limit
+====  =====================================================================
+
+Every code except 4001 means "reconnect with backoff and resume from your
+cursors".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http
+import json
+import logging
+import mimetypes
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from gateway.servicer import ChatServicer
+from parley import errors
+from parley.auth import Authenticator
+from parley.v1 import gateway_pb2
+
+log = logging.getLogger(__name__)
+
+CONNECT_PATH = "/v1/connect"
+SUBPROTOCOL = Subprotocol("parley.v1")
+BEARER_PREFIX = "bearer."
+ACCESS_TOKEN_PARAM = "access_token"
+# A 64 KiB body is ~87 KiB once base64'd into JSON; this leaves room and bounds memory.
+MAX_MESSAGE_BYTES = 256 * 1024
+# A WebSocket close reason must fit in a control frame (125 bytes with the code).
+MAX_CLOSE_REASON = 120
+
+# Client-caused session ends map to 4000 + an HTTP-like status; the rest to standard codes.
+CLOSE_CODES: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 4000,
+    grpc.StatusCode.UNAUTHENTICATED: 4001,
+    grpc.StatusCode.PERMISSION_DENIED: 4003,
+    grpc.StatusCode.NOT_FOUND: 4004,
+    grpc.StatusCode.FAILED_PRECONDITION: 4009,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 4029,
+    grpc.StatusCode.UNAVAILABLE: CloseCode.TRY_AGAIN_LATER,
+}
+
+# The page in a source checkout (what `make run` and the tests serve); None-safe if absent.
+WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
+# Only these kinds of files of the static directory are served.
+STATIC_SUFFIXES = (".html", ".js", ".css", ".svg", ".ico")
+
+
+def close_code(err: errors.ParleyError) -> int:
+    return CLOSE_CODES.get(err.status, CloseCode.INTERNAL_ERROR)
+
+
+def _close_reason(message: str) -> str:
+    encoded = message.encode()
+    if len(encoded) <= MAX_CLOSE_REASON:
+        return message
+    return encoded[: MAX_CLOSE_REASON - 3].decode(errors="ignore") + "..."
+
+
+def decode_request(message: str | bytes) -> gateway_pb2.ConnectRequest:
+    """A client message in either encoding; InvalidArgument if it is not a frame."""
+    request = gateway_pb2.ConnectRequest()
+    try:
+        if isinstance(message, str):
+            json_format.Parse(message, request)
+        else:
+            request.ParseFromString(message)
+    except (json_format.ParseError, DecodeError) as exc:
+        kind = "JSON" if isinstance(message, str) else "protobuf"
+        raise errors.InvalidArgument(f"malformed {kind} ConnectRequest: {exc}") from None
+    return request
+
+
+def encode_response(frame: gateway_pb2.ConnectResponse, binary: bool) -> str | bytes:
+    if binary:
+        return frame.SerializeToString()
+    fields = json_format.MessageToDict(frame, preserving_proto_field_name=True)
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+
+
+def _request_id_of(message: str | bytes) -> str:
+    """The request_id of a JSON frame that failed to decode, when there is one to echo."""
+    if not isinstance(message, str):
+        return ""
+    with contextlib.suppress(ValueError, RecursionError):
+        value = json.loads(message)
+        if isinstance(value, dict) and isinstance(value.get("request_id"), str):
+            return cast(str, value["request_id"])[:128]
+    return ""
+
+
+def _token_from(request: Request) -> str | None:
+    for header in request.headers.get_all("Sec-WebSocket-Protocol"):
+        for item in header.split(","):
+            offered = item.strip()
+            if offered.startswith(BEARER_PREFIX):
+                return offered[len(BEARER_PREFIX) :]
+    values = parse_qs(urlsplit(request.path).query).get(ACCESS_TOKEN_PARAM)
+    return values[0] if values else None
+
+
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    # The bearer.<JWT> entry is only a carrier for the token: never echo it back.
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+
+
+def load_static(directory: Path | None) -> dict[str, StaticFile]:
+    """The page's files by URL path, read once at start (a handful of small files)."""
+    files: dict[str, StaticFile] = {}
+    if directory is None:
+        return files
+    if not directory.is_dir():
+        log.warning("web page directory %s not found: the page is not served", directory)
+        return files
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and path.suffix in STATIC_SUFFIXES:
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if content_type.startswith("text/") or content_type.endswith("javascript"):
+                content_type += "; charset=utf-8"
+            files[f"/{path.name}"] = StaticFile(path.read_bytes(), content_type)
+    if "/index.html" in files:
+        files["/"] = files["/index.html"]
+    return files
+
+
+class _Connection(ServerConnection):
+    # Set by process_request once the token checked out; read by the handler.
+    user_id: str = ""
+
+
+@dataclass
+class _Encoding:
+    # None until the client's first message decides it.
+    binary: bool | None = None
+
+
+class WebSocketBridge:
+    """A Component: a WebSocket server running sessions on the gateway's ChatServicer."""
+
+    def __init__(
+        self,
+        chat: ChatServicer,
+        authenticator: Authenticator,
+        host: str,
+        port: int,
+        static_dir: Path | None,
+        *,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        ping_interval_s: float = 20.0,
+        ping_timeout_s: float = 20.0,
+        close_timeout_s: float = 5.0,
+    ) -> None:
+        self._chat = chat
+        self._auth = authenticator
+        self._host = host
+        self._port = port
+        self._static_dir = static_dir
+        self._max_message_bytes = max_message_bytes
+        self._ping_interval_s = ping_interval_s
+        self._ping_timeout_s = ping_timeout_s
+        self._close_timeout_s = close_timeout_s
+        self._static: dict[str, StaticFile] = {}
+        self._server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one, or the ephemeral one for port 0)."""
+        if self._server is None:
+            raise RuntimeError("the WebSocket bridge is not started")
+        return cast(int, self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._static = load_static(self._static_dir)
+        self._server = await serve(
+            self._handle,
+            self._host,
+            self._port,
+            select_subprotocol=_select_subprotocol,
+            process_request=self._process_request,
+            # Frames are small and the memory of a compressor per connection adds up
+            # over 100k sessions.
+            compression=None,
+            max_size=self._max_message_bytes,
+            ping_interval=self._ping_interval_s,
+            ping_timeout=self._ping_timeout_s,
+            close_timeout=self._close_timeout_s,
+            create_connection=_Connection,
+            # No version banner.
+            server_header=None,
+        )
+        log.info("WebSocket bridge on %s:%d", self._host, self.port, extra={"fields": {"ws_port": self.port}})
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        # Closes open sockets with 1001 (going away); sessions end and clients resume elsewhere.
+        self._server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="gateway shutting down")
+        await self._server.wait_closed()
+        self._server = None
+
+    # --- HTTP, before the upgrade -----------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == CONNECT_PATH:
+            token = _token_from(request)
+            if not token:
+                return self._unauthorized(connection, "missing access token")
+            try:
+                cast(_Connection, connection).user_id = self._auth.user_from_token(token)
+            except errors.Unauthenticated as exc:
+                return self._unauthorized(connection, exc.message)
+            return None  # go on with the upgrade
+        static = self._static.get(path)
+        if static is None:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        headers = Headers(
+            [
+                ("Content-Type", static.content_type),
+                ("Content-Length", str(len(static.body))),
+                ("Cache-Control", "no-cache"),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:"),
+                ("Connection", "close"),
+            ]
+        )
+        return Response(http.HTTPStatus.OK.value, "OK", headers, static.body)
+
+    @staticmethod
+    def _unauthorized(connection: ServerConnection, message: str) -> Response:
+        response = connection.respond(http.HTTPStatus.UNAUTHORIZED, f"{message}\n")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    # --- the session ---------------------------------------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        user = cast(_Connection, connection).user_id
+        encoding = _Encoding()
+
+        async def send(frame: gateway_pb2.ConnectResponse) -> None:
+            await connection.send(encode_response(frame, bool(encoding.binary)))
+
+        async def requests() -> AsyncIterator[gateway_pb2.ConnectRequest]:
+            # Read lazily by the session: a client sending faster than its frames are
+            # handled is slowed down by TCP flow control instead of filling a queue.
+            try:
+                async for message in connection:
+                    if encoding.binary is None:
+                        encoding.binary = isinstance(message, bytes)
+                    try:
+                        request = decode_request(message)
+                    except errors.InvalidArgument as exc:
+                        error = errors.error_frame(exc, _request_id_of(message))
+                        await send(gateway_pb2.ConnectResponse(error=error))
+                        continue
+                    yield request
+            except ConnectionClosed:
+                return  # an abrupt end is still the end of the session
+
+        try:
+            # Closed right away when the socket fails mid-send, so the session leaves the hub now.
+            stream = cast(
+                AsyncGenerator[gateway_pb2.ConnectResponse, None], self._chat.session_stream(user, requests())
+            )
+            async with contextlib.aclosing(stream) as frames:
+                async for frame in frames:
+                    await send(frame)
+        except ConnectionClosed:
+            return
+        except errors.ParleyError as exc:
+            await self._end(connection, send, exc)
+        except Exception:
+            log.exception("WebSocket session of %s failed", user)
+            await self._end(connection, send, errors.ParleyError(errors.INTERNAL_MESSAGE))
+
+    @staticmethod
+    async def _end(
+        connection: ServerConnection,
+        send: Callable[[gateway_pb2.ConnectResponse], Awaitable[None]],
+        exc: errors.ParleyError,
+    ) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await send(gateway_pb2.ConnectResponse(error=errors.error_frame(exc, "")))
+            await connection.close(close_code(exc), _close_reason(exc.message))

@@ -1,0 +1,19 @@
+-- Registers (or re-registers) a session and returns its user's presence.
+-- ARGV[3] user id  ARGV[4] device id  ARGV[5] session id  ARGV[6] gateway id
+-- ARGV[7] lease ms
+-- Returns {'ok', status, last_seen_ms, changed_ms} or {'conflict'} when the
+-- session id is registered to another user.
+local uid, device, sid, gateway, lease = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local now = now_ms()
+
+local existing = redis.call('HGET', KEYS[1], sid)
+if existing and parse_session(existing) ~= uid then
+  return {'conflict'}
+end
+redis.call('HSET', KEYS[1], sid, uid .. SEP .. device .. SEP .. gateway .. SEP .. lease)
+redis.call('ZADD', KEYS[2], now + lease, sid)
+redis.call('HSET', sessions_key(uid), sid, device)
+on_session_added(uid, now)
+
+local p = presence_of(uid, now)
+return {'ok', p[1], p[2], p[3]}

@@ -1,0 +1,12 @@
+-- Sets the manual status (ONLINE or AWAY) of a user who is not offline; an
+-- offline user stays offline (status is driven by sessions, not by this call).
+-- ARGV[3] user id  ARGV[4] status number
+-- Returns {status, last_seen_ms, changed_ms}.
+local uid, wanted = ARGV[3], tonumber(ARGV[4])
+local now = now_ms()
+local current = status_of(uid)
+if current ~= OFFLINE and current ~= wanted then
+  redis.call('HSET', state_key(uid), 'st', wanted, 'ch', now)
+  emit(uid, wanted, now, now)
+end
+return presence_of(uid, now)
