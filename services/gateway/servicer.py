@@ -299,7 +299,19 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                 )
             )
         elif kind == "sync":
-            raise errors.FailedPrecondition("sync is given in hello; reconnect to resync")
+            cursors = {c.conversation_id: c.seq for c in request.sync.cursors}
+            if not cursors or any(not cid for cid in cursors):
+                raise errors.InvalidArgument("sync needs cursors with conversation ids")
+            for cid in cursors:
+                # Membership is checked per conversation by the router's Fetch; check
+                # up front so a bad cursor fails this frame, not the session's writer.
+                await rpc(
+                    self._router.GetConversation(
+                        router_pb2.GetConversationRequest(user_id=session.user_id, conversation_id=cid),
+                        timeout=INTERNAL_TIMEOUT_S,
+                    )
+                )
+            session.request_resync(cursors)
         elif kind == "ping":
             session.push(
                 gateway_pb2.ConnectResponse(

@@ -48,12 +48,19 @@ class SyncPlan:
     until: dict[str, int]
 
 
+@dataclass(frozen=True)
+class ResyncRequest:
+    """A mid-stream sync frame: resend everything after these positions."""
+
+    cursors: dict[str, int]
+
+
 class Session:
     def __init__(self, user_id: str, device_id: str, *, queue_max: int, fetch: FetchFn) -> None:
         self.session_id = uuid.uuid4().hex
         self.user_id = user_id
         self.device_id = device_id
-        self._queue: asyncio.Queue[gateway_pb2.ConnectResponse | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[gateway_pb2.ConnectResponse | ResyncRequest | None] = asyncio.Queue()
         self._queue_max = queue_max
         self._fetch = fetch
         self._positions: dict[str, int] = {}
@@ -73,6 +80,11 @@ class Session:
             self.close()
             return
         self._queue.put_nowait(frame)
+
+    def request_resync(self, cursors: dict[str, int]) -> None:
+        """Queues a resync behind what is already queued (the writer keeps the order)."""
+        if not self._closed:
+            self._queue.put_nowait(ResyncRequest(cursors))
 
     def close(self) -> None:
         if not self._closed:
@@ -102,6 +114,10 @@ class Session:
                 if self.overflowed:
                     raise SessionOverflow()
                 return
+            if isinstance(item, ResyncRequest):
+                async for out in self._resync(item):
+                    yield out
+                continue
             frame = item
             kind = frame.WhichOneof("frame")
             if kind == "message":
@@ -136,19 +152,33 @@ class Session:
         if frame is not None:
             yield frame
 
-    async def _fill(self, cid: str, until: int) -> AsyncIterator[gateway_pb2.ConnectResponse]:
-        """Sends everything after the current position up to ``until``."""
-        while self._positions.get(cid, 0) < until:
+    async def _resync(self, request: ResyncRequest) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        synced: list[messages_pb2.Cursor] = []
+        for cid, seq in request.cursors.items():
+            # Rewind: what the client asks for again is sent again, in order.
+            self._positions[cid] = seq
+            async for frame in self._fill(cid, None):
+                yield frame
+            synced.append(messages_pb2.Cursor(conversation_id=cid, seq=self._positions[cid]))
+        yield gateway_pb2.ConnectResponse(sync_complete=gateway_pb2.SyncComplete(cursors=synced))
+
+    async def _fill(self, cid: str, until: int | None) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        """Sends everything after the current position up to ``until`` (None: to the end)."""
+        while until is None or self._positions.get(cid, 0) < until:
             after = self._positions.get(cid, 0)
-            page = await self._fetch(cid, after, min(FETCH_PAGE, until - after))
+            want = FETCH_PAGE if until is None else min(FETCH_PAGE, until - after)
+            page = await self._fetch(cid, after, want)
             if not page:
-                log.warning("gap in %s after %d: nothing to fetch up to %d", cid, after, until)
+                if until is not None:
+                    log.warning("gap in %s after %d: nothing to fetch up to %d", cid, after, until)
                 return
             for message in page:
-                if message.seq <= self._positions.get(cid, 0) or message.seq > until:
+                if message.seq <= self._positions.get(cid, 0) or (until is not None and message.seq > until):
                     continue
                 self._positions[cid] = message.seq
                 yield gateway_pb2.ConnectResponse(message=message)
+            if until is None and len(page) < want:
+                return
 
 
 def contacts_of(conversations: Iterable[messages_pb2.Conversation], user_id: str) -> set[str]:

@@ -173,7 +173,9 @@ class Welcome(_message.Message):
     def server_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def heartbeat_interval(self) -> _duration_pb2.Duration:
-        """Send a ping (or any frame) at least this often, or the session is dropped."""
+        """Send a ping (or any frame) at least this often, so that NATs and proxies keep an
+        idle stream open; dead connections are detected by HTTP/2 keepalive.
+        """
 
     def __init__(
         self,
@@ -291,9 +293,10 @@ Global___TypingFrame: _TypeAlias = TypingFrame  # noqa: Y015
 @_typing.final
 class SyncFrame(_message.Message):
     """Ask for what was missed. For each cursor, every message after its seq is
-    sent. Conversations of the user that have no cursor resume after the
-    user's acknowledged delivery position (unless only_cursors is set), so an
-    offline user gets everything on the next connect.
+    sent. In hello: conversations of the user that have no cursor resume after
+    the user's acknowledged delivery position (unless only_cursors is set), so an
+    offline user gets everything on the next connect. Mid-stream: only the given
+    cursors are replayed, then sync_complete.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

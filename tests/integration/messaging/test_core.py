@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from parley.config import RedisConfig
-from parley.v1 import errors_pb2, gateway_pb2, gateway_pb2_grpc
+from parley.v1 import errors_pb2, gateway_pb2, gateway_pb2_grpc, messages_pb2
 from tests.chat import RawSession, metadata
 from tests.stack import running_stack
 
@@ -346,4 +346,35 @@ async def test_typing_is_delivered_rate_limited_and_expires(redis_config: RedisC
         await bob.no_frame("typing", wait=0.4)  # the other 9 were within the interval
         await alice.no_frame("typing", wait=0.1)  # never echoed to the typist
         await alice.close()
+        await bob.close()
+
+
+async def test_sync_frame_mid_stream_resends_and_bad_cursor_is_an_error(redis_config: RedisConfig) -> None:
+    async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
+        cid = await create_direct(channel, "alice", "bob")
+        chat = gateway_pb2_grpc.ChatServiceStub(channel)
+        for i in range(3):
+            await chat.Send(
+                gateway_pb2.SendRequest(conversation_id=cid, client_message_id=f"r{i}", body=b"x"),
+                metadata=metadata("alice"),
+            )
+        bob = await RawSession(channel, "bob").open()
+        assert [m.seq for m in await bob.messages(3)] == [1, 2, 3]
+        bob.send_frame(
+            gateway_pb2.ConnectRequest(
+                request_id="again",
+                sync=gateway_pb2.SyncFrame(cursors=[messages_pb2.Cursor(conversation_id=cid, seq=1)]),
+            )
+        )
+        assert [m.seq for m in await bob.messages(2)] == [2, 3]
+        bob.send_frame(
+            gateway_pb2.ConnectRequest(
+                request_id="bad",
+                sync=gateway_pb2.SyncFrame(
+                    cursors=[messages_pb2.Cursor(conversation_id="g_" + "0" * 24, seq=0)]
+                ),
+            )
+        )
+        error = (await bob.next_frame("error")).error
+        assert (error.request_id, error.code) == ("bad", errors_pb2.ERROR_CODE_CONVERSATION_NOT_FOUND)
         await bob.close()

@@ -95,3 +95,14 @@ async def test_overflow_ends_the_session() -> None:
     except SessionOverflow:
         pass
     assert seqs(got) == [("a", 1), ("a", 2), ("a", 3)]
+
+
+async def test_resync_mid_stream_rewinds_and_resends_in_order() -> None:
+    store = Store({"a": 4})
+    session = Session("u", "d", queue_max=100, fetch=store.fetch)
+    session.request_resync({"a": 1})
+    frames = await collect(session, SyncPlan(start={"a": 4}, until={}), 6)
+    kinds = [f.WhichOneof("frame") for f in frames]
+    assert kinds == ["welcome", "sync_complete", "message", "message", "message", "sync_complete"]
+    assert seqs(frames) == [("a", 2), ("a", 3), ("a", 4)]
+    assert [(c.conversation_id, c.seq) for c in frames[-1].sync_complete.cursors] == [("a", 4)]
