@@ -266,7 +266,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                 send.client_message_id,
                 send.body,
             )
-            session.push(gateway_pb2.ConnectResponse(send_ack=ack))
+            session.push(gateway_pb2.ConnectResponse(send_ack=ack, request_id=request.request_id))
         elif kind in ("ack", "read"):
             frame = request.ack if kind == "ack" else request.read
             if not frame.conversation_id or frame.seq == 0:
@@ -311,11 +311,12 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                         timeout=INTERNAL_TIMEOUT_S,
                     )
                 )
-            session.request_resync(cursors)
+            session.request_resync(cursors, request.request_id)
         elif kind == "ping":
             session.push(
                 gateway_pb2.ConnectResponse(
-                    pong=gateway_pb2.Pong(nonce=request.ping.nonce, server_time=_now())
+                    pong=gateway_pb2.Pong(nonce=request.ping.nonce, server_time=_now()),
+                    request_id=request.request_id,
                 )
             )
         elif kind == "hello":

@@ -53,6 +53,7 @@ class ResyncRequest:
     """A mid-stream sync frame: resend everything after these positions."""
 
     cursors: dict[str, int]
+    request_id: str = ""
 
 
 class Session:
@@ -81,10 +82,10 @@ class Session:
             return
         self._queue.put_nowait(frame)
 
-    def request_resync(self, cursors: dict[str, int]) -> None:
+    def request_resync(self, cursors: dict[str, int], request_id: str = "") -> None:
         """Queues a resync behind what is already queued (the writer keeps the order)."""
         if not self._closed:
-            self._queue.put_nowait(ResyncRequest(cursors))
+            self._queue.put_nowait(ResyncRequest(cursors, request_id))
 
     def close(self) -> None:
         if not self._closed:
@@ -160,7 +161,9 @@ class Session:
             async for frame in self._fill(cid, None):
                 yield frame
             synced.append(messages_pb2.Cursor(conversation_id=cid, seq=self._positions[cid]))
-        yield gateway_pb2.ConnectResponse(sync_complete=gateway_pb2.SyncComplete(cursors=synced))
+        yield gateway_pb2.ConnectResponse(
+            sync_complete=gateway_pb2.SyncComplete(cursors=synced), request_id=request.request_id
+        )
 
     async def _fill(self, cid: str, until: int | None) -> AsyncIterator[gateway_pb2.ConnectResponse]:
         """Sends everything after the current position up to ``until`` (None: to the end)."""

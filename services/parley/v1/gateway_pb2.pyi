@@ -88,6 +88,11 @@ class ConnectResponse(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     SYNC_COMPLETE_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The request_id of the client frame this answers (send_ack, pong, a
+    mid-stream sync_complete); "" for frames the server pushes on its own.
+    """
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -118,10 +123,11 @@ class ConnectResponse(_message.Message):
         error: _messages_pb2.Error | None = ...,
         sync_complete: Global___SyncComplete | None = ...,
         pong: Global___Pong | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "frame", b"frame", "message", b"message", "pong", b"pong", "presence", b"presence", "receipt", b"receipt", "send_ack", b"send_ack", "sync_complete", b"sync_complete", "typing", b"typing", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "frame", b"frame", "message", b"message", "pong", b"pong", "presence", b"presence", "receipt", b"receipt", "send_ack", b"send_ack", "sync_complete", b"sync_complete", "typing", b"typing", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "frame", b"frame", "message", b"message", "pong", b"pong", "presence", b"presence", "receipt", b"receipt", "request_id", b"request_id", "send_ack", b"send_ack", "sync_complete", b"sync_complete", "typing", b"typing", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["welcome", "message", "send_ack", "receipt", "typing", "presence", "error", "sync_complete", "pong"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015

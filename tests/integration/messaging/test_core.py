@@ -30,7 +30,9 @@ async def test_two_users_exchange_messages_in_order(redis_config: RedisConfig) -
         await bob.next_frame("sync_complete")
         for i in range(20):
             alice.send(cid, f"hello {i}")
-        acks = [(await alice.next_frame("send_ack")).send_ack for _ in range(20)]
+        frames = [await alice.next_frame("send_ack") for _ in range(20)]
+        assert all(f.request_id for f in frames)  # each ack names the frame it answers
+        acks = [f.send_ack for f in frames]
         assert [a.seq for a in acks] == list(range(1, 21))
         got = await bob.messages(20)
         assert [m.seq for m in got] == list(range(1, 21))
