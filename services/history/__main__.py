@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from parley.server import main_entry
-
 from history.app import build
 from history.config import load_config
+from parley.server import main_entry
 
 
 def main() -> None:

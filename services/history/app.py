@@ -1,24 +1,114 @@
-"""Wiring of the history service."""
+"""Wiring of the history service: Redis, Cassandra, the writer, the servicer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2
 
+from history.config import HistoryConfig
+from history.db import Database
+from history.reader import HistoryReader
+from history.servicer import HistoryServicer
+from history.store import STATEMENTS, HistoryStore
+from history.writer import HistoryWriter
 from parley.internal.v1 import history_pb2, history_pb2_grpc
+from parley.keys import Keys
+from parley.redisclient import connect
 from parley.server import ServiceSpec
 from parley.telemetry import setup_logging, setup_tracing
 
-from history.config import HistoryConfig
+# Health name of the Cassandra writer: NOT_SERVING while writes fail. The
+# service itself ("" and parley.internal.v1.HistoryService) stays SERVING:
+# a Cassandra outage must not get the pods restarted or taken out of rotation.
+WRITER_HEALTH_NAME = "parley.history.writer"
 
 
-async def build(config: HistoryConfig) -> ServiceSpec:
-    setup_logging(config.telemetry)
-    setup_tracing(config.telemetry)
+class RedisLifecycle:
+    """Closes the Redis pool after the writer stopped (start does not need Redis to be up)."""
 
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self._client.aclose()
+
+
+class WriterHealth:
+    """Reports the writer's status under WRITER_HEALTH_NAME once bound to the server's health servicer.
+
+    The status is remembered until then and applied on :meth:`bind`.
+    """
+
+    def __init__(self) -> None:
+        self._servicer: Any = None
+        self._serving = True
+
+    async def bind(self, health_servicer: Any) -> None:
+        self._servicer = health_servicer
+        await self._apply()
+
+    async def writer_serving(self, serving: bool) -> None:
+        self._serving = serving
+        await self._apply()
+
+    async def _apply(self) -> None:
+        if self._servicer is None:
+            return
+        serving = health_pb2.HealthCheckResponse.SERVING
+        status = serving if self._serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        result = self._servicer.set(WRITER_HEALTH_NAME, status)
+        if asyncio.iscoroutine(result):
+            await result
+
+
+class History:
+    """The service's parts, for tests and for binding health after the server starts."""
+
+    def __init__(self, config: HistoryConfig) -> None:
+        self.config = config
+        self.redis = connect(config.redis)
+        self.keys = Keys(prefix=config.redis.key_prefix, partitions=config.partitions)
+        self.db = Database(
+            config.cassandra,
+            bucket_size=config.bucket_size,
+            statements=STATEMENTS,
+            request_timeout_s=config.cassandra_timeout_s,
+            retry_min_s=config.writer.retry_min_s,
+            retry_max_s=config.writer.retry_max_s,
+        )
+        self.store = HistoryStore(self.db, write_concurrency=config.writer.concurrency)
+        self.health = WriterHealth()
+        self.writer = HistoryWriter(self.redis, self.store, self.keys, config.writer, health=self.health)
+        self.reader = HistoryReader(self.store)
+        self.servicer = HistoryServicer(self.reader, self.writer)
+
+
+def spec_of(parts: History) -> ServiceSpec:
     def register(server: grpc.aio.Server) -> Iterable[str]:
-        history_pb2_grpc.add_HistoryServiceServicer_to_server(history_pb2_grpc.HistoryServiceServicer(), server)
+        history_pb2_grpc.add_HistoryServiceServicer_to_server(parts.servicer, server)
         return [history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name]
 
-    return ServiceSpec(name="history", config=config.server, register=register)
+    # Started in order, stopped in reverse: the writer stops (finishing its
+    # batch) before Cassandra and Redis are closed.
+    return ServiceSpec(
+        name="history",
+        config=parts.config.server,
+        register=register,
+        components=[RedisLifecycle(parts.redis), parts.db, parts.writer],
+        health_hooks=[parts.health.bind],
+    )
+
+
+async def build(config: HistoryConfig, *, setup_telemetry: bool = True) -> ServiceSpec:
+    if setup_telemetry:
+        setup_logging(config.telemetry)
+        setup_tracing(config.telemetry)
+    return spec_of(History(config))

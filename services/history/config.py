@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from parley.config import CassandraConfig, Env, RedisConfig, ServerConfig, TelemetryConfig
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    """How the Cassandra writer consumes the partition logs."""
+
+    # Consumer name inside the `history` group. Stable across restarts (the
+    # host name by default, a StatefulSet pod name in Kubernetes) so a restarted
+    # writer first re-reads its own unacknowledged entries instead of waiting
+    # for them to be reclaimed. Two writers sharing a name is safe, only less
+    # tidy: writes are idempotent.
+    consumer: str = "history"
+    # Entries read per partition log per XREADGROUP.
+    batch: int = 500
+    # Cassandra writes in flight at once (per process).
+    concurrency: int = 256
+    # How long XREADGROUP waits for new entries; kept well below the Redis
+    # client's socket timeout (5 s in redis-py), which would cut a longer block.
+    block_ms: int = 1000
+    # Pending entries idle this long belong to a crashed (or stuck) writer and are taken over.
+    claim_min_idle_ms: int = 30_000
+    # Consumers of the group idle this long with nothing pending (writers that
+    # were replaced under another name) are removed from the group.
+    forget_consumer_idle_ms: int = 3_600_000
+    # Retry backoff while Cassandra (or Redis) is failing: doubles from min to max.
+    retry_min_s: float = 0.1
+    retry_max_s: float = 5.0
+    # Lag/health report period (and log line while behind or failing).
+    status_interval_s: float = 10.0
+    # Bound on a graceful stop: an unfinished batch stays pending and is re-read.
+    stop_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -16,14 +48,36 @@ class HistoryConfig:
     telemetry: TelemetryConfig
     # Must match the router's PARLEY_PARTITIONS.
     partitions: int = 16
+    # Messages per Cassandra partition (conversation_id, seq // bucket_size).
+    # Fixed for the life of a keyspace: the migrator records it and refuses
+    # to start with another value, because readers compute buckets from seqs.
+    bucket_size: int = 1000
+    # Per-request timeout of Cassandra statements.
+    cassandra_timeout_s: float = 5.0
+    writer: WriterSettings = field(default_factory=WriterSettings)
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> HistoryConfig:
     env = Env(environ)
+    writer = WriterSettings(
+        consumer=env.str("PARLEY_HISTORY_CONSUMER", f"history-{socket.gethostname()}"),
+        batch=env.int("PARLEY_HISTORY_BATCH", 500, minimum=1, maximum=10_000),
+        concurrency=env.int("PARLEY_HISTORY_WRITE_CONCURRENCY", 256, minimum=1, maximum=4096),
+        block_ms=env.int("PARLEY_HISTORY_BLOCK_MS", 1000, minimum=1, maximum=3000),
+        claim_min_idle_ms=env.int("PARLEY_HISTORY_CLAIM_MIN_IDLE_MS", 30_000, minimum=100),
+        forget_consumer_idle_ms=env.int("PARLEY_HISTORY_FORGET_CONSUMER_IDLE_MS", 3_600_000, minimum=60_000),
+        retry_min_s=env.float("PARLEY_HISTORY_RETRY_MIN_SECONDS", 0.1, minimum=0.001),
+        retry_max_s=env.float("PARLEY_HISTORY_RETRY_MAX_SECONDS", 5.0, minimum=0.001),
+        status_interval_s=env.float("PARLEY_HISTORY_STATUS_INTERVAL_SECONDS", 10.0, minimum=0.1),
+        stop_timeout_s=env.float("PARLEY_HISTORY_STOP_TIMEOUT_SECONDS", 5.0, minimum=0.0),
+    )
     return HistoryConfig(
         server=ServerConfig.from_env(env, "PARLEY_HISTORY", 50054),
         redis=RedisConfig.from_env(env),
         cassandra=CassandraConfig.from_env(env),
         telemetry=TelemetryConfig.from_env(env, "parley-history"),
         partitions=env.int("PARLEY_PARTITIONS", 16, minimum=1, maximum=1024),
+        bucket_size=env.int("PARLEY_HISTORY_BUCKET_SIZE", 1000, minimum=1, maximum=1_000_000),
+        cassandra_timeout_s=env.float("PARLEY_HISTORY_CASSANDRA_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+        writer=writer,
     )

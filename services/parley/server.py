@@ -61,6 +61,9 @@ class ServiceSpec:
     interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
     # False for servers whose clients hold long-lived streams (the gateway).
     recycle_connections: bool = True
+    # Called once with the health servicer after it is added, so a component can
+    # publish health of its own (e.g. the history writer's Cassandra status).
+    health_hooks: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
 
 
 class ErrorBoundary(grpc.aio.ServerInterceptor):
@@ -199,6 +202,8 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     names = list(spec.register(server))
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for hook in spec.health_hooks:
+        await hook(health_servicer)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(spec.config.address)
     if port == 0:

@@ -1,0 +1,320 @@
+"""The Cassandra connection: connect (and keep trying), migrate, prepare, and await from asyncio.
+
+The driver does its I/O on its own thread and completes a ``ResponseFuture``
+through callbacks there; :meth:`Database.execute` bridges that to an asyncio
+future with ``loop.call_soon_threadsafe``, so the event loop never blocks on
+Cassandra. Only start-up work (connect, schema migrations, preparing
+statements) runs blocking calls, and it runs them in a worker thread.
+
+Start-up never fails because Cassandra is unreachable: the service must come
+up (and its writer must keep the log pending) during a Cassandra outage. The
+first attempt is made inline; after a failure a background task retries with
+backoff until it succeeds. Until then :meth:`Database.session` raises
+:class:`CassandraUnavailable`. A configuration that contradicts the keyspace
+(another bucket size) is different: it is raised from ``start()`` when seen
+at boot, and otherwise leaves the database permanently unavailable with a
+critical log line, because writing with the wrong bucket size would hide
+messages from readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from cassandra import ConsistencyLevel, OperationTimedOut, ProtocolVersion, RequestExecutionException
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+    Session,
+)
+from cassandra.connection import ConnectionException
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
+from cassandra.pool import NoConnectionsAvailable
+from cassandra.query import PreparedStatement, tuple_factory
+
+from history.migrate import SchemaConflict, apply_migrations, check_keyspace_name, parse_replication
+from parley.config import CassandraConfig
+
+log = logging.getLogger(__name__)
+
+
+class CassandraUnavailable(Exception):
+    """Cassandra cannot be used right now (not connected yet, or a request failed)."""
+
+
+Row = tuple[Any, ...]
+
+# Failures that say "Cassandra is (partly) down or overloaded", as opposed to
+# a bad statement: retried by the writer, UNAVAILABLE for readers.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    CassandraUnavailable,
+    NoHostAvailable,
+    OperationTimedOut,
+    RequestExecutionException,  # Unavailable, Read/WriteTimeout, Read/WriteFailure, ...
+    ConnectionException,
+    NoConnectionsAvailable,
+)
+
+
+class Database:
+    """Component owning the driver ``Cluster``/``Session`` and the prepared statements."""
+
+    def __init__(
+        self,
+        config: CassandraConfig,
+        *,
+        bucket_size: int,
+        statements: Mapping[str, str],  # name -> CQL with "{ks}" standing for the keyspace
+        request_timeout_s: float = 5.0,
+        retry_min_s: float = 0.5,
+        retry_max_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        # Bad settings fail here, at build time, not in a background retry loop.
+        check_keyspace_name(config.keyspace)
+        parse_replication(config.replication)
+        self._config = config
+        self._bucket_size = bucket_size
+        self._lock_owner = uuid.uuid4().hex
+        self._cql = dict(statements)
+        self._request_timeout_s = request_timeout_s
+        self._retry_min_s = retry_min_s
+        self._retry_max_s = retry_max_s
+        self._connect_timeout_s = connect_timeout_s
+        self._cluster: Cluster | None = None
+        self._session: Session | None = None
+        self._prepared: dict[str, PreparedStatement] = {}
+        self._connect_task: asyncio.Task[None] | None = None
+        self._fatal: str | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self._connect_once()
+        except SchemaConflict:
+            raise
+        except Exception as exc:
+            log.warning(
+                "Cassandra unreachable at start-up (%s); retrying in the background",
+                _describe(exc),
+                extra={"fields": {"hosts": list(self._config.hosts), "port": self._config.port}},
+            )
+            self._connect_task = asyncio.create_task(self._connect_loop(), name="history-cassandra-connect")
+
+    async def stop(self) -> None:
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connect_task
+        cluster, self._cluster, self._session = self._cluster, None, None
+        if cluster is not None:
+            await asyncio.to_thread(cluster.shutdown)
+
+    async def _connect_loop(self) -> None:
+        delay = self._retry_min_s
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect_once()
+                log.info("connected to Cassandra")
+                return
+            except SchemaConflict as exc:
+                self._fatal = str(exc)
+                log.critical("history keyspace conflicts with the configuration: %s", exc)
+                return
+            except Exception as exc:
+                log.warning("Cassandra still unreachable (%s); next attempt in %.1fs", _describe(exc), delay)
+                delay = min(delay * 2, self._retry_max_s)
+
+    async def _connect_once(self) -> None:
+        # A plain TCP check first: while nothing listens, the driver would log
+        # a traceback per attempt; this way an outage at boot logs one line per retry.
+        await self._check_reachable()
+        cluster = self._new_cluster()
+        try:
+            session, prepared = await asyncio.to_thread(self._connect_blocking, cluster)
+        except BaseException:
+            await asyncio.to_thread(cluster.shutdown)
+            raise
+        self._cluster, self._session, self._prepared = cluster, session, prepared
+
+    async def _check_reachable(self) -> None:
+        errors: list[str] = []
+        for host in self._config.hosts:
+            try:
+                _reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, self._config.port), self._connect_timeout_s
+                )
+            except (OSError, TimeoutError) as exc:
+                errors.append(f"{host}:{self._config.port}: {exc or type(exc).__name__}")
+                continue
+            writer.close()
+            return
+        raise CassandraUnavailable("no contact point accepts connections (" + "; ".join(errors) + ")")
+
+    def _connect_blocking(self, cluster: Cluster) -> tuple[Session, dict[str, PreparedStatement]]:
+        keyspace = self._config.keyspace
+        apply_migrations(
+            cluster,
+            keyspace=keyspace,
+            replication=self._config.replication,
+            settings={"bucket_size": str(self._bucket_size)},
+            lock_owner=self._lock_owner,
+        )
+        session = cluster.connect()
+        # Statements name the keyspace ("{ks}.messages"): the session has no current keyspace.
+        prepared = {name: session.prepare(cql.format(ks=keyspace)) for name, cql in self._cql.items()}
+        return session, prepared
+
+    def _new_cluster(self) -> Cluster:
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=self._config.local_dc)),
+            # LOCAL_QUORUM both ways: a read after an acknowledged write sees it.
+            consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+            request_timeout=self._request_timeout_s,
+            # Plain tuples: no per-row namedtuple class work.
+            row_factory=tuple_factory,
+        )
+        return Cluster(
+            contact_points=list(self._config.hosts),
+            port=self._config.port,
+            # v4: every Cassandra since 2.2 speaks it, and it skips v5 framing (checksummed
+            # segments encoded in pure Python: ~15% of the writer CPU). Fixing the version
+            # also skips the driver's noisy downgrade probing.
+            protocol_version=ProtocolVersion.V4,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            # The default backs off to 10 minutes; after an outage the writer should resume within seconds.
+            reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
+            connect_timeout=self._connect_timeout_s,
+            control_connection_timeout=self._connect_timeout_s,
+        )
+
+    # --- use ----------------------------------------------------------------------------------
+
+    @property
+    def keyspace(self) -> str:
+        return self._config.keyspace
+
+    @property
+    def bucket_size(self) -> int:
+        return self._bucket_size
+
+    @property
+    def is_connected(self) -> bool:
+        return self._session is not None
+
+    def session(self) -> Session:
+        if self._session is None:
+            raise CassandraUnavailable(self._fatal or "not connected to Cassandra")
+        return self._session
+
+    def prepared(self, name: str) -> PreparedStatement:
+        self.session()
+        return self._prepared[name]
+
+    async def execute(self, statement: Any, params: Sequence[Any] | None = None) -> list[Row]:
+        """Runs one statement; all result pages are fetched. Driver errors propagate as they are."""
+        session = self.session()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Row]] = loop.create_future()
+        response = session.execute_async(statement, params)
+        rows: list[Row] = []
+
+        def on_page(page: Sequence[Row] | None) -> None:
+            # Runs on the driver's thread; must always end in resolving the future.
+            try:
+                if page:  # None for statements without rows
+                    rows.extend(page)
+                if response.has_more_pages:
+                    response.start_fetching_next_page()
+                    return
+            except Exception as exc:
+                _threadsafe(loop, _resolve, future, None, exc)
+                return
+            _threadsafe(loop, _resolve, future, rows, None)
+
+        def on_error(exc: BaseException) -> None:
+            _threadsafe(loop, _resolve, future, None, exc)
+
+        response.add_callbacks(on_page, on_error)
+        return await future
+
+    async def execute_many(self, statements: Sequence[Any], concurrency: int) -> list[BaseException | None]:
+        """Runs bound statements (or batches), at most ``concurrency`` in flight.
+
+        Returns one entry per statement: None on success or the error. Cheaper
+        than a task per statement: completions come back through one callback
+        each and the next request is launched from the event loop thread.
+        """
+        total = len(statements)
+        results: list[BaseException | None] = [None] * total
+        if total == 0:
+            return results
+        session = self.session()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        state = {"next": 0, "remaining": total}
+
+        def launch() -> None:
+            index = state["next"]
+            state["next"] = index + 1
+            try:
+                response: ResponseFuture = session.execute_async(statements[index])
+            except Exception as exc:  # e.g. a bind error: report it, keep the window moving
+                loop.call_soon(complete, index, exc)
+                return
+            response.add_callbacks(on_ok, on_error, callback_args=(index,), errback_args=(index,))
+
+        def on_ok(_rows: Any, index: int) -> None:
+            _threadsafe(loop, complete, index, None)
+
+        def on_error(exc: BaseException, index: int) -> None:
+            _threadsafe(loop, complete, index, exc)
+
+        def complete(index: int, exc: BaseException | None) -> None:
+            results[index] = exc
+            state["remaining"] -= 1
+            if done.done():
+                return  # the caller was cancelled: let in-flight requests finish, start nothing new
+            if state["next"] < total:
+                launch()
+            elif state["remaining"] == 0:
+                done.set_result(None)
+
+        for _ in range(min(concurrency, total)):
+            launch()
+        try:
+            await done
+        finally:
+            if not done.done():
+                done.cancel()
+        return results
+
+
+def _threadsafe(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    # The loop may already be closed when a late driver callback arrives at shutdown.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

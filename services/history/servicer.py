@@ -1,0 +1,54 @@
+"""The history service's gRPC boundary (parley.internal.v1.HistoryService).
+
+Callers are trusted services that already checked membership. Errors are
+parley.errors types, mapped to gRPC by the server's ErrorBoundary; Cassandra
+being unreachable (or timing out) is UNAVAILABLE, so callers retry or fall
+back, and the writer keeps the log pending meanwhile.
+"""
+
+from __future__ import annotations
+
+from redis.exceptions import RedisError
+
+from history.db import TRANSIENT_ERRORS
+from history.reader import HistoryReader
+from history.writer import HistoryWriter
+from parley import errors
+from parley.internal.v1 import history_pb2, history_pb2_grpc
+from parley.server import ServicerContext
+
+
+class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
+    def __init__(self, reader: HistoryReader, writer: HistoryWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def GetHistory(
+        self, request: history_pb2.GetHistoryRequest, context: ServicerContext
+    ) -> history_pb2.GetHistoryResponse:
+        try:
+            page = await self._reader.page(
+                request.conversation_id,
+                before_seq=request.before_seq,
+                after_seq=request.after_seq,
+                limit=request.limit,
+            )
+        except TRANSIENT_ERRORS as exc:
+            raise errors.Unavailable("message history is temporarily unavailable") from exc
+        response = history_pb2.GetHistoryResponse(next_cursor=page.next_cursor, has_more=page.has_more)
+        for _seq, payload in page.messages:
+            response.messages.add().MergeFromString(payload)
+        return response
+
+    async def GetWriterStatus(
+        self, request: history_pb2.GetWriterStatusRequest, context: ServicerContext
+    ) -> history_pb2.GetWriterStatusResponse:
+        try:
+            status = await self._writer.status()
+        except RedisError as exc:
+            raise errors.Unavailable("the partition logs are unreachable") from exc
+        return history_pb2.GetWriterStatusResponse(
+            lag_entries=status.lag_entries,
+            cassandra_up=status.cassandra_up,
+            written_total=status.written_total,
+        )

@@ -1,0 +1,143 @@
+"""Helpers of the history integration tests: configs, the router's real append script, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from history.app import History, spec_of
+from history.config import HistoryConfig, WriterSettings
+from parley.config import CassandraConfig, RedisConfig, ServerConfig, TelemetryConfig
+from parley.keys import Keys
+from parley.redisclient import load_script
+from parley.server import RunningServer, serving
+from parley.v1 import messages_pb2
+
+# Keyspaces of these tests (bucket size is fixed per keyspace, so one per size).
+KEYSPACE = "parley_test_history"
+SMALL_BUCKET_KEYSPACE = "parley_test_history_b5"
+SMALL_BUCKET = 5
+
+
+def history_config(
+    redis_config: RedisConfig,
+    cassandra: CassandraConfig,
+    *,
+    partitions: int = 4,
+    bucket_size: int = 1000,
+    **writer: Any,
+) -> HistoryConfig:
+    settings = WriterSettings(
+        consumer=f"history-test-{uuid.uuid4().hex[:8]}",
+        block_ms=100,
+        claim_min_idle_ms=500,
+        retry_min_s=0.05,
+        retry_max_s=0.5,
+        status_interval_s=0.2,
+        stop_timeout_s=2.0,
+    )
+    return HistoryConfig(
+        server=ServerConfig(host="127.0.0.1", port=0, drain_seconds=1.0),
+        redis=redis_config,
+        cassandra=cassandra,
+        telemetry=TelemetryConfig(service_name="parley-history-test"),
+        partitions=partitions,
+        bucket_size=bucket_size,
+        writer=dataclasses.replace(settings, **writer),
+    )
+
+
+@asynccontextmanager
+async def history_service(config: HistoryConfig) -> AsyncIterator[tuple[History, RunningServer]]:
+    parts = History(config)
+    async with serving(spec_of(parts)) as running:
+        yield parts, running
+
+
+class Appender:
+    """Appends messages exactly as the router does: its append.lua, its keys and arguments."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._script: AsyncScript = load_script(redis, "router", "append.lua")
+
+    async def create(self, conversation_id: str, members: list[str]) -> None:
+        await self._redis.sadd(self._keys.members(conversation_id), *members)
+        await self._redis.hset(
+            self._keys.meta(conversation_id), mapping={"kind": "group", "created_by": members[0]}
+        )
+
+    def _call(self, conversation_id: str, sender: str, body: bytes) -> tuple[list[str], list[Any]]:
+        client_message_id = uuid.uuid4().hex
+        message_id = uuid.uuid4().hex
+        now_ms = int(time.time() * 1000)
+        message = messages_pb2.Message(
+            conversation_id=conversation_id,
+            message_id=message_id,
+            sender_id=sender,
+            sender_device_id="dev",
+            client_message_id=client_message_id,
+            body=body,
+        )
+        message.server_time.FromMilliseconds(now_ms)
+        k = self._keys
+        keys = [
+            k.seq(conversation_id),
+            k.dedupe(conversation_id, sender, client_message_id),
+            k.messages(conversation_id),
+            k.log_of(conversation_id),
+            k.members(conversation_id),
+            k.meta(conversation_id),
+        ]
+        args = [
+            sender,
+            message.SerializeToString(),
+            message_id,
+            now_ms,
+            3600,
+            10_000,
+            "",
+            "",
+            conversation_id,
+        ]
+        return keys, args
+
+    async def send(self, conversation_id: str, sender: str, body: bytes) -> int:
+        keys, args = self._call(conversation_id, sender, body)
+        status, seq, _mid, _ts = await self._script(keys=keys, args=args)
+        assert status == b"ok", status
+        return int(seq)
+
+    async def send_many(self, conversation_id: str, sender: str, count: int, *, chunk: int = 500) -> None:
+        """``count`` messages with bodies "<n>" (pipelined: fast enough for thousands)."""
+        sent = 0
+        while sent < count:
+            pipe = self._redis.pipeline(transaction=False)
+            n = min(chunk, count - sent)
+            for i in range(n):
+                keys, args = self._call(conversation_id, sender, str(sent + i + 1).encode())
+                await self._script(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+            assert all(reply[0] == b"ok" for reply in replies)
+            sent += n
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float = 20.0, interval: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

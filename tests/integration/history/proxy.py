@@ -1,0 +1,63 @@
+"""A TCP proxy in front of the real Cassandra: stopping it is a Cassandra outage for one client only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TcpProxy:
+    def __init__(self, listen_port: int, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.port = listen_port
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
+
+    async def stop(self) -> None:
+        """Refuses new connections and cuts the open ones (like a node going down)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._writers.clear()
+        self._tasks.clear()
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers.update((client_writer, upstream_writer))
+        for reader, writer in ((client_reader, upstream_writer), (upstream_reader, client_writer)):
+            task = asyncio.create_task(self._pipe(reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+            self._writers.discard(writer)

@@ -1,0 +1,49 @@
+"""history.config: defaults and environment overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from history.config import load_config
+from parley.config import ConfigError
+
+
+def test_defaults() -> None:
+    config = load_config({})
+    assert config.server.port == 50054
+    assert config.bucket_size == 1000
+    assert config.partitions == 16
+    assert config.writer.batch >= 200
+    assert config.writer.consumer.startswith("history-")
+
+
+def test_overrides() -> None:
+    config = load_config(
+        {
+            "PARLEY_HISTORY_BUCKET_SIZE": "5",
+            "PARLEY_HISTORY_CONSUMER": "w1",
+            "PARLEY_HISTORY_CLAIM_MIN_IDLE_MS": "250",
+            "PARLEY_HISTORY_WRITE_CONCURRENCY": "8",
+            "PARLEY_CASSANDRA_REPLICATION": "dc1:3",
+            "PARLEY_PARTITIONS": "4",
+        }
+    )
+    assert config.bucket_size == 5
+    assert config.writer.consumer == "w1"
+    assert config.writer.claim_min_idle_ms == 250
+    assert config.writer.concurrency == 8
+    assert config.cassandra.replication == "dc1:3"
+    assert config.partitions == 4
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"PARLEY_HISTORY_BUCKET_SIZE": "0"},
+        {"PARLEY_HISTORY_BATCH": "x"},
+        {"PARLEY_HISTORY_CLAIM_MIN_IDLE_MS": "5"},
+    ],
+)
+def test_bad_values_fail_loudly(environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        load_config(environ)
