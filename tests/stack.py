@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from gateway.app import build as build_gateway
 from gateway.config import GatewayConfig, LimitsConfig
 from parley.auth import DEV_SECRET, AuthConfig
-from parley.config import RedisConfig, ServerConfig, TelemetryConfig
+from parley.config import CassandraConfig, RedisConfig, ServerConfig, TelemetryConfig
 from parley.server import RunningServer, serving
 from presence.app import build as build_presence
 from presence.config import PresenceConfig
@@ -25,7 +25,9 @@ class Stack:
     router: RunningServer
     gateway: RunningServer
     redis_config: RedisConfig
+    gateway_config: GatewayConfig
     presence: RunningServer | None = None
+    history: RunningServer | None = None
 
     @property
     def gateway_addr(self) -> str:
@@ -90,16 +92,30 @@ async def running_stack(
     with_presence: bool = False,
     presence_lease_s: float = 30.0,
     ws_port: int = -1,
+    cassandra: CassandraConfig | None = None,
+    router_overrides: dict[str, object] | None = None,
 ) -> AsyncIterator[Stack]:
-    """Router + gateway (+ presence) in-process on free ports; ws_port 0 binds the WebSocket bridge too."""
+    """Router + gateway (+ presence, + history on ``cassandra``) in-process on free ports.
+
+    ws_port 0 binds the WebSocket bridge too. The history service uses the
+    history tests' keyspace (migrated by whichever test gets there first).
+    """
     async with contextlib.AsyncExitStack() as stack:
-        presence = None
+        presence = history = None
         presence_addr = "127.0.0.1:1"
         if with_presence:
             presence_spec = await build_presence(presence_config(redis_config), setup_telemetry=False)
             presence = await stack.enter_async_context(serving(presence_spec))
             presence_addr = presence.address
-        router_spec = await build_router(router_config(redis_config, history_addr), setup_telemetry=False)
+        if cassandra is not None:
+            from tests.integration.history.helpers import KEYSPACE, history_config, history_service
+
+            config_h = history_config(redis_config, dataclasses.replace(cassandra, keyspace=KEYSPACE))
+            _, history = await stack.enter_async_context(history_service(config_h))
+            history_addr = history.address
+        router_spec = await build_router(
+            router_config(redis_config, history_addr, **(router_overrides or {})), setup_telemetry=False
+        )
         router = await stack.enter_async_context(serving(router_spec))
         config = gateway_config(
             redis_config,
@@ -110,4 +126,11 @@ async def running_stack(
         )
         config = dataclasses.replace(config, presence_lease_s=presence_lease_s, ws_port=ws_port)
         gateway = await stack.enter_async_context(serving(await build_gateway(config, setup_telemetry=False)))
-        yield Stack(router=router, gateway=gateway, redis_config=redis_config, presence=presence)
+        yield Stack(
+            router=router,
+            gateway=gateway,
+            redis_config=redis_config,
+            gateway_config=config,
+            presence=presence,
+            history=history,
+        )

@@ -420,7 +420,7 @@ class HistoryServicer(gateway_pb2_grpc.HistoryServiceServicer):
         self, request: gateway_pb2.GetHistoryRequest, context: ServicerContext
     ) -> gateway_pb2.GetHistoryResponse:
         user = self._caller.user(context)
-        if request.before_seq and request.after_seq:
+        if request.HasField("before_seq") and request.HasField("after_seq"):
             raise errors.InvalidArgument("give before_seq or after_seq, not both")
         limit = request.limit or DEFAULT_HISTORY_LIMIT
         if limit > MAX_HISTORY_LIMIT:
@@ -435,8 +435,9 @@ class HistoryServicer(gateway_pb2_grpc.HistoryServiceServicer):
             self._backends.history.GetHistory(
                 history_pb2.GetHistoryRequest(
                     conversation_id=request.conversation_id,
-                    before_seq=request.before_seq,
-                    after_seq=request.after_seq,
+                    # Presence is passed on: after_seq = 0 means "from the first message".
+                    before_seq=request.before_seq if request.HasField("before_seq") else None,
+                    after_seq=request.after_seq if request.HasField("after_seq") else None,
                     limit=limit,
                 ),
                 timeout=INTERNAL_TIMEOUT_S,

@@ -61,14 +61,14 @@ def effective_limit(limit: int, forward: bool) -> int:
     return min(limit, MAX_CATCHUP_LIMIT if forward else MAX_PAGE_LIMIT)
 
 
-def validate(conversation_id: str, before_seq: int, after_seq: int) -> None:
+def validate(conversation_id: str, before_seq: int, after_seq: int | None) -> None:
     if not conversation_id:
         raise errors.InvalidArgument("conversation_id is required")
     if len(conversation_id) > MAX_CONVERSATION_ID_LENGTH:
         raise errors.InvalidArgument(f"conversation_id is longer than {MAX_CONVERSATION_ID_LENGTH}")
-    if before_seq and after_seq:
+    if before_seq and after_seq is not None:
         raise errors.InvalidArgument("give before_seq or after_seq, not both")
-    if before_seq > MAX_SEQ or after_seq > MAX_SEQ:
+    if before_seq > MAX_SEQ or (after_seq or 0) > MAX_SEQ:
         raise errors.InvalidArgument("seq out of range")
 
 
@@ -77,10 +77,11 @@ class HistoryReader:
         self._source = source
 
     async def page(
-        self, conversation_id: str, *, before_seq: int = 0, after_seq: int = 0, limit: int = 0
+        self, conversation_id: str, *, before_seq: int = 0, after_seq: int | None = None, limit: int = 0
     ) -> Page:
+        """after_seq None: page backward (from before_seq, or the newest); 0 is "from the first"."""
         validate(conversation_id, before_seq, after_seq)
-        if after_seq:
+        if after_seq is not None:
             return await self._forward(conversation_id, after_seq, effective_limit(limit, forward=True))
         return await self._backward(conversation_id, before_seq, effective_limit(limit, forward=False))
 

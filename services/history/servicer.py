@@ -30,7 +30,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             page = await self._reader.page(
                 request.conversation_id,
                 before_seq=request.before_seq,
-                after_seq=request.after_seq,
+                after_seq=request.after_seq if request.HasField("after_seq") else None,
                 limit=request.limit,
             )
         except TRANSIENT_ERRORS as exc:

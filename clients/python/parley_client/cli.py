@@ -343,7 +343,7 @@ async def cmd_history(args: argparse.Namespace, client: ParleyClient, me: Identi
         messages = [by_seq[s] for s in sorted(by_seq)]
     else:
         page = await client.get_history(
-            conversation_id, before_seq=args.before or 0, after_seq=args.after or 0, limit=limit
+            conversation_id, before_seq=args.before, after_seq=args.after, limit=limit
         )
         messages = page.messages
         if page.has_more and page.next_cursor and not args.json:

@@ -172,10 +172,18 @@ class ParleyClient:
     # ---- history and presence ----------------------------------------------------------------
 
     async def get_history(
-        self, conversation_id: str, *, before_seq: int = 0, after_seq: int = 0, limit: int = 50
+        self,
+        conversation_id: str,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        limit: int = 50,
     ) -> HistoryPage:
-        """One page in ascending seq: the newest, the one before ``before_seq``, or after ``after_seq``."""
-        if before_seq and after_seq:
+        """One page in ascending seq: the newest, the one before ``before_seq``, or after ``after_seq``.
+
+        ``after_seq=0`` pages forward from the first message; leaving both unset gives the newest page.
+        """
+        if before_seq is not None and after_seq is not None:
             raise ValueError("pass at most one of before_seq and after_seq")
         response = await self._call(
             self._history.GetHistory,
@@ -191,7 +199,7 @@ class ParleyClient:
         """Pages from the newest (or ``before_seq``) back to the first message; each page ascending."""
         cursor = before_seq
         while True:
-            page = await self.get_history(conversation_id, before_seq=cursor, limit=page_size)
+            page = await self.get_history(conversation_id, before_seq=cursor or None, limit=page_size)
             yield page
             if not page.has_more or page.next_cursor == 0 or not page.messages:
                 return

@@ -20,16 +20,9 @@ from gateway.app import build as build_gateway
 from gateway.config import GatewayConfig, LimitsConfig
 from parley.auth import mint_dev_token
 from parley.config import CassandraConfig, RedisConfig
-from parley.server import RunningServer, serving, start_service
+from parley.server import RunningServer, start_service
 from parley_client import ParleyClient
-from presence.app import build as build_presence
-from router.app import build as build_router
-from tests.integration.history.helpers import history_config, history_service
-from tests.integration.presence.helpers import make_config as presence_config
-from tests.stack import gateway_config, router_config
-
-# The history tests' keyspace: migrated by whichever test gets there first.
-HISTORY_KEYSPACE = "parley_test_history"
+from tests.stack import running_stack
 
 
 @dataclass
@@ -66,33 +59,17 @@ async def client_stack(
     presence: bool = False,
     cassandra: CassandraConfig | None = None,
 ) -> AsyncIterator[ClientStack]:
-    async with contextlib.AsyncExitStack() as stack:
-        presence_addr = history_addr = "127.0.0.1:1"
-        if presence:
-            spec = await build_presence(presence_config(redis_config), setup_telemetry=False)
-            presence_addr = (await stack.enter_async_context(serving(spec))).address
-        if cassandra is not None:
-            history = history_config(redis_config, dataclasses.replace(cassandra, keyspace=HISTORY_KEYSPACE))
-            _, running = await stack.enter_async_context(history_service(history))
-            history_addr = running.address
-        router_spec = await build_router(
-            router_config(redis_config, "" if cassandra is None else history_addr), setup_telemetry=False
+    async with running_stack(
+        redis_config, limits=limits, with_presence=presence, cassandra=cassandra
+    ) as stack:
+        client_stack = ClientStack(
+            router=stack.router, gateway=stack.gateway, gateway_config=stack.gateway_config
         )
-        router = await stack.enter_async_context(serving(router_spec))
-        config = gateway_config(
-            redis_config,
-            router.address,
-            limits=limits,
-            presence_addr=presence_addr,
-            history_addr=history_addr,
-        )
-        gateway = await stack.enter_async_context(serving(await build_gateway(config, setup_telemetry=False)))
-        client_stack = ClientStack(router=router, gateway=gateway, gateway_config=config)
         try:
             yield client_stack
         finally:
-            # restart_gateway() may have replaced the one the exit stack knows about.
-            if client_stack.gateway is not gateway:
+            # restart_gateway() may have replaced the one the stack knows about.
+            if client_stack.gateway is not stack.gateway:
                 await client_stack.gateway.stop(grace=0.0)
 
 

@@ -29,7 +29,9 @@ class GetHistoryRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     before_seq: _builtins.int
-    """At most one of before_seq / after_seq; neither means the newest page."""
+    """At most one of before_seq / after_seq; neither means the newest page.
+    Optional (explicit presence): after_seq = 0 means "from the first message".
+    """
     after_seq: _builtins.int
     limit: _builtins.int
     """Default 50, at most 200 (1000 for internal catch-up reads)."""
@@ -37,15 +39,22 @@ class GetHistoryRequest(_message.Message):
         self,
         *,
         conversation_id: _builtins.str = ...,
-        before_seq: _builtins.int = ...,
-        after_seq: _builtins.int = ...,
+        before_seq: _builtins.int | None = ...,
+        after_seq: _builtins.int | None = ...,
         limit: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "_before_seq", b"_before_seq", "after_seq", b"after_seq", "before_seq", b"before_seq"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "before_seq", b"before_seq", "conversation_id", b"conversation_id", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "_before_seq", b"_before_seq", "after_seq", b"after_seq", "before_seq", b"before_seq", "conversation_id", b"conversation_id", "limit", b"limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__after_seq: _TypeAlias = _typing.Literal["after_seq"]  # noqa: Y015
+    _WhichOneofArgType__after_seq: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq"]  # noqa: Y015
+    _WhichOneofReturnType__before_seq: _TypeAlias = _typing.Literal["before_seq"]  # noqa: Y015
+    _WhichOneofArgType__before_seq: _TypeAlias = _typing.Literal["_before_seq", b"_before_seq"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_seq) -> _WhichOneofReturnType__after_seq | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__before_seq) -> _WhichOneofReturnType__before_seq | None: ...
 
 Global___GetHistoryRequest: _TypeAlias = GetHistoryRequest  # noqa: Y015
 
