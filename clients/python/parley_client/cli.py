@@ -166,7 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     position.add_argument("--before", type=_positive_int, metavar="SEQ", help="messages before SEQ")
     position.add_argument("--after", type=_positive_int, metavar="SEQ", help="messages after SEQ")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="page size (50, at most 200)")
-    p.add_argument("--all", action="store_true", help="page back to the first message")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="page back to the first message (the default when no --limit, --before or --after is given)",
+    )
     p.add_argument("--json", action="store_true")
 
     p = commands.add_parser("presence", parents=[common], help="show users' presence")
@@ -328,6 +332,8 @@ async def cmd_conversations(args: argparse.Namespace, client: ParleyClient, me: 
 
 async def cmd_history(args: argparse.Namespace, client: ParleyClient, me: Identity) -> int:
     conversation_id = args.conversation or (await client.create_direct(args.with_user)).id
+    # Without paging options the whole conversation is printed, oldest first.
+    args.all = args.all or (args.limit is None and args.before is None and args.after is None)
     limit = min(args.limit or (MAX_HISTORY_PAGE if args.all else 50), MAX_HISTORY_PAGE)
     messages: list[messages_pb2.Message]
     if args.all:

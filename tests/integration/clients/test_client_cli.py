@@ -268,6 +268,10 @@ async def test_history_pages_and_all(
             env, "history", "--as", bob, "--with", alice, "--before", "4", "--all", "--json"
         )
         assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3]
+        # No paging option: the whole conversation, oldest first.
+        code, out, err = await run(env, "history", "--as", bob, "--with", alice, "--json")
+        assert code == 0, err
+        assert [json.loads(line)["seq"] for line in out.splitlines()] == list(range(1, 8))
 
 
 @pytest.fixture(autouse=True)
