@@ -1,22 +1,52 @@
 # Parley developer entry points. `make run` and `make test` install what is
-# missing (venv, tools, Redis, Cassandra jars) and need nothing else.
+# missing (venv, Go-built tools, redis-server, Java 17, the Cassandra jars),
+# start Redis and Cassandra if they are not running, and need nothing else.
+#
+#   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it)
+#   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
+#   make lint     ruff, ruff format --check, mypy --strict, buf lint
 SHELL := /bin/bash
-PYTHON ?= python3.11
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+# Python >= 3.11: python3.11 if there is one, else python3 (looked up once,
+# before the venv is put on PATH below).
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
 export PARLEY_STATE_DIR := $(STATE)
 export PATH := $(STATE)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_ROOT_USER_ACTION := ignore
 
-PROTOS := $(shell find protos -name '*.proto' | sort)
+# Local infrastructure ports; the services, devstack and tests follow them.
+PARLEY_REDIS_PORT ?= 6380
+PARLEY_CASSANDRA_PORT ?= 9042
+export PARLEY_REDIS_PORT PARLEY_CASSANDRA_PORT
+export PARLEY_REDIS_URL ?= redis://127.0.0.1:$(PARLEY_REDIS_PORT)/0
+export PARLEY_TEST_REDIS_URL ?= $(PARLEY_REDIS_URL)
+export PARLEY_TEST_CASSANDRA_PORT ?= $(PARLEY_CASSANDRA_PORT)
 
-.PHONY: all venv tools proto proto-check infra-up infra-down infra-status run test test-unit lint lint-proto bench clean
+# Tools the tests drive (grpcurl, buf, helm from the Go module proxy; Debian's chromium).
+TEST_TOOLS := grpcurl buf helm chromium
+PYTEST := $(PY) -m pytest --import-mode=importlib
+
+.PHONY: all venv tools test-tools proto proto-check infra-up infra-down infra-status run \
+	test test-unit test-integration test-e2e lint lint-proto bench clean
 
 all: test
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 is required)"; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); Parley needs >= 3.11 (set PYTHON=...)" >&2; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
+	  || { echo "error: $(PYTHON) cannot create a venv with pip (on Debian: apt-get install python3-venv)" >&2; exit 1; }
+	@echo "==> creating $(VENV) with $(PYTHON) and installing parley[dev]"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -27,17 +57,36 @@ venv: $(VENV)/.installed
 tools:
 	@deploy/local/tools.sh
 
+test-tools:
+	@deploy/local/tools.sh $(TEST_TOOLS)
+
 # Regenerates Python code and type stubs from protos/ into services/parley.
 proto: venv
 	@scripts/gen-protos.sh services
 
-lint-proto: tools
+# Fails when the checked-in generated code is older than protos/.
+proto-check: venv
+	$(PYTEST) -q tests/unit/test_protos_fresh.py
+
+lint-proto: venv
+	@deploy/local/tools.sh buf
 	buf lint
 
-lint: venv lint-proto
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
+# Runs every linter, then fails if any did (one run shows all problems).
+lint: venv
+	@deploy/local/tools.sh buf
+	@rc=0; \
+	echo "==> ruff check"; $(VENV)/bin/ruff check . || rc=1; \
+	echo "==> ruff format --check"; $(VENV)/bin/ruff format --check . || rc=1; \
+	echo "==> mypy (strict)"; $(VENV)/bin/mypy || rc=1; \
+	echo "==> buf lint"; buf lint && echo "buf lint: no problems" || rc=1; \
+	if [ -n "$$(find deploy -name Chart.yaml 2>/dev/null)" ]; then \
+	  deploy/local/tools.sh helm; \
+	  for chart in $$(find deploy -name Chart.yaml -exec dirname {} \;); do \
+	    echo "==> helm lint $$chart"; helm lint "$$chart" || rc=1; done; \
+	fi; \
+	if [ $$rc -ne 0 ]; then echo "lint: FAILED (see above)" >&2; fi; \
+	exit $$rc
 
 infra-up:
 	@deploy/local/infra.sh up
@@ -49,15 +98,24 @@ infra-status:
 	@deploy/local/infra.sh status
 
 # Starts Redis, Cassandra and the four services; Ctrl-C stops everything.
-run: venv tools infra-up
+# grpcurl is what its banner suggests trying.
+run: venv infra-up
+	@deploy/local/tools.sh grpcurl
 	$(PY) -m parley.devstack
 
-# Unit, integration and end-to-end tests against the real local infrastructure.
-test: venv tools infra-up
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Unit, integration and end-to-end tests against the real local
+# infrastructure. pytest exits 5 when it ran no test: that is a failure too.
+test: venv test-tools infra-up
+	@$(PYTEST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
 
 test-unit: venv
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+test-integration: venv infra-up
+	$(PYTEST) tests/integration $(PYTEST_ARGS)
+
+test-e2e: venv test-tools infra-up
+	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
 SCENARIO ?= smoke
 bench: venv infra-up

@@ -7,7 +7,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PY:-$root/.venv/bin/python}"
 cd "$root"
 # protoc finds the mypy plugins on PATH.
-export PATH="$(dirname "$py"):$PATH"
+bindir="$(dirname "$py")"
+export PATH="$bindir:$PATH"
 mapfile -t protos < <(find protos -name '*.proto' | sort)
 mkdir -p "$out"
 "$py" -m grpc_tools.protoc -Iprotos \

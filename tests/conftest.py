@@ -63,5 +63,7 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture(scope="session")
 def cassandra_config() -> CassandraConfig:
     if not _port_open(CASSANDRA_PORT):
-        pytest.fail(f"Cassandra is not running on port {CASSANDRA_PORT}: run `make infra-up` (make test does it)")
+        pytest.fail(
+            f"Cassandra is not running on port {CASSANDRA_PORT}: run `make infra-up` (make test does it)"
+        )
     return CassandraConfig(port=CASSANDRA_PORT, keyspace="parley_test")

@@ -2,6 +2,7 @@
 # Local Redis for Parley: Debian's redis-server on loopback, its own port and
 # data folder, AOF on. Usage: redis.sh up|down|status
 set -euo pipefail
+# shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PORT="${PARLEY_REDIS_PORT:-6380}"
@@ -19,7 +20,10 @@ case "${1:-}" in
     if running; then echo "redis: already running (pid $(cat "$PIDFILE"), port $PORT)"; exit 0; fi
     command -v redis-server >/dev/null || apt_install redis-server
     command -v redis-server >/dev/null || die "redis-server not found after install"
-    port_in_use "$PORT" && die "port $PORT is in use by another process (set PARLEY_REDIS_PORT)"
+    if port_in_use "$PORT"; then
+      describe_port "$PORT" >&2
+      die "port $PORT (PARLEY_REDIS_PORT) is in use by another process: stop it, or choose another port with PARLEY_REDIS_PORT=..."
+    fi
     mkdir -p "$DIR/data"
     cat > "$DIR/redis.conf" <<CONF
 bind 127.0.0.1

@@ -1,0 +1,155 @@
+"""parley.errors: one mapping of typed errors to gRPC statuses, error frames and back."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import grpc
+import pytest
+
+from parley import errors
+from parley.errors import (
+    ERROR_CODE_METADATA,
+    INTERNAL_MESSAGE,
+    RETRY_AFTER_METADATA,
+    BodyEmpty,
+    BodyNotUtf8,
+    BodyTooLarge,
+    ConversationNotFound,
+    FailedPrecondition,
+    HelloRequired,
+    InvalidArgument,
+    NotAMember,
+    ParleyError,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    error_frame,
+    from_rpc_error,
+    trailing_metadata,
+)
+from parley.v1 import errors_pb2
+
+# (error, gRPC status, ErrorCode): the contract documented in errors.proto.
+Code: TypeAlias = errors_pb2.ErrorCode.ValueType
+CASES: list[tuple[ParleyError, grpc.StatusCode, Code]] = [
+    (Unauthenticated("no token"), grpc.StatusCode.UNAUTHENTICATED, errors_pb2.ERROR_CODE_UNAUTHENTICATED),
+    (NotAMember("not yours"), grpc.StatusCode.PERMISSION_DENIED, errors_pb2.ERROR_CODE_NOT_A_MEMBER),
+    (InvalidArgument("bad"), grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_CODE_INVALID_ARGUMENT),
+    (BodyTooLarge("big"), grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_CODE_BODY_TOO_LARGE),
+    (BodyEmpty("empty"), grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_CODE_BODY_EMPTY),
+    (BodyNotUtf8("bytes"), grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.ERROR_CODE_BODY_NOT_UTF8),
+    (ConversationNotFound("c1"), grpc.StatusCode.NOT_FOUND, errors_pb2.ERROR_CODE_CONVERSATION_NOT_FOUND),
+    (
+        FailedPrecondition("direct"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        errors_pb2.ERROR_CODE_FAILED_PRECONDITION,
+    ),
+    (HelloRequired("hello first"), grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_CODE_HELLO_REQUIRED),
+    (Unavailable("redis down"), grpc.StatusCode.UNAVAILABLE, errors_pb2.ERROR_CODE_UNAVAILABLE),
+    (RateLimited("slow down", 1.5), grpc.StatusCode.RESOURCE_EXHAUSTED, errors_pb2.ERROR_CODE_RATE_LIMITED),
+    (ParleyError("boom"), grpc.StatusCode.INTERNAL, errors_pb2.ERROR_CODE_INTERNAL),
+]
+IDS = [type(err).__name__ for err, _, _ in CASES]
+
+
+def rpc_error(
+    status: grpc.StatusCode, details: str, trailing: tuple[tuple[str, str], ...] = ()
+) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(status, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details)
+
+
+@pytest.mark.parametrize(("err", "status", "code"), CASES, ids=IDS)
+def test_each_error_has_its_status_and_code(err: ParleyError, status: grpc.StatusCode, code: Code) -> None:
+    assert err.status == status
+    assert err.code == code
+    assert str(err) == err.message
+
+
+@pytest.mark.parametrize(("err", "status", "code"), CASES, ids=IDS)
+def test_error_frame_carries_code_status_message_and_request_id(
+    err: ParleyError, status: grpc.StatusCode, code: Code
+) -> None:
+    frame = error_frame(err, "req-7")
+    assert frame.request_id == "req-7"
+    assert frame.code == code
+    assert frame.grpc_status == status.value[0]
+    assert frame.message == err.message
+    assert frame.HasField("retry_after") is isinstance(err, RateLimited)
+
+
+def test_rate_limited_frame_says_when_to_retry() -> None:
+    frame = error_frame(RateLimited("slow down", 2.25), "")
+    assert frame.retry_after.ToMilliseconds() == 2250
+
+
+def test_rate_limited_frame_never_says_retry_now() -> None:
+    assert error_frame(RateLimited("slow down", 0.0), "").retry_after.ToMilliseconds() == 1
+
+
+def test_every_error_code_is_raised_by_some_error_type() -> None:
+    # A code added to errors.proto needs a type (and a line in CASES).
+    codes = {code for _, _, code in CASES} | {errors_pb2.ERROR_CODE_UNSPECIFIED}
+    assert codes == set(errors_pb2.ErrorCode.values())
+
+
+@pytest.mark.parametrize(("err", "status", "code"), CASES, ids=IDS)
+def test_trailing_metadata_names_the_code(err: ParleyError, status: grpc.StatusCode, code: Code) -> None:
+    meta = dict(trailing_metadata(err))
+    assert meta[ERROR_CODE_METADATA] == errors_pb2.ErrorCode.Name(code)
+    assert (RETRY_AFTER_METADATA in meta) is isinstance(err, RateLimited)
+
+
+@pytest.mark.parametrize(
+    ("err", "status", "code"), [c for c in CASES if c[1] != grpc.StatusCode.INTERNAL], ids=IDS[:-1]
+)
+def test_internal_rpc_failures_round_trip_to_the_same_client_error(
+    err: ParleyError, status: grpc.StatusCode, code: Code
+) -> None:
+    # What a callee's ErrorBoundary sends is what the gateway shows the client.
+    back = from_rpc_error(rpc_error(err.status, err.message, trailing_metadata(err)))
+    assert (back.status, back.code, back.message) == (status, code, err.message)
+    if isinstance(err, RateLimited):
+        assert isinstance(back, RateLimited)
+        assert back.retry_after_s == pytest.approx(err.retry_after_s)
+
+
+@pytest.mark.parametrize(
+    "status",
+    [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.ABORTED],
+)
+def test_unexpected_failures_become_a_generic_internal_error(status: grpc.StatusCode) -> None:
+    # Their details can carry internals (tracebacks, addresses): never passed on.
+    back = from_rpc_error(rpc_error(status, "Traceback: secret at 10.1.2.3"))
+    assert back.status == grpc.StatusCode.INTERNAL
+    assert back.code == errors_pb2.ERROR_CODE_INTERNAL
+    assert back.message == INTERNAL_MESSAGE
+
+
+def test_deadline_exceeded_is_reported_as_unavailable() -> None:
+    back = from_rpc_error(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    assert isinstance(back, Unavailable)
+    assert back.code == errors_pb2.ERROR_CODE_UNAVAILABLE
+
+
+def test_status_without_metadata_gets_the_default_code_of_its_status() -> None:
+    back = from_rpc_error(rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad field"))
+    assert (back.code, back.message) == (errors_pb2.ERROR_CODE_INVALID_ARGUMENT, "bad field")
+
+
+def test_unknown_code_name_in_metadata_is_ignored() -> None:
+    back = from_rpc_error(
+        rpc_error(grpc.StatusCode.NOT_FOUND, "gone", ((ERROR_CODE_METADATA, "ERROR_CODE_BOGUS"),))
+    )
+    assert back.code == errors_pb2.ERROR_CODE_CONVERSATION_NOT_FOUND
+
+
+def test_rate_limited_without_retry_metadata_defaults_to_one_second() -> None:
+    back = from_rpc_error(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, ""))
+    assert isinstance(back, RateLimited)
+    assert back.retry_after_s == 1.0
+    assert back.message == "rate limited"
+
+
+def test_module_exports_error_code_enum() -> None:
+    assert errors.ErrorCode.Name(errors_pb2.ERROR_CODE_BODY_EMPTY) == "ERROR_CODE_BODY_EMPTY"
