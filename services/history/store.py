@@ -30,6 +30,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from history.db import Database
+from parley.keys import KIND_CONVERSATION, KIND_JOIN, KIND_LEAVE, KIND_READ
 from parley.v1 import messages_pb2
 
 # Prepared at connect; "{ks}" is the keyspace (the session has no current keyspace).
@@ -92,6 +93,17 @@ _ROW_OVERHEAD_BYTES = 48
 
 # Concurrent single-partition reads per conversation-list request.
 _LIST_CONCURRENCY = 64
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """A membership or read-position change the router recorded on the log."""
+
+    kind: str  # parley.keys.KIND_*
+    conversation_id: str
+    users: tuple[str, ...] = ()
+    seq: int = 0
+    conversation: bytes = b""  # KIND_CONVERSATION: serialized parley.v1.Conversation
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +216,20 @@ class HistoryStore:
         pages = await asyncio.gather(*queries)
         return [(int(row[0]), bytes(row[1])) for page in pages for row in page]
 
-    # --- conversations and membership (for the router) ------------------------------------------
+    # --- conversations and membership (events the router records on the log) --------------------
+
+    async def apply_event(self, event: LogEvent) -> None:
+        """Stores one membership or read-position event; every write here is idempotent."""
+        if event.kind == KIND_CONVERSATION:
+            await self.upsert_conversation(messages_pb2.Conversation.FromString(event.conversation))
+        elif event.kind == KIND_JOIN:
+            await self.add_members(event.conversation_id, event.users)
+        elif event.kind == KIND_LEAVE:
+            for user_id in event.users:
+                await self.remove_member(event.conversation_id, user_id)
+        elif event.kind == KIND_READ:
+            # The router only records a position when it rises, so the last event wins.
+            await self.set_read_seq(event.users[0], event.conversation_id, event.seq)
 
     async def upsert_conversation(self, conversation: messages_pb2.Conversation) -> None:
         """Stores a conversation's metadata and its members (never touches last_seq/last_message)."""

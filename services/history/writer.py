@@ -46,8 +46,21 @@ from opentelemetry import trace
 from redis.exceptions import RedisError, ResponseError
 
 from history.config import WriterSettings
-from history.store import StoredMessage
-from parley.keys import F_CONVERSATION, F_MESSAGE, F_SEQ, F_TRACEPARENT, HISTORY_GROUP, Keys
+from history.store import LogEvent, StoredMessage
+from parley.keys import (
+    F_CONVERSATION,
+    F_KIND,
+    F_MESSAGE,
+    F_SEQ,
+    F_TRACEPARENT,
+    F_USERS,
+    HISTORY_GROUP,
+    KIND_CONVERSATION,
+    KIND_JOIN,
+    KIND_LEAVE,
+    KIND_READ,
+    Keys,
+)
 from parley.redisclient import load_script
 from parley.telemetry import context_from_traceparent
 
@@ -58,6 +71,8 @@ _C = F_CONVERSATION.encode()
 _S = F_SEQ.encode()
 _M = F_MESSAGE.encode()
 _TP = F_TRACEPARENT.encode()
+_K = F_KIND.encode()
+_U = F_USERS.encode()
 # Spans are per batch; each links to at most this many of the messages' traces.
 _MAX_LINKS = 16
 
@@ -67,6 +82,10 @@ class MessageSink(Protocol):
 
     async def write_messages(self, messages: Sequence[StoredMessage]) -> list[BaseException | None]:
         """Stores the messages and raises their conversations' heads; one result per message."""
+        ...
+
+    async def apply_event(self, event: LogEvent) -> None:
+        """Stores a membership or read-position change (idempotent: replays are harmless)."""
         ...
 
     async def probe(self) -> None:
@@ -81,8 +100,26 @@ class HealthReporter(Protocol):
 class LogEntry:
     stream: str
     entry_id: bytes
-    message: StoredMessage | None  # None: malformed or deleted entry, cannot be stored
+    message: StoredMessage | None  # None: an event, or a malformed or deleted entry
     traceparent: bytes = b""
+    event: LogEvent | None = None
+
+
+def parse_event(fields: dict[bytes, bytes]) -> LogEvent | None:
+    """The event of a log entry with a kind, or None if it is malformed."""
+    try:
+        kind = fields[_K].decode()
+        cid = fields[_C].decode()
+        if kind == KIND_CONVERSATION:
+            return LogEvent(kind, cid, conversation=bytes(fields[_M]))
+        if kind in (KIND_JOIN, KIND_LEAVE):
+            users = tuple(u for u in fields[_U].decode().split(",") if u)
+            return LogEvent(kind, cid, users=users) if users else None
+        if kind == KIND_READ:
+            return LogEvent(kind, cid, users=(fields[_U].decode(),), seq=int(fields[_S]))
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+    return None
 
 
 def parse_entries(stream: str, items: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[LogEntry]:
@@ -90,6 +127,9 @@ def parse_entries(stream: str, items: Iterable[tuple[bytes, dict[bytes, bytes] |
     for entry_id, fields in items:
         message: StoredMessage | None = None
         traceparent = b""
+        if fields and _K in fields:
+            entries.append(LogEntry(stream, entry_id, None, event=parse_event(fields)))
+            continue
         if fields:
             try:
                 message = StoredMessage(fields[_C].decode(), int(fields[_S]), bytes(fields[_M]))
@@ -197,6 +237,35 @@ async def store_durably(
             await asyncio.wait_for(stopping.wait(), backoff.next())
         if stopping.is_set():
             return False
+
+
+async def apply_durably(
+    sink: MessageSink,
+    events: Sequence[LogEvent],
+    *,
+    state: WriteState,
+    backoff: Backoff,
+    stopping: asyncio.Event,
+) -> bool:
+    """Applies the events in log order, retrying each with backoff until it is stored.
+
+    Returns False (nothing may be acked) only if ``stopping`` was set while waiting to retry.
+    """
+    for event in events:
+        while True:
+            try:
+                await sink.apply_event(event)
+            except Exception as exc:
+                await state.failed(exc, 1)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), backoff.next())
+                if stopping.is_set():
+                    return False
+                continue
+            break
+    if events:
+        await state.succeeded()
+    return True
 
 
 @dataclass(frozen=True)
@@ -488,10 +557,11 @@ class HistoryWriter:
     async def _process(self, entries: list[LogEntry]) -> bool:
         """Stores and acks one batch. False if stopping interrupted it (nothing acked)."""
         messages = [e.message for e in entries if e.message is not None]
-        malformed = len(entries) - len(messages)
+        events = [e.event for e in entries if e.event is not None]
+        malformed = len(entries) - len(messages) - len(events)
         if malformed:
             self.malformed_total += malformed
-            bad_ids = [_text(e.entry_id) for e in entries if e.message is None][:20]
+            bad_ids = [_text(e.entry_id) for e in entries if e.message is None and e.event is None][:20]
             log.error(
                 "%d log entries are deleted or lack a valid conversation/seq/message; acked without storing",
                 malformed,
@@ -512,6 +582,14 @@ class HistoryWriter:
                 stopping=self._stopping,
             )
             if not stored:
+                return False
+            if not await apply_durably(
+                self._sink,
+                events,
+                state=self._state,
+                backoff=Backoff(self._settings.retry_min_s, self._settings.retry_max_s),
+                stopping=self._stopping,
+            ):
                 return False
             await self._ack(entries)
         self.written_total += len(messages)

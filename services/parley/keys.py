@@ -63,6 +63,13 @@ F_FRAME = "f"  # serialized parley.v1.ConnectResponse (inbox)
 F_USERS = "u"  # comma-separated target user ids (inbox)
 F_TRACEPARENT = "tp"
 F_PRESENCE = "p"  # serialized parley.v1.Presence (presence change stream)
+# Log entries that are not messages carry a kind; consumers that only want
+# messages (fan-out) skip them, the history writer stores them.
+F_KIND = "k"
+KIND_CONVERSATION = "conversation"  # m = serialized parley.v1.Conversation (at creation)
+KIND_JOIN = "join"  # u = comma-separated users added
+KIND_LEAVE = "leave"  # u = comma-separated users removed
+KIND_READ = "read"  # u = user, s = read position
 
 
 def partition_of(conversation_id: str, partitions: int) -> int:

@@ -18,7 +18,7 @@ from parley import errors
 from parley.auth import valid_user_id
 from parley.ids import direct_conversation_id, new_group_id, new_message_id, valid_conversation_id
 from parley.internal.v1 import router_pb2
-from parley.keys import Keys
+from parley.keys import KIND_JOIN, KIND_LEAVE, Keys
 from parley.redisclient import load_script
 from parley.v1 import messages_pb2
 
@@ -64,6 +64,7 @@ class ConversationStore:
         self._append = load_script(redis, "router", "append.lua")
         self._create = load_script(redis, "router", "create.lua")
         self._cursor = load_script(redis, "router", "cursor.lua")
+        self._members = load_script(redis, "router", "members.lua")
 
     # --- messages -------------------------------------------------------------------------
 
@@ -161,8 +162,13 @@ class ConversationStore:
         _check_conversation_id(conversation_id)
         k = self._keys
         status, position, advanced = await self._cursor(
-            keys=[k.cursors(conversation_id), k.members(conversation_id), k.seq(conversation_id)],
-            args=[user_id, "r" if read else "d", seq],
+            keys=[
+                k.cursors(conversation_id),
+                k.members(conversation_id),
+                k.seq(conversation_id),
+                k.log_of(conversation_id),
+            ],
+            args=[user_id, "r" if read else "d", seq, conversation_id],
         )
         if status == b"not_member":
             raise errors.NotAMember(f"{user_id} is not a member of {conversation_id}")
@@ -200,8 +206,18 @@ class ConversationStore:
         self, cid: str, kind: str, name: str, created_by: str, members: list[str]
     ) -> bool:
         now = int(time.time() * 1000)
+        # The event carries the whole conversation, so history's copy needs no lookup.
+        event = messages_pb2.Conversation(
+            id=cid,
+            kind=_KINDS[kind],
+            name=name,
+            member_ids=sorted(members),
+            created_by=created_by,
+            created_at=timestamp_ms(now),
+        ).SerializeToString()
         created = await self._create(
-            keys=[self._keys.meta(cid), self._keys.members(cid)], args=[kind, name, created_by, now, *members]
+            keys=[self._keys.meta(cid), self._keys.members(cid), self._keys.log_of(cid)],
+            args=[kind, name, created_by, now, cid, event, *members],
         )
         # The per-user index is written after the conversation; re-running a create
         # (e.g. CreateDirect again) repairs an index write lost to a crash in between.
@@ -227,7 +243,9 @@ class ConversationStore:
             return conversation
         if len(conversation.member_ids) + len(new) > self._max_group_members:
             raise errors.InvalidArgument(f"a group has at most {self._max_group_members} members")
-        await self._redis.sadd(self._keys.members(cid), *new)
+        await self._members(
+            keys=[self._keys.members(cid), self._keys.log_of(cid)], args=[KIND_JOIN, cid, *new]
+        )
         await self._index_members(cid, new, int(time.time() * 1000))
         updated = await self.get(cid)
         assert updated is not None
@@ -245,8 +263,10 @@ class ConversationStore:
             raise errors.NotAMember("only the group's creator can remove other members")
         present = [t for t in targets if t in conversation.member_ids]
         if present:
+            await self._members(
+                keys=[self._keys.members(cid), self._keys.log_of(cid)], args=[KIND_LEAVE, cid, *present]
+            )
             pipe = self._redis.pipeline(transaction=False)
-            pipe.srem(self._keys.members(cid), *present)
             for member in present:
                 pipe.zrem(self._keys.user_conversations(member), cid)
             await pipe.execute()

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from history.store import StoredMessage
-from history.writer import Backoff, LogEntry, WriteState, parse_entries, store_durably
+from history.store import LogEvent, StoredMessage
+from history.writer import Backoff, LogEntry, WriteState, apply_durably, parse_entries, store_durably
 
 
 class OutageError(Exception):
@@ -24,6 +24,7 @@ class FlakySink:
         self.calls: list[list[int]] = []
         self.messages: set[tuple[str, int]] = set()
         self.heads: dict[str, int] = {}
+        self.events: list[LogEvent] = []
         self.down = False
 
     def _fail(self, message: StoredMessage) -> bool:
@@ -47,6 +48,12 @@ class FlakySink:
                 results.append(None)
         self.fail_calls = max(0, self.fail_calls - 1)
         return results
+
+    async def apply_event(self, event: LogEvent) -> None:
+        if self.down or self.fail_calls > 0:
+            self.fail_calls = max(0, self.fail_calls - 1)
+            raise OutageError("cassandra down")
+        self.events.append(event)
 
     async def probe(self) -> None:
         if self.down:
@@ -152,3 +159,32 @@ async def test_empty_or_single_batches(messages: list[StoredMessage]) -> None:
     assert ok
     assert sink.messages == {(m.conversation_id, m.seq) for m in messages}
     assert len(sink.calls) == len(messages)  # nothing to write: no call
+
+
+def test_parse_entries_reads_membership_and_read_events() -> None:
+    items: list[tuple[bytes, dict[bytes, bytes] | None]] = [
+        (b"1-0", {b"k": b"conversation", b"c": b"g1", b"m": b"\x0a\x02g1"}),
+        (b"1-1", {b"k": b"join", b"c": b"g1", b"u": b"bob,carol"}),
+        (b"1-2", {b"k": b"leave", b"c": b"g1", b"u": b"bob"}),
+        (b"1-3", {b"k": b"read", b"c": b"g1", b"u": b"carol", b"s": b"12"}),
+        (b"1-4", {b"k": b"read", b"c": b"g1", b"u": b"carol"}),  # no seq: malformed
+        (b"1-5", {b"k": b"unknown", b"c": b"g1"}),  # a kind this writer does not know
+    ]
+    entries = parse_entries("log", items)
+    assert [e.event for e in entries[:4]] == [
+        LogEvent("conversation", "g1", conversation=b"\x0a\x02g1"),
+        LogEvent("join", "g1", users=("bob", "carol")),
+        LogEvent("leave", "g1", users=("bob",)),
+        LogEvent("read", "g1", users=("carol",), seq=12),
+    ]
+    assert all(e.message is None for e in entries)
+    assert [e.event for e in entries[4:]] == [None, None]
+
+
+async def test_events_are_applied_in_order_and_retried_through_an_outage() -> None:
+    sink = FlakySink(fail_calls=2)
+    state = WriteState(None)
+    events = [LogEvent("join", "g1", users=("bob",)), LogEvent("read", "g1", users=("bob",), seq=3)]
+    ok = await apply_durably(sink, events, state=state, backoff=fast_backoff(), stopping=asyncio.Event())
+    assert ok and state.up is True
+    assert sink.events == events
