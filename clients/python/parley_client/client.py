@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from google.protobuf.message import Message as ProtoMessage
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 from parley_client.backoff import Backoff
 from parley_client.cursors import CursorStore
-from parley_client.errors import UnavailableError, from_rpc_error
+from parley_client.errors import RateLimitedError, UnavailableError, from_rpc_error
 from parley_client.session import AckMode, Metadata, Session, new_client_message_id
 
 if TYPE_CHECKING:
@@ -224,10 +225,12 @@ class ParleyClient:
         device_id: str = "",
         attempts: int | None = None,
         backoff: Backoff | None = None,
+        rate_limit_wait: float = 30.0,
     ) -> messages_pb2.SendAck:
         """One-shot send (no session). Retries UNAVAILABLE and timeouts with the same
         ``client_message_id``, so a retry of a send that did get stored returns its seq
-        instead of storing it twice."""
+        instead of storing it twice. A rate-limited send waits the server's
+        ``retry_after`` and tries again, for at most ``rate_limit_wait`` seconds."""
         request = gateway_pb2.SendRequest(
             conversation_id=conversation_id,
             client_message_id=client_message_id or new_client_message_id(),
@@ -236,12 +239,20 @@ class ParleyClient:
         )
         backoff = backoff or Backoff(initial=0.1, maximum=2.0)
         remaining = attempts or self._send_attempts
+        # Waiting out the rate limit is not a failed attempt, but it is bounded in time.
+        limited_until = time.monotonic() + rate_limit_wait
         while True:
-            remaining -= 1
             try:
                 response = await self._call(self._chat.Send, request)
                 return response.ack
+            except RateLimitedError as exc:
+                wait = exc.retry_after or 0.1
+                if time.monotonic() + wait > limited_until:
+                    raise
+                await asyncio.sleep(wait)
+                continue
             except UnavailableError:
+                remaining -= 1
                 if remaining <= 0:
                     raise
             await asyncio.sleep(backoff.next_delay())

@@ -303,3 +303,18 @@ async def test_presence_snapshot_and_changes_of_contacts(redis_config: RedisConf
                 )
             [status] = await ca.get_presence([bob])
             assert status.last_seen.seconds > 0
+
+
+async def test_unary_send_waits_out_the_rate_limit_within_its_budget(redis_config: RedisConfig) -> None:
+    alice, bob = users("alice", "bob")
+    limits = LimitsConfig(send_rate_per_s=10, send_burst=2)
+    async with client_stack(redis_config, limits=limits) as stack, stack.client(alice) as ca:
+        cid = (await ca.create_direct(bob)).id
+        started = asyncio.get_running_loop().time()
+        acks = [await ca.send(cid, f"paced {i}") for i in range(8)]
+        assert [a.seq for a in acks] == list(range(1, 9))
+        # 2 from the burst, 6 more at 10/s: the limit was waited out, not bypassed.
+        assert asyncio.get_running_loop().time() - started >= 0.5
+        with pytest.raises(RateLimitedError):
+            for i in range(5):
+                await ca.send(cid, f"impatient {i}", rate_limit_wait=0)

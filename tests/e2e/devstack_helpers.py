@@ -1,0 +1,164 @@
+"""Start the whole local stack as processes (``python -m parley.devstack``) for e2e tests.
+
+Each stack gets free ports, its own Redis key prefix and its own Cassandra
+keyspace, so it never meets a developer's ``make run`` or another test's stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from parley.config import CassandraConfig
+from parley.devstack import READY_MARKER, StackConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATE_DIR = Path(os.environ.get("PARLEY_STATE_DIR", REPO_ROOT / ".state"))
+PRESENCE_REPLICAS = 2
+READY_TIMEOUT = 120.0
+DRAIN_SECONDS = 3.0
+STOP_SECONDS = 8.0
+
+
+def free_base_port(count: int) -> int:
+    """A base port with ``count`` consecutive ports free to bind on loopback.
+
+    Below Linux's ephemeral range (32768+): an outgoing connection never
+    takes one of these as its local port while the stack starts.
+    """
+    for _ in range(200):
+        base = random.randint(20000, 32000)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[str]
+    base_port: int
+    lines: list[str] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if READY_MARKER in line:
+                self.ready.set()
+
+    def tail(self, n: int = 40) -> str:
+        """The supervisor's own lines, then the last ``n`` lines of everything."""
+        own = [line for line in self.lines if line.startswith("devstack ")]
+        return "\n".join([*own, "--- last lines ---", *self.lines[-n:]])
+
+    def addresses(self) -> dict[str, str]:
+        config = StackConfig(base_port=self.base_port, presence_replicas=PRESENCE_REPLICAS)
+        return {i.name: i.address for i in config.instances()}
+
+    def modules(self) -> dict[str, str]:
+        config = StackConfig(base_port=self.base_port, presence_replicas=PRESENCE_REPLICAS)
+        return {i.name: i.module for i in config.instances()}
+
+    def child_pids(self) -> dict[int, str]:
+        """Pid -> command line of every live descendant of the devstack process."""
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return {}
+        out = {}
+        for child in children:
+            try:
+                out[child.pid] = " ".join(child.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+        return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+@contextlib.contextmanager
+def devstack(
+    redis_url: str, cassandra_config: CassandraConfig, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
+    """Runs devstack until the block ends; extra_env overrides service settings."""
+    # One more port than the instances: the gateway's WebSocket bridge.
+    base = free_base_port(4 + PRESENCE_REPLICAS)
+    env = {
+        **os.environ,
+        "PARLEY_DEVSTACK_BASE_PORT": str(base),
+        "PARLEY_DEVSTACK_PRESENCE_REPLICAS": str(PRESENCE_REPLICAS),
+        "PARLEY_DEVSTACK_STOP_SECONDS": str(STOP_SECONDS),
+        "PARLEY_DEVSTACK_READY_SECONDS": str(READY_TIMEOUT - 10),
+        "PARLEY_DRAIN_SECONDS": str(DRAIN_SECONDS),
+        "PARLEY_WS_PORT": str(base + 3 + PRESENCE_REPLICAS),
+        "PARLEY_REDIS_URL": redis_url,
+        # Own keys, so this stack never shares partitions or inboxes with anyone.
+        "PARLEY_REDIS_PREFIX": f"e2e{uuid.uuid4().hex[:10]}",
+        "PARLEY_CASSANDRA_PORT": str(cassandra_config.port),
+        "PARLEY_CASSANDRA_KEYSPACE": "parley_test_e2e",
+        "PARLEY_LOG_FORMAT": "text",
+        "NO_COLOR": "1",
+        **(extra_env or {}),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "parley.devstack"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = Stack(process=process, base_port=base)
+    reader = threading.Thread(target=running.read_output, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not running.ready.wait(0.2):
+            if process.poll() is not None:
+                reader.join(5)
+                pytest.fail(f"devstack exited with {process.returncode} before ready:\n{running.tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"devstack not ready after {READY_TIMEOUT:g} s:\n{running.tail()}")
+        yield running
+    finally:
+        leftovers = running.child_pids()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        for pid in leftovers:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        reader.join(5)
