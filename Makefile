@@ -119,7 +119,7 @@ test-e2e: venv test-tools infra-up
 
 SCENARIO ?= smoke
 bench: venv infra-up
-	$(PY) -m bench $(SCENARIO)
+	$(PY) -m bench $(SCENARIO) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,649 @@
+"""One benchmark run: start the system under test, drive the workers, write the results.
+
+Phases, per target (Parley, or the bare relay for the baseline):
+
+1. start the services as processes (bench/stack.py) on free ports, with a
+   Redis key prefix unique to the run;
+2. start the load generator workers (bench/worker.py), each owning a slice
+   of the users and all their conversations; they create the conversations
+   through the public API and open every user's session stream at the
+   scenario's ramp rate; the gateway's RSS before and after gives its memory
+   per stream;
+3. run steps at fixed total rates, or search for the highest rate that
+   passes (bench.scenarios.step_verdict), each step = warm-up + measured
+   window + drain, with CPU/RSS sampled for every process;
+4. stop everything (process groups, in ``finally``) and delete the run's keys.
+
+Results go to ``bench/results/<scenario>-<timestamp>.{json,md,png}`` and
+``latest-<scenario>.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+import redis.asyncio as aioredis
+
+from bench.hist import Latency
+from bench.profile import record, top_functions
+from bench.resources import Sampler, find_infra, gc_delta, read_gc_stats
+from bench.results import merge_worker_steps, write_results
+from bench.scenarios import TARGET_RELAY, Scenario, step_verdict
+from bench.schedule import RateSearch
+from bench.stack import (
+    HISTORY_WRITER_HEALTH,
+    REPO_ROOT,
+    Stack,
+    base_env,
+    health_status,
+    parley_stack,
+    relay_stack,
+    services_root,
+)
+from bench.worker import STEP_LEAD_S
+from parley.keys import HISTORY_GROUP, Keys
+
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+REDIS_URL = os.environ.get("PARLEY_REDIS_URL", "redis://127.0.0.1:6380/0")
+PARTITIONS = 16
+SETTLE_S = 2.0
+HISTORY_CATCHUP_S = 60.0
+PROFILED = ("gateway", "router", "relay", "history")
+# Environment variables recorded with the results (they change the system under test).
+SETTING_PREFIXES = ("BENCH_", "PARLEY_", "OTEL_")
+IGNORED_SETTINGS = ("PARLEY_STATE_DIR", "PARLEY_REDIS_PORT", "PARLEY_CASSANDRA_PORT")
+
+
+def say(text: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {text}\n")
+    sys.stderr.flush()
+
+
+def machine_info() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+class WorkerProcess:
+    """A worker subprocess and its JSON-lines control channel."""
+
+    def __init__(self, index: int, process: asyncio.subprocess.Process) -> None:
+        self.index = index
+        self.process = process
+
+    @classmethod
+    async def spawn(cls, index: int, scratch: Path) -> WorkerProcess:
+        stderr = (scratch / f"worker-{index}.log").open("ab")
+        setpriv = shutil.which("setpriv")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                # Dies with the runner even if the runner is killed.
+                *([setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []),
+                sys.executable,
+                "-m",
+                "bench.worker",
+                cwd=REPO_ROOT,
+                env=base_env(scratch),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                process_group=0,
+                limit=1 << 26,
+            )
+        finally:
+            stderr.close()
+        return cls(index, process)
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(command) + "\n").encode())
+
+    async def wait_for(
+        self, event: str, on_progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(
+                    f"worker {self.index} exited (code {self.process.returncode}) before {event}"
+                )
+            message = json.loads(line)
+            if message.get("event") == event:
+                return dict(message)
+            if message.get("event") == "progress" and on_progress is not None:
+                on_progress(message)
+            elif message.get("event") == "error":
+                raise RuntimeError(f"worker {self.index}: {message.get('message')}")
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(Exception):
+                self.send({"cmd": "quit"})
+                await asyncio.wait_for(self.wait_for("bye"), 20)
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, 9)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.process.wait(), 5)
+
+
+async def _all(
+    workers: list[WorkerProcess], command: dict[str, Any], event: str, **kw: Any
+) -> list[dict[str, Any]]:
+    for worker in workers:
+        worker.send(command)
+    return list(await asyncio.gather(*(w.wait_for(event, **kw) for w in workers)))
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+async def history_lag(redis: aioredis.Redis, prefix: str) -> int:
+    """Log entries the history writer has not stored yet (unread + pending), over all partitions."""
+    total = 0
+    for log_key in Keys(prefix=prefix, partitions=PARTITIONS).logs():
+        try:
+            groups = await redis.xinfo_groups(log_key)
+        except aioredis.ResponseError:
+            continue
+        for group in groups:
+            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+            if name == HISTORY_GROUP:
+                lag = group.get("lag")
+                total += int(group.get("pending") or 0) + (int(lag) if lag is not None else 0)
+    return total
+
+
+async def delete_keys(prefix: str) -> int:
+    redis = aioredis.from_url(REDIS_URL)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(match=f"{prefix}:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                deleted += int(await redis.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(await redis.unlink(*batch))
+    finally:
+        await redis.aclose()
+    return deleted
+
+
+class Runner:
+    def __init__(self, scenario: Scenario, out_dir: Path = RESULTS_DIR) -> None:
+        self.scenario = scenario
+        self.out_dir = out_dir
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.run_id = f"bench{time.strftime('%m%d%H%M%S')}{uuid.uuid4().hex[:4]}"
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"parley-{self.run_id}-"))
+        self.sampler = Sampler()
+        self.notes: list[str] = []
+        self.hists: dict[str, dict[str, Latency]] = {}
+        self.gc_dir: Path | None = None
+
+    async def run(self) -> tuple[dict[str, Any], dict[str, Path]]:
+        scenario = self.scenario
+        settings = {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(SETTING_PREFIXES) and k not in IGNORED_SETTINGS and "URL" not in k
+        }
+        if settings:
+            # Knobs that change what is measured belong next to the figures.
+            self.notes.append(
+                "settings from the environment: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+            )
+        redis_port = urlsplit(REDIS_URL).port or 6379
+        cassandra_port = int(os.environ.get("PARLEY_CASSANDRA_PORT", "9042"))
+        for name, pid in find_infra(redis_port, cassandra_port).items():
+            self.sampler.watch(name, pid)
+        await self.sampler.start()
+        targets: list[dict[str, Any]] = []
+        try:
+            for target in scenario.targets:
+                targets.append(await self.run_target(target))
+        finally:
+            await self.sampler.stop()
+        result = self.result(targets)
+        paths = write_results(result, self.hists, self.out_dir)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return result, paths
+
+    # --- one target ---------------------------------------------------------------------
+
+    async def run_target(self, target: str) -> dict[str, Any]:
+        scenario = self.scenario
+        prefix = f"{self.run_id}-{target}"
+        self.gc_dir = self.scratch / f"gc-{target}" if scenario.gc_stats else None
+        if target == TARGET_RELAY:
+            stack = relay_stack(self.scratch, self.gc_dir)
+        else:
+            stack = parley_stack(
+                self.scratch,
+                redis_prefix=prefix,
+                history=scenario.history,
+                presence=scenario.presence,
+                gc_stats_dir=self.gc_dir,
+            )
+        out: dict[str, Any] = {"name": target, "steps": [], "services": [], "missing": [], "profiles": []}
+        workers: list[WorkerProcess] = []
+        redis = aioredis.from_url(REDIS_URL)
+        try:
+            say(f"{target}: starting {', '.join(s.name for s in stack.services)}")
+            await stack.start()
+            out["services"] = [s.name for s in stack.running()]
+            out["missing"] = [f"{s.name} ({s.note})" for s in stack.services if not s.ready]
+            for service in stack.services:
+                if not service.ready:
+                    self.notes.append(
+                        f"{target}: {service.name} did not start ({service.note}); ran without it"
+                    )
+            history = stack.get("history")
+            if history is not None and history.ready:
+                writer = await health_status(history.address, HISTORY_WRITER_HEALTH)
+                # UNKNOWN_SERVICE: this history version does not report its writer; the lag
+                # measured after every step shows whether the writes keep up.
+                if writer not in ("SERVING", "UNKNOWN_SERVICE"):
+                    self.notes.append(
+                        f"{target}: history writer health is {writer} (Cassandra writes failing?)"
+                    )
+            for service in stack.running():
+                self.sampler.watch(service.name, service.pid)
+            front = stack.get("gateway") or stack["relay"]
+            workers = await self.start_workers(front.address, target)
+            await self.setup_and_connect(workers, stack, front.name, out)
+            out["steps"] = await self.run_steps(workers, stack, redis, prefix, target, out)
+            passed = [s["rate"] for s in out["steps"] if s["passed"]]
+            out["best_rate"] = max(passed) if passed else None
+        finally:
+            say(f"{target}: stopping")
+            await asyncio.gather(*(w.stop() for w in workers))
+            for w in workers:
+                self.sampler.forget(f"worker-{w.index}")
+            await stack.stop()
+            for service in stack.services:
+                self.sampler.forget(service.name)
+            await redis.aclose()
+            if target != TARGET_RELAY:
+                with contextlib.suppress(Exception):
+                    say(f"{target}: deleted {await delete_keys(prefix)} Redis keys of the run")
+        return out
+
+    async def start_workers(self, address: str, target: str) -> list[WorkerProcess]:
+        scenario = self.scenario
+        workers = [await WorkerProcess.spawn(i, self.scratch) for i in range(scenario.workers)]
+        for worker in workers:
+            self.sampler.watch(f"worker-{worker.index}", worker.process.pid)
+        users = _split(scenario.users, scenario.workers)
+        connections = _split(max(scenario.connections, scenario.workers), scenario.workers)
+        offset = 0
+        for worker, n_users, n_conns in zip(workers, users, connections, strict=True):
+            worker.send(
+                {
+                    "cmd": "setup",
+                    "worker": worker.index,
+                    "target": address,
+                    "run_id": f"{self.run_id}{target[0]}",
+                    "user_offset": offset,
+                    "users": n_users,
+                    "connections": n_conns,
+                    "group_size": scenario.group_size,
+                    "direct_share": scenario.direct_share,
+                    "body_bytes": scenario.body_bytes,
+                    "seed": hash((self.run_id, worker.index)) & 0xFFFFFFFF,
+                }
+            )
+            offset += n_users
+        return workers
+
+    async def setup_and_connect(
+        self, workers: list[WorkerProcess], stack: Stack, front: str, out: dict[str, Any]
+    ) -> None:
+        scenario = self.scenario
+        say(f"creating conversations for {scenario.users} users")
+        setups = await asyncio.gather(*(w.wait_for("setup_done") for w in workers))
+        out["setup"] = {
+            "conversations": sum(s["conversations"] for s in setups),
+            "missing_conversations": sum(s["missing_conversations"] for s in setups),
+            "seconds": max(s["seconds"] for s in setups),
+        }
+        await asyncio.sleep(SETTLE_S)
+        rss_before = self.sampler.latest_rss(front)
+        progress: dict[int, dict[str, Any]] = {}
+
+        def on_progress(event: dict[str, Any]) -> None:
+            progress[int(event["worker"])] = event
+            opened = sum(e["opened"] for e in progress.values())
+            connected = sum(e["connected"] for e in progress.values())
+            rss = self.sampler.latest_rss(front)
+            say(f"ramp: ~{opened} opened, ~{connected} synced; {front} RSS {rss and rss // 2**20} MB")
+
+        say(
+            f"opening {scenario.users} streams at {scenario.connect_rate:g}/s "
+            f"over {scenario.connections} connections"
+        )
+        rate = scenario.connect_rate / scenario.workers
+        ramp_start, gc_before = time.monotonic(), read_gc_stats(self.gc_dir)
+        connects = await _all(
+            workers,
+            {
+                "cmd": "connect",
+                "rate": rate,
+                "concurrency": max(1, scenario.connect_concurrency // scenario.workers),
+            },
+            "connect_done",
+            on_progress=on_progress,
+        )
+        failures: dict[str, int] = {}
+        for c in connects:
+            for reason, count in c["connect_failures"].items():
+                failures[reason] = failures.get(reason, 0) + count
+        connected = sum(c["connected"] for c in connects)
+        out["connect"] = {
+            "users": scenario.users,
+            "connected": connected,
+            "connect_failures": failures,
+            "seconds": max(c["seconds"] for c in connects),
+        }
+        say(f"{connected} of {scenario.users} streams live")
+        out["connect"]["gc"] = self.gc_summary(stack, gc_before, ramp_start, time.monotonic())
+        await asyncio.sleep(SETTLE_S * 2)
+        rss_after = self.sampler.latest_rss(front)
+        if rss_before and rss_after and connected:
+            out["memory"] = {
+                "process": front,
+                "streams": connected,
+                "rss_before_mb": round(rss_before / 2**20, 1),
+                "rss_after_mb": round(rss_after / 2**20, 1),
+                "per_stream_kb": round((rss_after - rss_before) / connected / 1024, 2),
+            }
+
+    # --- steps --------------------------------------------------------------------------
+
+    async def run_steps(
+        self,
+        workers: list[WorkerProcess],
+        stack: Stack,
+        redis: aioredis.Redis,
+        prefix: str,
+        target: str,
+        out: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        scenario = self.scenario
+        steps: list[dict[str, Any]] = []
+        search = (
+            RateSearch(
+                start=scenario.search.start,
+                growth=scenario.search.growth,
+                resolution=scenario.search.resolution,
+                max_steps=scenario.search.max_steps,
+                maximum=scenario.search.maximum,
+            )
+            if scenario.search
+            else None
+        )
+        fixed = list(scenario.rates)
+        while True:
+            rate = search.next_rate() if search is not None else (fixed.pop(0) if fixed else None)
+            if rate is None:
+                break
+            step = await self.run_step(workers, stack, redis, prefix, target, rate, out)
+            steps.append(step)
+            if search is not None:
+                search.record(rate, step["passed"])
+            await asyncio.sleep(SETTLE_S)
+        return steps
+
+    async def run_step(
+        self,
+        workers: list[WorkerProcess],
+        stack: Stack,
+        redis: aioredis.Redis,
+        prefix: str,
+        target: str,
+        rate: float,
+        out: dict[str, Any],
+    ) -> dict[str, Any]:
+        scenario = self.scenario
+        say(f"{target}: step at {rate:g} msg/s ({scenario.warmup_s:g} s warm-up + {scenario.duration_s:g} s)")
+        started = time.monotonic()
+        window = (
+            started + STEP_LEAD_S + scenario.warmup_s,
+            started + STEP_LEAD_S + scenario.warmup_s + scenario.duration_s,
+        )
+        gc_before = read_gc_stats(self.gc_dir)
+        profiling: list[asyncio.Task[dict[str, Any] | None]] = []
+        if scenario.profile:
+            targets = [(s.name, s.pid) for s in stack.running() if s.name in PROFILED]
+            # One load generator too: it shares the cores, so its cost matters as well.
+            targets.append(("worker-0", workers[0].process.pid))
+            for name, pid in targets:
+                profiling.append(asyncio.create_task(self.profile(name, pid, rate, window)))
+        reports = await _all(
+            workers,
+            {
+                "cmd": "step",
+                "rate": rate / len(workers),
+                "warmup_s": scenario.warmup_s,
+                "duration_s": scenario.duration_s,
+                "drain_s": scenario.drain_s,
+                "abort_after_s": scenario.abort_after_s,
+            },
+            "step_done",
+        )
+        for task in profiling:
+            profile = await task
+            if profile is not None:
+                out["profiles"].append(profile)
+        merged, hists = merge_worker_steps(reports)
+        merged["target"] = target
+        merged["rate"] = rate
+        end = min(window[1], window[0] + merged["measured_s"])
+        merged["resources"] = self.sampler.summary(window[0], end)
+        merged["gc"] = self.gc_summary(stack, gc_before, window[0], end)
+        if merged["window_acks"]:
+            # CPU time per acknowledged message: comparable across runs even when the
+            # machine is shared (latency is not).
+            per_msg = 1000.0 * merged["measured_s"] / merged["window_acks"]
+            for usage in merged["resources"]["processes"].values():
+                usage["cpu_ms_per_msg"] = round(usage["cpu_pct"] / 100.0 * per_msg, 3)
+        if stack.get("history") is not None and stack["history"].ready:
+            # Every message must also reach Cassandra: the history writer's backlog when the
+            # deliveries are done, and how long it takes to catch up (the step fails if it cannot).
+            lag_at_drain = lag = await history_lag(redis, prefix)
+            waited_from = time.monotonic()
+            while lag and time.monotonic() - waited_from < HISTORY_CATCHUP_S:
+                await asyncio.sleep(1.0)
+                lag = await history_lag(redis, prefix)
+            merged["history"] = {
+                "lag_at_drain_end": lag_at_drain,
+                "lag_after_wait": lag,
+                "catch_up_s": round(time.monotonic() - waited_from, 1),
+            }
+        reasons = step_verdict(merged, scenario.p99_limit_ms)
+        if merged.get("history", {}).get("lag_after_wait"):
+            reasons.append(
+                f"history writer still {merged['history']['lag_after_wait']} entries behind "
+                f"{HISTORY_CATCHUP_S:g} s after the step"
+            )
+        merged["passed"] = not reasons
+        merged["reasons"] = reasons
+        self.hists[f"{target} {rate:g}/s"] = hists
+        d = merged["latency"]["send_to_delivery"]
+        a = merged["latency"]["send_to_ack"]
+        verdict = "pass" if merged["passed"] else "FAIL: " + "; ".join(reasons)
+        say(
+            f"{target} {rate:g} msg/s: acked {merged['acked_per_s']:g}/s "
+            f"delivered {merged['delivered_per_s']:g}/s delivery p50/p99/max "
+            f"{d['p50_ms']}/{d['p99_ms']}/{d['max_ms']} ms, ack p99 {a['p99_ms']} ms, "
+            f"lost={merged['loss']['lost']} -> {verdict}"
+        )
+        return merged
+
+    def gc_summary(
+        self, stack: Stack, before: dict[int, dict[str, Any]], start: float, end: float
+    ) -> dict[str, Any]:
+        """Per service: collections and pauses between ``before`` and now (--gc-stats only)."""
+        after = read_gc_stats(self.gc_dir)
+        out: dict[str, Any] = {}
+        for service in stack.services:
+            if service.pid in after:
+                out[service.name] = gc_delta(before.get(service.pid), after[service.pid], start, end)
+        return out
+
+    async def profile(
+        self, name: str, pid: int | None, rate: float, window: tuple[float, float]
+    ) -> dict[str, Any] | None:
+        if pid is None:
+            return None
+        await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
+        path = self.scratch / f"{name}-{rate:g}.collapsed"
+        native = os.environ.get("BENCH_PROFILE_NATIVE", "") == "1"
+        collapsed = await record(pid, window[1] - window[0], path, native=native)
+        if collapsed is None:
+            return None
+        samples, top = top_functions(collapsed)
+        keep = self.out_dir / "profiles"
+        keep.mkdir(parents=True, exist_ok=True)
+        stem = f"{self.scenario.name}-{self.started_at.replace(':', '').replace('-', '')}-{name}-{rate:g}"
+        shutil.copyfile(path, keep / f"{stem}.collapsed")
+        return {
+            "process": name,
+            "rate": rate,
+            "samples": samples,
+            "top": top,
+            "file": f"profiles/{stem}.collapsed",
+        }
+
+    # --- the result ---------------------------------------------------------------------
+
+    def result(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        scenario = self.scenario
+        load = (
+            f"{scenario.users} users, {scenario.connections} HTTP/2 connections, {scenario.workers} "
+            f"load generator process(es) (uvloop); each user in one direct conversation"
+            + (f" and one group of {scenario.group_size}" if scenario.group_size else "")
+            + f"; {round(scenario.direct_share * 100)} % of sends to the direct one; "
+            f"{scenario.body_bytes}-byte bodies; open-loop constant total rate; steps of "
+            f"{scenario.warmup_s:g} s warm-up + {scenario.duration_s:g} s measured"
+        )
+        return {
+            "scenario": scenario.name,
+            "description": scenario.description,
+            "started_at": self.started_at,
+            "run_id": self.run_id,
+            "machine": machine_info(),
+            "code": code_version(),
+            "load": load,
+            "config": asdict(scenario),
+            "notes": self.notes,
+            "headline": headline(scenario, targets),
+            "targets": targets,
+        }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit the services ran from, and whether the tree had local changes."""
+    info: dict[str, Any] = {}
+    if services_root() != REPO_ROOT / "services":
+        info["services_root"] = str(services_root())
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        info["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "services", "protos"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        info["services_modified"] = sorted({line[3:] for line in status.splitlines()})
+    return info
+
+
+def _fmt(value: float | None, unit: str = " ms") -> str:
+    return "-" if value is None else f"{value:.1f}{unit}"
+
+
+def headline(scenario: Scenario, targets: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    by_name = {t["name"]: t for t in targets}
+    for target in targets:
+        steps = target["steps"]
+        if not steps:
+            lines.append(f"{target['name']}: no step ran")
+            continue
+        lost = sum(s["loss"]["lost"] for s in steps)
+        errors = sum(sum(s["errors"].values()) + s["loss"]["unacked"] for s in steps)
+        if scenario.search is None:
+            for s in steps:
+                d, a = s["latency"]["send_to_delivery"], s["latency"]["send_to_ack"]
+                lines.append(
+                    f"{target['name']} at {s['rate']:g} msg/s: p99 send-to-delivery {_fmt(d['p99_ms'])} "
+                    f"(p50 {_fmt(d['p50_ms'])}, p99.9 {_fmt(d['p999_ms'])}, max {_fmt(d['max_ms'])}), "
+                    f"p99 send-to-ack {_fmt(a['p99_ms'])}, delivered {s['delivered_per_s']:g}/s, "
+                    f"lost={s['loss']['lost']}, errors={sum(s['errors'].values()) + s['loss']['unacked']}"
+                )
+        else:
+            best = target.get("best_rate")
+            lines.append(
+                f"{target['name']}: highest sustained rate {best:g} msg/s (p99 send-to-delivery < "
+                f"{scenario.p99_limit_ms:g} ms, nothing lost); lost={lost} over all steps, errors={errors}"
+                if best is not None
+                else f"{target['name']}: no step passed (lost={lost}, errors={errors})"
+            )
+            at_target = [s for s in steps if s["rate"] >= 5000]
+            if target["name"] != TARGET_RELAY and at_target:
+                s = min(at_target, key=lambda x: x["rate"])
+                lines.append(
+                    f"{target['name']} at {s['rate']:g} msg/s: p99 send-to-delivery "
+                    f"{_fmt(s['latency']['send_to_delivery']['p99_ms'])} (target <= 50 ms), "
+                    f"lost={s['loss']['lost']}"
+                )
+        connect = target.get("connect", {})
+        if scenario.users >= 50_000:
+            lines.append(
+                f"{target['name']}: {connect.get('connected')} of {connect.get('users')} concurrent streams"
+            )
+        memory = target.get("memory")
+        if memory:
+            lines.append(
+                f"{target['name']}: {memory['process']} {memory['per_stream_kb']} KB per open stream"
+            )
+    relay, parley = by_name.get(TARGET_RELAY), by_name.get("parley")
+    if relay and parley and relay.get("best_rate") and parley.get("best_rate"):
+        ratio = 100.0 * parley["best_rate"] / relay["best_rate"]
+        lines.append(f"Parley sustains {ratio:.0f} % of the bare relay's rate (target >= 50 %)")
+    return lines

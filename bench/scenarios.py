@@ -1,0 +1,155 @@
+"""The benchmark scenarios and the rule a step must meet to count as sustained."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+TARGET_PARLEY = "parley"
+TARGET_RELAY = "relay"
+
+
+@dataclass(frozen=True)
+class Search:
+    """Rate search (see bench.schedule.RateSearch): total messages per second."""
+
+    start: float
+    growth: float = 2.0
+    resolution: float = 0.1
+    max_steps: int = 8
+    maximum: float = 100_000.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    users: int
+    connections: int  # HTTP/2 connections in total, split across workers
+    workers: int  # load generator processes
+    group_size: int  # 0: direct conversations only
+    direct_share: float  # share of sends that go to the sender's direct conversation
+    body_bytes: int
+    connect_rate: float  # streams opened per second while ramping up
+    connect_concurrency: int  # handshakes in flight
+    warmup_s: float  # sent and accounted for loss, not in the latency histograms
+    duration_s: float  # the measured window of a step
+    drain_s: float  # how long a step waits for outstanding acks and deliveries
+    abort_after_s: float  # a step stops sending once a message is unanswered this long
+    rates: tuple[float, ...] = ()  # fixed steps (total msg/s) ...
+    search: Search | None = None  # ... or a search for the highest passing rate
+    p99_limit_ms: float = 200.0  # a step passes with p99 send-to-delivery below this
+    targets: tuple[str, ...] = (TARGET_PARLEY,)
+    history: bool = True
+    presence: bool = True
+    profile: bool = False
+    # Time the services' garbage collections (bench/gcprobe: a gc callback per collection,
+    # cheap): at 10,000 streams one full collection stalls the gateway for about a second.
+    gc_stats: bool = True
+
+    def with_overrides(self, **changes: Any) -> Scenario:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            name="smoke",
+            description="small end-to-end check: 200 users, 200 msg/s for 15 s",
+            users=200,
+            connections=4,
+            workers=1,
+            group_size=5,
+            direct_share=0.6,
+            body_bytes=64,
+            connect_rate=1000,
+            connect_concurrency=100,
+            warmup_s=2,
+            duration_s=15,
+            drain_s=10,
+            abort_after_s=10,
+            rates=(200,),
+        ),
+        Scenario(
+            name="capacity",
+            description="ramp to 100,000 concurrent streams, then light traffic (500 msg/s)",
+            users=100_000,
+            connections=200,
+            workers=2,
+            group_size=10,
+            direct_share=0.7,
+            body_bytes=64,
+            connect_rate=1000,
+            connect_concurrency=500,
+            warmup_s=5,
+            duration_s=30,
+            drain_s=30,
+            abort_after_s=20,
+            rates=(500,),
+        ),
+        Scenario(
+            name="throughput",
+            description="highest sustained rate with p99 send-to-delivery < 200 ms; 10,000 users; "
+            "every message also written to Cassandra",
+            users=10_000,
+            connections=100,
+            workers=2,
+            group_size=5,
+            direct_share=0.7,
+            body_bytes=64,
+            connect_rate=2000,
+            connect_concurrency=200,
+            warmup_s=3,
+            duration_s=15,
+            drain_s=20,
+            abort_after_s=5,
+            search=Search(start=500),
+        ),
+        Scenario(
+            name="baseline",
+            description="the throughput load against a bare grpc.aio relay and against Parley, same run",
+            users=10_000,
+            connections=100,
+            workers=2,
+            group_size=5,
+            direct_share=0.7,
+            body_bytes=64,
+            connect_rate=2000,
+            connect_concurrency=200,
+            warmup_s=3,
+            duration_s=15,
+            drain_s=20,
+            abort_after_s=5,
+            search=Search(start=500),
+            targets=(TARGET_RELAY, TARGET_PARLEY),
+        ),
+    )
+}
+
+
+def step_verdict(step: dict[str, Any], p99_limit_ms: float) -> list[str]:
+    """Why a merged step does not count as sustained (empty: it passed)."""
+    reasons: list[str] = []
+    if step.get("aborted"):
+        reasons.append(f"aborted: {step['aborted']}")
+    loss = step["loss"]
+    if loss["lost"]:
+        late = " (still arriving when the drain ended: late or lost)" if step.get("still_arriving") else ""
+        reasons.append(f"lost {loss['lost']} deliveries{late}")
+    p99 = step["latency"]["send_to_delivery"]["p99_ms"]
+    if p99 is None:
+        reasons.append("no deliveries measured")
+    elif p99 >= p99_limit_ms:
+        reasons.append(f"p99 send-to-delivery {p99:.1f} ms >= {p99_limit_ms:g} ms")
+    offered = step["offered"]
+    if offered and step["skipped"] > 0.01 * offered:
+        reasons.append(f"{step['skipped']} sends skipped (no live session)")
+    if loss["sent"] and loss["failed"] + loss["unacked"] > 0.001 * loss["sent"]:
+        reasons.append(f"{loss['failed']} refused and {loss['unacked']} unacked sends")
+    # Open loop: the generator itself must have kept up, or the offered rate is fiction.
+    lag_p99 = step["latency"]["schedule_lag"]["p99_ms"]
+    if lag_p99 is not None and lag_p99 > p99_limit_ms / 2:
+        reasons.append(f"load generator fell behind its schedule (p99 lag {lag_p99:.0f} ms)")
+    return reasons

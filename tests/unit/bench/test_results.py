@@ -1,0 +1,206 @@
+"""Histograms across processes, merged step reports, verdicts and the result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.hist import Latency
+from bench.profile import top_functions
+from bench.results import markdown_summary, merge_worker_steps, write_results
+from bench.runner import headline
+from bench.scenarios import SCENARIOS, step_verdict
+
+MS = 1_000_000
+
+
+def _latency(values_ms: list[float]) -> Latency:
+    hist = Latency()
+    for value in values_ms:
+        hist.record_ns(int(value * MS))
+    return hist
+
+
+def test_latency_percentiles_come_from_the_histogram() -> None:
+    hist = _latency([1.0] * 98 + [50.0, 400.0])
+    summary = hist.summary()
+    assert summary["count"] == 100
+    assert summary["p50_ms"] == pytest.approx(1.0, rel=0.01)
+    assert summary["p99_ms"] == pytest.approx(50.0, rel=0.01)
+    assert summary["max_ms"] == pytest.approx(400.0, rel=0.01)
+    assert Latency().summary()["p99_ms"] is None
+
+
+def test_latency_survives_encoding_and_merges() -> None:
+    a = _latency([1.0, 2.0, 3.0])
+    b = Latency.decode(_latency([100.0]).encode())
+    a.add(b)
+    assert a.count == 4
+    assert a.summary()["max_ms"] == pytest.approx(100.0, rel=0.01)
+    assert Latency.decode("").count == 0
+    points = a.distribution(points=10)
+    assert points[0][0] == 0.0 and points[-1][0] == pytest.approx(99.999)
+    assert [ms for _, ms in points] == sorted(ms for _, ms in points)
+
+
+def _report(worker: int, *, lost: int = 0, delivery_ms: float = 5.0, aborted: str = "") -> dict[str, Any]:
+    return {
+        "worker": worker,
+        "rate": 500.0,
+        "aborted": aborted,
+        "measured_s": 10.0 - worker,
+        "drain_s": 0.5,
+        "offered": 5000,
+        "sent": 5000,
+        "skipped": 0,
+        "window_acks": 5000,
+        "window_deliveries": 8000,
+        "stray": 0,
+        "order_gaps": 0,
+        "order_repeats": 0,
+        "stream_resets": 0,
+        "live": 100,
+        "loss": {
+            "sent": 5000,
+            "acked": 5000,
+            "failed": 0,
+            "unacked": 0,
+            "expected_deliveries": 8000,
+            "delivered": 8000 - lost,
+            "lost": lost,
+            "duplicates": 0,
+            "unexpected": 0,
+            "delivered_unacked": 0,
+        },
+        "errors": {"ERROR_CODE_RATE_LIMITED": worker},
+        "hist": {
+            "ack": _latency([2.0] * 10).encode(),
+            "delivery": _latency([delivery_ms] * 10).encode(),
+            "lag": _latency([0.1] * 10).encode(),
+        },
+    }
+
+
+def test_merge_sums_counts_and_histograms_across_workers() -> None:
+    merged, hists = merge_worker_steps([_report(0), _report(1, lost=3, delivery_ms=250.0)])
+    assert merged["rate"] == 1000.0
+    assert merged["offered"] == 10_000
+    assert merged["loss"]["lost"] == 3 and merged["loss"]["expected_deliveries"] == 16_000
+    assert merged["errors"] == {"ERROR_CODE_RATE_LIMITED": 1}
+    assert merged["measured_s"] == 9.0  # the shortest window
+    assert merged["acked_per_s"] == pytest.approx(10_000 / 9.0, abs=0.1)
+    assert hists["send_to_delivery"].count == 20
+    assert merged["latency"]["send_to_delivery"]["max_ms"] == pytest.approx(250.0, rel=0.01)
+    with pytest.raises(ValueError):
+        merge_worker_steps([])
+
+
+def test_verdict_names_every_reason_a_step_is_not_sustained() -> None:
+    good, _ = merge_worker_steps([_report(0), _report(1)])
+    assert step_verdict(good, p99_limit_ms=200) == []
+    bad, _ = merge_worker_steps([_report(0, lost=2, delivery_ms=300.0, aborted="stalled")])
+    reasons = step_verdict(bad, p99_limit_ms=200)
+    assert any("aborted" in r for r in reasons)
+    assert any("lost 2" in r for r in reasons)
+    assert any("p99 send-to-delivery" in r for r in reasons)
+
+
+def _result(tmp_name: str = "smoke") -> tuple[dict[str, Any], dict[str, dict[str, Latency]]]:
+    merged, hists = merge_worker_steps([_report(0)])
+    merged.update(target="parley", rate=500.0, passed=True, reasons=[], resources={})
+    target = {
+        "name": "parley",
+        "services": ["router", "gateway"],
+        "missing": ["history (exited with 1)"],
+        "steps": [merged],
+        "profiles": [],
+        "connect": {"users": 200, "connected": 200, "seconds": 1.0, "connect_failures": {}},
+        "memory": {
+            "process": "gateway",
+            "streams": 200,
+            "rss_before_mb": 70.0,
+            "rss_after_mb": 78.0,
+            "per_stream_kb": 40.96,
+        },
+        "best_rate": None,
+    }
+    scenario = SCENARIOS[tmp_name]
+    result = {
+        "scenario": tmp_name,
+        "description": scenario.description,
+        "started_at": "2026-01-02T03:04:05",
+        "machine": {"cpus": 2, "cpu_model": "Test CPU", "memory_gb": 24, "python": "3.11"},
+        "load": "200 users",
+        "notes": ["history did not start"],
+        "headline": headline(scenario, [target]),
+        "targets": [target],
+    }
+    return result, {"parley 500/s": hists}
+
+
+def test_summary_states_machine_load_latency_and_loss() -> None:
+    result, _ = _result()
+    text = markdown_summary(result)
+    assert "2 cores (Test CPU)" in text
+    assert "200 users" in text
+    assert "history did not start" in text
+    assert "40.96 KB per stream" in text
+    assert "lost=0" in text  # the headline
+    assert "| parley | 500 |" in text
+
+
+def test_write_results_makes_json_markdown_plot_and_latest(tmp_path: Path) -> None:
+    result, hists = _result()
+    paths = write_results(result, hists, tmp_path)
+    assert paths["json"].name == "smoke-20260102T030405.json"
+    data = json.loads(paths["json"].read_text())
+    assert data["targets"][0]["steps"][0]["loss"]["lost"] == 0
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["latest"].read_text() == paths["md"].read_text()
+
+
+def test_top_functions_from_collapsed_stacks() -> None:
+    collapsed = "\n".join(
+        [
+            "main (app.py:1);loop (app.py:5);parse (codec.py:10) 60",
+            "main (app.py:1);loop (app.py:6);parse (codec.py:12) 20",
+            "main (app.py:1);loop (app.py:7) 20",
+            "garbage line",
+        ]
+    )
+    samples, rows = top_functions(collapsed)
+    assert samples == 100
+    by_frame = {r["frame"]: r for r in rows}
+    # Lines of one function merge; self = leaf samples, total = samples with it anywhere.
+    assert by_frame["parse (codec.py)"]["self_pct"] == 80.0
+    assert by_frame["loop (app.py)"]["self_pct"] == 20.0
+    assert by_frame["loop (app.py)"]["total_pct"] == 100.0
+    assert rows[0]["frame"] == "parse (codec.py)"
+    assert top_functions("") == (0, [])
+
+
+def test_gc_delta_counts_collections_and_long_pauses_within_the_window() -> None:
+    from bench.resources import gc_delta
+
+    before = {"gens": {"0": {"collections": 10, "total_s": 0.010}, "2": {"collections": 1, "total_s": 0.2}}}
+    after = {
+        "gens": {"0": {"collections": 25, "total_s": 0.025}, "2": {"collections": 3, "total_s": 0.9}},
+        # (end time, generation, seconds): one before the window, two inside.
+        "long": [[5.0, 2, 0.2], [12.0, 0, 0.006], [13.0, 2, 0.5]],
+    }
+    delta = gc_delta(before, after, start=10.0, end=20.0)
+    assert delta["collections"] == {"0": 15, "2": 2}
+    assert delta["pause_total_ms"] == pytest.approx(715.0)
+    assert delta["pauses_over_5ms"] == 2
+    assert delta["max_pause_ms"] == 500.0 and delta["full_collection_max_ms"] == 500.0
+    first = gc_delta(None, after, start=0.0, end=20.0)
+    assert first["collections"] == {"0": 25, "2": 3}
+
+
+def test_merged_step_keeps_the_encoded_distributions() -> None:
+    merged, hists = merge_worker_steps([_report(0), _report(1)])
+    restored = Latency.decode(merged["histograms"]["send_to_delivery"])
+    assert restored.count == hists["send_to_delivery"].count == 20
