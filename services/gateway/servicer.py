@@ -258,14 +258,19 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         kind = request.WhichOneof("frame")
         if kind == "send":
             send = request.send
-            ack = await self._append(
-                session.user_id,
-                session.device_id,
-                session.session_id,
-                send.conversation_id,
-                send.client_message_id,
-                send.body,
-            )
+            session.sending(send.conversation_id, send.client_message_id)
+            try:
+                ack = await self._append(
+                    session.user_id,
+                    session.device_id,
+                    session.session_id,
+                    send.conversation_id,
+                    send.client_message_id,
+                    send.body,
+                )
+            except BaseException:
+                session.send_failed(send.conversation_id, send.client_message_id)
+                raise
             session.push(gateway_pb2.ConnectResponse(send_ack=ack, request_id=request.request_id))
         elif kind in ("ack", "read"):
             frame = request.ack if kind == "ack" else request.read

@@ -65,6 +65,9 @@ class Session:
         self._queue_max = queue_max
         self._fetch = fetch
         self._positions: dict[str, int] = {}
+        # (conversation, client_message_id) of this session's sends not yet acknowledged:
+        # a gap fill that meets one of them skips it, its ack stands in for it.
+        self._sending: set[tuple[str, str]] = set()
         self._closed = False
         self.overflowed = False
         # True when the client ended its request stream cleanly (a goodbye), as
@@ -81,6 +84,12 @@ class Session:
             self.close()
             return
         self._queue.put_nowait(frame)
+
+    def sending(self, conversation_id: str, client_message_id: str) -> None:
+        self._sending.add((conversation_id, client_message_id))
+
+    def send_failed(self, conversation_id: str, client_message_id: str) -> None:
+        self._sending.discard((conversation_id, client_message_id))
 
     def request_resync(self, cursors: dict[str, int], request_id: str = "") -> None:
         """Queues a resync behind what is already queued (the writer keeps the order)."""
@@ -129,6 +138,7 @@ class Session:
                 ack = frame.send_ack
                 async for out in self._ordered(ack.conversation_id, ack.seq, None):
                     yield out
+                self._sending.discard((ack.conversation_id, ack.client_message_id))
                 yield frame
             else:
                 yield frame
@@ -179,6 +189,8 @@ class Session:
                 if message.seq <= self._positions.get(cid, 0) or (until is not None and message.seq > until):
                     continue
                 self._positions[cid] = message.seq
+                if message.sender_id == self.user_id and (cid, message.client_message_id) in self._sending:
+                    continue  # our own send, still in flight: its ack follows
                 yield gateway_pb2.ConnectResponse(message=message)
             if until is None and len(page) < want:
                 return

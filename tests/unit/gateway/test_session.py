@@ -106,3 +106,26 @@ async def test_resync_mid_stream_rewinds_and_resends_in_order() -> None:
     assert kinds == ["welcome", "sync_complete", "message", "message", "message", "sync_complete"]
     assert seqs(frames) == [("a", 2), ("a", 3), ("a", 4)]
     assert [(c.conversation_id, c.seq) for c in frames[-1].sync_complete.cursors] == [("a", 4)]
+
+
+async def test_gap_fill_skips_own_sends_still_in_flight() -> None:
+    class Mixed(Store):
+        async def fetch(self, cid: str, after: int, limit: int) -> list[messages_pb2.Message]:
+            page = await super().fetch(cid, after, limit)
+            for m in page:
+                if m.seq == 2:  # ours, sent from this session, ack not back yet
+                    m.sender_id, m.client_message_id = "u", "mine"
+            return page
+
+    store = Mixed({"a": 3})
+    session = Session("u", "d", queue_max=100, fetch=store.fetch)
+    session.sending("a", "mine")
+    session.push(gateway_pb2.ConnectResponse(message=msg("a", 3)))  # someone else's, overtook our ack
+    session.push(
+        gateway_pb2.ConnectResponse(
+            send_ack=messages_pb2.SendAck(conversation_id="a", seq=2, client_message_id="mine")
+        )
+    )
+    frames = await collect(session, SyncPlan(start={"a": 1}, until={}), 4)
+    assert [f.WhichOneof("frame") for f in frames] == ["welcome", "sync_complete", "message", "send_ack"]
+    assert seqs(frames) == [("a", 3)]
