@@ -24,6 +24,17 @@ from parley.keys import Keys
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("PARLEY_TEST_REDIS_URL", "redis://127.0.0.1:6380/0")
 CASSANDRA_PORT = int(os.environ.get("PARLEY_TEST_CASSANDRA_PORT", "9042"))
+# Several checkouts sharing one local Cassandra (git worktrees) each set their
+# own suffix, so their test keyspaces and migrations never meet.
+KEYSPACE_SUFFIX = os.environ.get("PARLEY_TEST_KEYSPACE_SUFFIX", "")
+
+
+def keyspace_for(name: str) -> str:
+    """The keyspace a test module uses for ``name`` (with this checkout's suffix)."""
+    return f"{name}{KEYSPACE_SUFFIX}"
+
+
+CASSANDRA_KEYSPACE = keyspace_for("parley_test")
 
 
 def _port_open(port: int) -> bool:
@@ -66,4 +77,4 @@ def cassandra_config() -> CassandraConfig:
         pytest.fail(
             f"Cassandra is not running on port {CASSANDRA_PORT}: run `make infra-up` (make test does it)"
         )
-    return CassandraConfig(port=CASSANDRA_PORT, keyspace="parley_test")
+    return CassandraConfig(port=CASSANDRA_PORT, keyspace=CASSANDRA_KEYSPACE)

@@ -25,6 +25,7 @@ import pytest
 
 from parley.config import CassandraConfig
 from parley.devstack import READY_MARKER, StackConfig
+from tests.conftest import keyspace_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("PARLEY_STATE_DIR", REPO_ROOT / ".state"))
@@ -125,7 +126,7 @@ def devstack(
         # Own keys, so this stack never shares partitions or inboxes with anyone.
         "PARLEY_REDIS_PREFIX": f"e2e{uuid.uuid4().hex[:10]}",
         "PARLEY_CASSANDRA_PORT": str(cassandra_config.port),
-        "PARLEY_CASSANDRA_KEYSPACE": "parley_test_e2e",
+        "PARLEY_CASSANDRA_KEYSPACE": keyspace_for("parley_test_e2e"),
         "PARLEY_LOG_FORMAT": "text",
         "NO_COLOR": "1",
         **(extra_env or {}),

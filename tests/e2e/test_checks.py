@@ -28,12 +28,13 @@ from parley.auth import mint_dev_token
 from parley.config import CassandraConfig
 from parley_client import ParleyClient
 from tests.e2e.devstack_helpers import Stack, devstack
+from tests.conftest import keyspace_for
 
 pytestmark = pytest.mark.e2e
 
 PARLEY = str(Path(sys.executable).parent / "parley")
 CQLSH = str(Path(sys.executable).parent / "cqlsh")
-KEYSPACE = "parley_test_e2e_checks"
+KEYSPACE = keyspace_for("parley_test_e2e_checks")
 PRESENCE_LEASE_S = 4.0
 
 

@@ -19,8 +19,9 @@ import redis
 from cassandra.cluster import Cluster, Session
 
 from parley.config import CassandraConfig
+from tests.conftest import keyspace_for
 
-KEYSPACE = "parley_test_infra"
+KEYSPACE = keyspace_for("parley_test_infra")
 TABLE = f"{KEYSPACE}.notes"
 
 

@@ -20,10 +20,11 @@ from parley.keys import Keys
 from parley.redisclient import load_script
 from parley.server import RunningServer, serving
 from parley.v1 import messages_pb2
+from tests.conftest import keyspace_for
 
 # Keyspaces of these tests (bucket size is fixed per keyspace, so one per size).
-KEYSPACE = "parley_test_history"
-SMALL_BUCKET_KEYSPACE = "parley_test_history_b5"
+KEYSPACE = keyspace_for("parley_test_history")
+SMALL_BUCKET_KEYSPACE = keyspace_for("parley_test_history_b5")
 SMALL_BUCKET = 5
 
 
