@@ -3,8 +3,8 @@
 They run from deploy/local/redis.sh and cassandra.sh (the same scripts and
 settings as ``make infra-up``) with their own state folder and ports, so the
 shared development Redis (6380) and Cassandra (9042) are never touched. The
-Cassandra jars are not downloaded again: the state folder's ``lib`` is a
-symlink to the shared one (``$PARLEY_STATE_DIR/cassandra/lib``) when that exists.
+Cassandra jars are not downloaded again: the state folder's ``lib`` links to
+the shared ones (``$PARLEY_STATE_DIR/cassandra/lib``) when those exist.
 
 Every start wipes the suite's Redis and Cassandra data, so a run never sees
 another run's messages or keyspaces.
@@ -81,14 +81,23 @@ class Infra:
         self._paused = False
 
     def _link_cassandra_jars(self) -> None:
+        """Links every shared jar (and the version marker) into the suite's own lib folder.
+
+        File by file, not the folder itself: cassandra.sh looks for the jamm
+        agent with ``find`` which does not descend into a symlinked folder.
+        """
         shared = self.config.shared_state_dir / "cassandra" / "lib"
         lib = self.config.state_dir / "cassandra" / "lib"
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        if lib.is_symlink() or not (shared / LIB_MARKER).exists():
-            return  # already linked, or nothing to share: cassandra.sh fetches the jars itself
-        if lib.exists():
-            shutil.rmtree(lib)
-        lib.symlink_to(shared)
+        if not (shared / LIB_MARKER).exists():
+            return  # nothing to share: cassandra.sh fetches the jars itself
+        if lib.is_symlink():
+            lib.unlink()
+        lib.mkdir(parents=True, exist_ok=True)
+        for source in shared.iterdir():
+            target = lib / source.name
+            if not target.is_symlink():
+                target.unlink(missing_ok=True)
+                target.symlink_to(source)
 
     # --- Redis ----------------------------------------------------------------------------
 
@@ -96,6 +105,11 @@ class Infra:
         return _pid_from(self.config.state_dir / "redis" / "redis.pid")
 
     async def start_redis(self) -> None:
+        # A killed daemon stays a zombie until init reaps it, and redis.sh's
+        # `kill -0` would take that for a running server: forget its pid first.
+        pidfile = self.config.state_dir / "redis" / "redis.pid"
+        if self.redis_pid() is None:
+            pidfile.unlink(missing_ok=True)
         await run_logged([str(SCRIPTS / "redis.sh"), "up"], self._env, self._log_dir / "redis-script.log")
 
     async def kill_redis(self) -> int:

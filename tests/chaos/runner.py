@@ -122,12 +122,9 @@ class Run:
             nemesis = Nemesis(self.infra, self.services, self.say)
             windows: list[FaultWindow] = []
             try:
-                windows = await self.phase("nemesis", nemesis.run(schedule))
+                await self.phase("nemesis", nemesis.run(schedule, windows))
             except Exception as exc:
                 self._error("nemesis", exc)
-                healed, problems = await nemesis.heal()
-                if not healed:
-                    self._error("heal", RuntimeError(problems))
             await asyncio.sleep(options.profile.cooldown_s)
             stored = await self._finish(layout)
         finally:
@@ -202,7 +199,9 @@ class Run:
         swept = await self.phase(
             "resume_sweep", asyncio.gather(*(d.resume_sweep(SWEEP_TIMEOUT_S) for d in self.devices))
         )
-        if not all(swept):
+        if all(swept):
+            self.say("every device reconnected and resumed from its cursors")
+        else:
             self._error("resume_sweep", RuntimeError(f"{swept.count(False)} devices did not resync"))
         self.notes["clients"] = {d.name: vars(d.stats) for d in self.devices}
 

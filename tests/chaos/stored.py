@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from cassandra import InvalidRequest
-from cassandra.cluster import Cluster
+from cassandra import ConsistencyLevel, InvalidRequest, ProtocolVersion
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.policies import RoundRobinPolicy
 from cassandra.query import SimpleStatement
 
 from parley.v1 import messages_pb2
@@ -24,14 +25,24 @@ def read_messages(port: int, keyspace: str) -> dict[tuple[str, int], StoredMessa
     A full scan: the suite's keyspace holds only its own few thousand messages,
     and a scan also finds rows in conversations or buckets nobody asked for.
     """
-    cluster = Cluster(["127.0.0.1"], port=port, connect_timeout=10, control_connection_timeout=10)
+    profile = ExecutionProfile(
+        load_balancing_policy=RoundRobinPolicy(), consistency_level=ConsistencyLevel.ONE, request_timeout=30
+    )
+    cluster = Cluster(
+        ["127.0.0.1"],
+        port=port,
+        protocol_version=ProtocolVersion.V4,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=10,
+        control_connection_timeout=10,
+    )
     try:
         session = cluster.connect()
         statement = SimpleStatement(
             f"SELECT conversation_id, seq, message FROM {keyspace}.messages", fetch_size=1000
         )
         try:
-            rows = session.execute(statement, timeout=30)
+            rows = session.execute(statement)
         except InvalidRequest as exc:
             raise KeyspaceMissing(str(exc)) from exc
         out: dict[tuple[str, int], StoredMessage] = {}

@@ -185,3 +185,27 @@ def test_attribution_prefers_the_latest_window_and_looks_back() -> None:
     assert attribution.label(21.0) == "kill:router"  # in the grace after it healed
     assert attribution.label(22.5) == "pause:redis"  # in the look-back of the next one
     assert attribution.label(40.0) == STEADY
+
+
+def test_the_sender_may_learn_its_own_seq_after_later_messages() -> None:
+    sends, arrivals, stored = clean_history()
+    other = send(3, 3, device="b1")
+    sends.append(other)
+    stored[(CID, 3)] = row(other, 3)
+    # a1 sent seq 2; seq 3 (from b1) reaches it before the ack of its own send.
+    arrivals["a1"] = [acked_here(sends[0]), delivered("a1", other, 3), acked_here(sends[1])]
+    arrivals["b1"] = [delivered("b1", sends[0], 1), delivered("b1", sends[1], 2), acked_here(other)]
+    verdict = check(sends, arrivals, MEMBERS, stored, [])
+    assert verdict.passed, verdict.failures
+
+
+def test_a_message_before_an_earlier_message_of_someone_else_is_still_a_gap() -> None:
+    sends, arrivals, stored = clean_history()
+    other = send(3, 3, device="b1")
+    sends.append(other)
+    stored[(CID, 3)] = row(other, 3)
+    arrivals["a1"] = [acked_here(sends[0]), acked_here(sends[1]), delivered("a1", other, 3)]
+    # b1 gets 3 (its own ack) before 2 (someone else's message): 3's ack came too early.
+    arrivals["b1"] = [delivered("b1", sends[0], 1), acked_here(other), delivered("b1", sends[1], 2)]
+    verdict = check(sends, arrivals, MEMBERS, stored, [])
+    assert verdict.failures == {"gaps": 1}
