@@ -3,8 +3,8 @@
 They run from deploy/local/redis.sh and cassandra.sh (the same scripts and
 settings as ``make infra-up``) with their own state folder and ports, so the
 shared development Redis (6380) and Cassandra (9042) are never touched. The
-Cassandra jars are not downloaded again: the state folder's ``lib`` links to
-the shared ones (``$PARLEY_STATE_DIR/cassandra/lib``) when those exist.
+Cassandra jars are not downloaded again: ``PARLEY_CASSANDRA_LIB_DIR`` points
+cassandra.sh at the shared ones (``$PARLEY_STATE_DIR/cassandra/lib``) when those exist.
 
 Every start wipes the suite's Redis and Cassandra data, so a run never sees
 another run's messages or keyspaces.
@@ -57,6 +57,10 @@ class Infra:
             "PARLEY_CASSANDRA_STORAGE_PORT": str(config.cassandra_storage_port),
             "PARLEY_CASSANDRA_HEAP": config.cassandra_heap,
         }
+        shared_lib = config.shared_state_dir / "cassandra" / "lib"
+        if (shared_lib / LIB_MARKER).exists():
+            # The jars `make infra-up` fetched; without them cassandra.sh fetches its own.
+            self._env["PARLEY_CASSANDRA_LIB_DIR"] = str(shared_lib)
         self._paused = False
 
     # --- whole lifecycle ------------------------------------------------------------------
@@ -67,7 +71,6 @@ class Infra:
         state = self.config.state_dir
         shutil.rmtree(state / "redis", ignore_errors=True)
         shutil.rmtree(state / "cassandra" / "data", ignore_errors=True)
-        self._link_cassandra_jars()
         await asyncio.gather(self.start_redis(), self.start_cassandra())
 
     async def stop(self) -> None:
@@ -79,25 +82,6 @@ class Infra:
                     os.kill(pid, signal.SIGKILL)
                 await wait_gone(pid)
         self._paused = False
-
-    def _link_cassandra_jars(self) -> None:
-        """Links every shared jar (and the version marker) into the suite's own lib folder.
-
-        File by file, not the folder itself: cassandra.sh looks for the jamm
-        agent with ``find`` which does not descend into a symlinked folder.
-        """
-        shared = self.config.shared_state_dir / "cassandra" / "lib"
-        lib = self.config.state_dir / "cassandra" / "lib"
-        if not (shared / LIB_MARKER).exists():
-            return  # nothing to share: cassandra.sh fetches the jars itself
-        if lib.is_symlink():
-            lib.unlink()
-        lib.mkdir(parents=True, exist_ok=True)
-        for source in shared.iterdir():
-            target = lib / source.name
-            if not target.is_symlink():
-                target.unlink(missing_ok=True)
-                target.symlink_to(source)
 
     # --- Redis ----------------------------------------------------------------------------
 

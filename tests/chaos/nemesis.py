@@ -116,6 +116,8 @@ class Nemesis:
             return f"not SERVING: {', '.join(down)}"
         if writer:
             status = await self._services.writer_status()
+            if status is not None and status.refused_reason:
+                return f"the history service refuses Cassandra: {status.refused_reason}"
             if status is None or not status.cassandra_up:
                 return "the history writer does not reach Cassandra"
         return ""

@@ -36,6 +36,7 @@ class WriterStatus:
     lag_entries: int
     cassandra_up: bool
     written_total: int
+    refused_reason: str
 
 
 class Services:
@@ -138,7 +139,7 @@ class Services:
                 reply = await stub.GetWriterStatus(history_pb2.GetWriterStatusRequest(), timeout=3.0)
             except grpc.aio.AioRpcError:
                 return None
-        return WriterStatus(reply.lag_entries, reply.cassandra_up, reply.written_total)
+        return WriterStatus(reply.lag_entries, reply.cassandra_up, reply.written_total, reply.refused_reason)
 
     async def stop(self) -> None:
         """SIGTERM to the supervisor (it drains tier by tier), then SIGKILL whatever is left."""
