@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
 from gateway.acks import AckCoalescer
+from gateway.admission import Admission, AdmissionConfig
 from gateway.backends import INTERNAL_TIMEOUT_S, Backends, fetch_messages, rpc
 from gateway.config import LimitsConfig
 from gateway.hub import Hub
@@ -83,6 +84,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         acks: AckCoalescer,
         limits: LimitsConfig,
         presence: PresenceHooks | None = None,
+        *,
+        admission: Admission | None = None,
     ) -> None:
         self._caller = caller
         self._backends = backends
@@ -91,6 +94,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self._acks = acks
         self._limits = limits
         self._sends = SendLimiter(limits.send_rate_per_s, limits.send_burst)
+        self._admission = admission or Admission(AdmissionConfig())
+        self._send_deadline_s = self._admission.config.send_deadline_s
         self._presence: PresenceHooks = presence or NoPresence()
 
     # --- unary send -----------------------------------------------------------------------
@@ -121,7 +126,9 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self._sends.check(user)
         # One trace per send: router append, fan-out and each push join it
         # (the context travels in gRPC metadata, then inside the stream entries).
-        with tracer.start_as_current_span("gateway.send") as span:
+        # Admitted before any work, or refused with OVERLOADED (gateway.admission); the
+        # deadline travels with the call, and the router drops work whose deadline passed.
+        with self._admission.admit(user), tracer.start_as_current_span("gateway.send") as span:
             span.set_attribute("parley.conversation_id", conversation_id)
             reply = await rpc(
                 self._router.Append(
@@ -133,7 +140,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                         client_message_id=client_message_id,
                         body=body,
                     ),
-                    timeout=INTERNAL_TIMEOUT_S,
+                    timeout=self._send_deadline_s,
                 )
             )
         return reply.ack
