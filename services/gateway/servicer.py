@@ -20,6 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
+from gateway import metrics
 from gateway.acks import AckCoalescer
 from gateway.backends import INTERNAL_TIMEOUT_S, Backends, fetch_messages, rpc
 from gateway.config import LimitsConfig
@@ -30,6 +31,7 @@ from parley import errors
 from parley.auth import Authenticator
 from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
 from parley.server import ServicerContext
+from parley.telemetry import SEND_ATTRIBUTES
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 
 log = logging.getLogger(__name__)
@@ -121,7 +123,10 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self._sends.check(user)
         # One trace per send: router append, fan-out and each push join it
         # (the context travels in gRPC metadata, then inside the stream entries).
-        with tracer.start_as_current_span("gateway.send") as span:
+        started_at = time.perf_counter()
+        with tracer.start_as_current_span("gateway.send", kind=trace.SpanKind.PRODUCER) as span:
+            span.set_attributes(SEND_ATTRIBUTES)
+            span.set_attribute("messaging.message.body.size", len(body))
             span.set_attribute("parley.conversation_id", conversation_id)
             reply = await rpc(
                 self._router.Append(
@@ -136,6 +141,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                     timeout=INTERNAL_TIMEOUT_S,
                 )
             )
+        metrics.observe_send(started_at)
         return reply.ack
 
     # --- the session stream ---------------------------------------------------------------
@@ -144,7 +150,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self, request_iterator: AsyncIterator[gateway_pb2.ConnectRequest], context: ServicerContext
     ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
         user = self._caller.user(context)
-        async for frame in self.session_stream(user, request_iterator):
+        session = self.session_stream(user, metrics.counted_requests(request_iterator))
+        async for frame in metrics.tracked_session(metrics.GRPC, session):
             yield frame
 
     async def session_stream(
@@ -238,6 +245,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                 try:
                     await self._handle(session, request, typing_last)
                 except errors.ParleyError as exc:
+                    metrics.error_frame(exc)
                     session.push(
                         gateway_pb2.ConnectResponse(error=errors.error_frame(exc, request.request_id))
                     )

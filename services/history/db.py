@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -42,6 +43,7 @@ from cassandra.query import PreparedStatement, tuple_factory
 
 from history.migrate import SchemaConflict, apply_migrations, check_keyspace_name, parse_replication
 from parley.config import CassandraConfig
+from parley.metrics import observe_cassandra_query, observe_cassandra_write
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +228,10 @@ class Database:
         session = self.session()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Row]] = loop.create_future()
+        started_at = time.perf_counter()
         response = session.execute_async(statement, params)
         rows: list[Row] = []
+        future.add_done_callback(lambda f: observe_cassandra_query(started_at, f))
 
         def on_page(page: Sequence[Row] | None) -> None:
             # Runs on the driver's thread; must always end in resolving the future.
@@ -263,10 +267,12 @@ class Database:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         state = {"next": 0, "remaining": total}
+        started = [0.0] * total
 
         def launch() -> None:
             index = state["next"]
             state["next"] = index + 1
+            started[index] = time.perf_counter()
             try:
                 response: ResponseFuture = session.execute_async(statements[index])
             except Exception as exc:  # e.g. a bind error: report it, keep the window moving
@@ -282,6 +288,7 @@ class Database:
 
         def complete(index: int, exc: BaseException | None) -> None:
             results[index] = exc
+            observe_cassandra_write(started[index], exc)
             state["remaining"] -= 1
             if done.done():
                 return  # the caller was cancelled: let in-flight requests finish, start nothing new
