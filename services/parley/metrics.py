@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,12 @@ GRPC_CLIENT_HANDLING = Histogram(
     "Time of the RPCs this service made to another, until their status.",
     ["grpc_type", "grpc_service", "grpc_method"],
     buckets=LATENCY_BUCKETS,
+)
+
+SERVING = Gauge(
+    "parley_serving",
+    "1 while this replica's overall gRPC health is SERVING (0 while it drains).",
+    ["service"],
 )
 
 # --- runtime ----------------------------------------------------------------------------
@@ -212,13 +219,22 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
                 started_at = time.perf_counter()
                 error: BaseException | None = None
                 try:
-                    result = inner(request, context)
-                    if hasattr(result, "__aiter__"):
-                        async with contextlib.aclosing(result):
-                            async for item in result:
-                                yield item
-                    else:
-                        await result
+                    async with contextlib.aclosing(inner(request, context)) as result:
+                        async for item in result:
+                            yield item
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    metrics.done(started_at, _code_of(error, context))
+
+            async def writer(request: Any, context: Any) -> Any:
+                # A handler that writes with context.write (e.g. health Watch) must stay a coroutine.
+                metrics.started.inc()
+                started_at = time.perf_counter()
+                error: BaseException | None = None
+                try:
+                    return await inner(request, context)
                 except BaseException as exc:
                     error = exc
                     raise
@@ -228,7 +244,8 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
             factory = (
                 grpc.stream_stream_rpc_method_handler if streaming else grpc.unary_stream_rpc_method_handler
             )
-            return factory(stream, handler.request_deserializer, handler.response_serializer)
+            wrapped = stream if inspect.isasyncgenfunction(inner) else writer
+            return factory(wrapped, handler.request_deserializer, handler.response_serializer)
         return handler
 
     def _metrics(self, kind: str, method: str) -> _MethodMetrics:

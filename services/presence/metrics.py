@@ -40,23 +40,34 @@ class ClusterStats(Collector):
     def update(self, snapshot: Mapping[str, int]) -> None:
         self._snapshot = dict(snapshot)
 
+    def describe(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        online, transitions = self._families()
+        return [online, transitions]
+
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snapshot = self._snapshot
         if snapshot is None:
-            return
-        yield GaugeMetricFamily(
+            return  # not read yet: no value rather than a false zero
+        online, transitions = self._families()
+        online.add_metric([], max(0, snapshot.get("online", 0)))
+        for number, name in STATUS_NAMES.items():
+            transitions.add_metric([name], snapshot.get(f"to_{number}", 0))
+        yield online
+        yield transitions
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        online = GaugeMetricFamily(
             "parley_presence_online_users",
             "Users online or away (cluster-wide, from Redis; aggregate with max).",
-            value=max(0, snapshot.get("online", 0)),
+            labels=[],
         )
         transitions = CounterMetricFamily(
             "parley_presence_transitions",
             "Status transitions broadcast, by new status (cluster-wide, from Redis; aggregate with max).",
             labels=["status"],
         )
-        for number, name in STATUS_NAMES.items():
-            transitions.add_metric([name], snapshot.get(f"to_{number}", 0))
-        yield transitions
+        return online, transitions
 
 
 CLUSTER = ClusterStats()
