@@ -66,7 +66,9 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 
 
 def test_alert_rules_pass_promtool() -> None:
-    result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True)
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 6 rules found" in result.stdout
 
@@ -91,11 +93,14 @@ def test_every_alert_has_a_runbook_and_names_exported_metrics() -> None:
 def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     # promtool parses PromQL in recording rules: one rule per panel query.
     rules = [
-        {"record": f"parley:dashboard_query_{i}", "expr": expr} for i, (_, expr) in enumerate(dashboard_exprs())
+        {"record": f"parley:dashboard_query_{i}", "expr": expr}
+        for i, (_, expr) in enumerate(dashboard_exprs())
     ]
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 

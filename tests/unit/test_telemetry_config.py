@@ -18,12 +18,12 @@ def test_default_sampler_is_parent_based_ratio_of_one() -> None:
     assert (config.sampler, config.sampler_ratio) == ("parentbased_traceidratio", 1.0)
     sampler = sampler_of(config)
     assert isinstance(sampler, ParentBased)
-    assert "TraceIdRatioBased{1.0}" in sampler.get_description()
+    assert "TraceIdRatioBased{1.0}" in sampler.get_description()  # type: ignore[no-untyped-call]
 
 
 def test_sampler_and_ratio_come_from_otel_variables() -> None:
     config = _telemetry(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0.05")
-    assert "TraceIdRatioBased{0.05}" in sampler_of(config).get_description()
+    assert "TraceIdRatioBased{0.05}" in sampler_of(config).get_description()  # type: ignore[no-untyped-call]
     assert isinstance(sampler_of(_telemetry(OTEL_TRACES_SAMPLER="traceidratio")), TraceIdRatioBased)
     assert sampler_of(_telemetry(OTEL_TRACES_SAMPLER="always_off")) is ALWAYS_OFF
 
@@ -55,10 +55,15 @@ def test_health_and_reflection_are_not_traced() -> None:
 
 
 def test_metrics_port_follows_the_grpc_port() -> None:
-    assert ServerConfig.from_env(Env({"PARLEY_ROUTER_PORT": "50052"}), "PARLEY_ROUTER", 1).metrics_port == 51052
+    assert (
+        ServerConfig.from_env(Env({"PARLEY_ROUTER_PORT": "50052"}), "PARLEY_ROUTER", 1).metrics_port == 51052
+    )
     assert ServerConfig.from_env(Env({}), "PARLEY_ROUTER", 50052).metrics_port == 51052
     explicit = Env({"PARLEY_ROUTER_METRICS_PORT": "9100"})
     assert ServerConfig.from_env(explicit, "PARLEY_ROUTER", 50052).metrics_port == 9100
-    assert ServerConfig.from_env(Env({"PARLEY_ROUTER_METRICS_PORT": "-1"}), "PARLEY_ROUTER", 50052).metrics_port == -1
+    assert (
+        ServerConfig.from_env(Env({"PARLEY_ROUTER_METRICS_PORT": "-1"}), "PARLEY_ROUTER", 50052).metrics_port
+        == -1
+    )
     with pytest.raises(ConfigError, match="PARLEY_ROUTER_METRICS_PORT"):
         ServerConfig.from_env(Env({"PARLEY_ROUTER_METRICS_PORT": "x"}), "PARLEY_ROUTER", 50052)

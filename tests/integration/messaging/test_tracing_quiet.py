@@ -43,12 +43,16 @@ async def test_health_checks_and_reflection_make_no_spans(redis_config: RedisCon
         # The barrier: a traced RPC after the probes; once its span is finished, any
         # span the probes made would be finished too.
         conv = gateway_pb2_grpc.ConversationServiceStub(channel)
-        await conv.CreateDirect(gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice"))
+        await conv.CreateDirect(
+            gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
+        )
         names = [s.name for s in exporter.get_finished_spans()]
         assert "/parley.v1.ConversationService/CreateDirect" in names
         assert not [n for n in names if "grpc.health" in n or "grpc.reflection" in n], names
         rpc_span = next(
-            s for s in exporter.get_finished_spans() if s.name == "/parley.v1.ConversationService/CreateDirect"
+            s
+            for s in exporter.get_finished_spans()
+            if s.name == "/parley.v1.ConversationService/CreateDirect"
         )
         assert rpc_span.attributes is not None
         assert rpc_span.attributes.get("rpc.system") == "grpc"
