@@ -23,7 +23,7 @@ def test_default_sampler_is_parent_based_ratio_of_one() -> None:
 
 def test_sampler_and_ratio_come_from_otel_variables() -> None:
     config = _telemetry(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0.05")
-    assert "TraceIdRatioBased{0.05}" in sampler_of(config).get_description()  # type: ignore[no-untyped-call]
+    assert "TraceIdRatioBased{0.05}" in sampler_of(config).get_description()
     assert isinstance(sampler_of(_telemetry(OTEL_TRACES_SAMPLER="traceidratio")), TraceIdRatioBased)
     assert sampler_of(_telemetry(OTEL_TRACES_SAMPLER="always_off")) is ALWAYS_OFF
 
