@@ -69,7 +69,7 @@ def _value(value: Any) -> Any:
 async def collector() -> AsyncIterator[tuple[Collector, int]]:
     servicer = Collector()
     server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 
 import grpc
@@ -84,11 +85,15 @@ async def test_redis_commands_and_pipelines_are_timed(redis_config: RedisConfig)
 async def test_metrics_endpoint_serves_the_exposition_format() -> None:
     server = MetricsServer("127.0.0.1", 0)
     await server.start()
-    try:
+
+    def scrape() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as reply:
             assert reply.status == 200
             assert reply.headers["Content-Type"].startswith("text/plain")
-            body = reply.read().decode()
+            return str(reply.read().decode())
+
+    try:
+        body = await asyncio.to_thread(scrape)
     finally:
         await server.stop()
     for name in (
