@@ -258,13 +258,16 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
 class GrpcClientMetrics(grpc.aio.UnaryUnaryClientInterceptor):
     """Latency and status of the unary RPCs a service makes to another (all internal calls are unary)."""
 
+    def __init__(self) -> None:
+        self._handling: dict[str, Any] = {}
+        self._handled: dict[tuple[str, str], Any] = {}
+
     async def intercept_unary_unary(
         self, continuation: Callable[[Any, Any], Awaitable[Any]], client_call_details: Any, request: Any
     ) -> Any:
         method = client_call_details.method
         if isinstance(method, bytes):
             method = method.decode()
-        service, name = _split_method(method)
         started_at = time.perf_counter()
         call = await continuation(client_call_details, request)
         code = "UNKNOWN"
@@ -277,9 +280,20 @@ class GrpcClientMetrics(grpc.aio.UnaryUnaryClientInterceptor):
             code = "CANCELLED"
             raise
         finally:
-            GRPC_CLIENT_HANDLING.labels("unary", service, name).observe(time.perf_counter() - started_at)
-            GRPC_CLIENT_HANDLED.labels("unary", service, name, code).inc()
+            self._done(method, started_at, code)
         return call
+
+    def _done(self, method: str, started_at: float, code: str) -> None:
+        handling = self._handling.get(method)
+        if handling is None:
+            handling = self._handling[method] = GRPC_CLIENT_HANDLING.labels("unary", *_split_method(method))
+        handling.observe(time.perf_counter() - started_at)
+        handled = self._handled.get((method, code))
+        if handled is None:
+            handled = self._handled[(method, code)] = GRPC_CLIENT_HANDLED.labels(
+                "unary", *_split_method(method), code
+            )
+        handled.inc()
 
 
 # --- runtime monitors --------------------------------------------------------------------
