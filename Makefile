@@ -109,6 +109,7 @@ test: venv test-tools infra-up
 	@$(PYTEST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
 
 test-unit: venv
+	@deploy/local/tools.sh prometheus
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 test-integration: venv infra-up
