@@ -70,8 +70,9 @@ GRPC_CLIENT_HANDLING = Histogram(
 
 SERVING = Gauge(
     "parley_serving",
-    "1 while this replica's overall gRPC health is SERVING (0 while it drains).",
-    ["service"],
+    "1 while this replica's overall gRPC health is SERVING (0 while it drains), by component "
+    "(not 'service': Prometheus' Kubernetes discovery sets that label on every target).",
+    ["component"],
 )
 
 # --- runtime ----------------------------------------------------------------------------
