@@ -31,9 +31,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
 log = logging.getLogger(__name__)
+
+# No "<name>_created" series next to every counter and histogram: they double the
+# exposition and Prometheus does not need them (process_start_time_seconds tells restarts).
+disable_created_metrics()
 
 # Latency buckets in seconds, from sub-millisecond Redis calls to multi-second outages.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
