@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # No "<name>_created" series next to every counter and histogram: they double the
 # exposition and Prometheus does not need them (process_start_time_seconds tells restarts).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Latency buckets in seconds, from sub-millisecond Redis calls to multi-second outages.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -120,6 +120,22 @@ CASSANDRA_ERRORS = Counter(
 )
 
 _CODE_NAMES = {code: code.name for code in grpc.StatusCode}
+_SERVING_STATUS = 1  # grpc.health.v1.HealthCheckResponse.SERVING
+
+
+def watch_health(component: str, health_servicer: Any) -> None:
+    """parley_serving follows the overall ("") health status, read at scrape time.
+
+    So it turns 0 whoever sets NOT_SERVING: the drain, or a component of its
+    own (history refusing a Cassandra that lost its data). Reads the status
+    table of grpcio-health-checking's servicer, which has no public getter.
+    """
+    statuses = getattr(health_servicer, "_server_status", None)
+    if not isinstance(statuses, dict):
+        raise TypeError(f"cannot read the health status of {type(health_servicer).__name__}")
+    SERVING.labels(component).set_function(lambda: 1.0 if statuses.get("") == _SERVING_STATUS else 0.0)
+
+
 _CASSANDRA_QUERY = CASSANDRA_LATENCY.labels("query")
 _CASSANDRA_WRITE = CASSANDRA_LATENCY.labels("write")
 

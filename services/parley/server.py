@@ -28,7 +28,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from parley.config import ServerConfig
 from parley.errors import INTERNAL_MESSAGE, ParleyError, Unavailable, trailing_metadata
-from parley.metrics import SERVING, GrpcServerMetrics, MetricsServer
+from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
 from parley.telemetry import traced_rpcs
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,6 @@ class RunningServer:
         grace = self.spec.config.drain_seconds if grace is None else grace
         log.info("draining %s (up to %.1fs)", self.spec.name, grace)
         # NOT_SERVING first so health-checking load balancers stop sending new work.
-        SERVING.labels(self.spec.name).set(0)
         result = self.health.enter_graceful_shutdown()
         if asyncio.iscoroutine(result):
             await result
@@ -232,7 +231,7 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     # wiped Cassandra) is not overwritten by SERVING.
     for hook in spec.health_hooks:
         await hook(health_servicer)
-    SERVING.labels(spec.name).set(1)
+    watch_health(spec.name, health_servicer)
     log.info("%s serving on %s:%d", spec.name, spec.config.host, port, extra={"fields": {"port": port}})
     return RunningServer(spec, server, health_servicer, port)
 

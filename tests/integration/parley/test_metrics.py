@@ -7,10 +7,11 @@ import urllib.request
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2
 from prometheus_client import REGISTRY
 
 from parley.config import RedisConfig
-from parley.metrics import MetricsServer
+from parley.metrics import MetricsServer, watch_health
 from parley.redisclient import connect
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.chat import metadata
@@ -102,3 +103,15 @@ async def test_metrics_endpoint_serves_the_exposition_format() -> None:
         "parley_event_loop_lag_seconds",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in body, name
+
+
+async def test_serving_follows_the_overall_health_status() -> None:
+    servicer = health.aio.HealthServicer()
+    watch_health("test-component", servicer)
+    assert sample("parley_serving", component="test-component") == 1.0
+    await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert sample("parley_serving", component="test-component") == 0.0
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    assert sample("parley_serving", component="test-component") == 1.0
+    await servicer.enter_graceful_shutdown()
+    assert sample("parley_serving", component="test-component") == 0.0
