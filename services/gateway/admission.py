@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from gateway import metrics
 from parley import errors
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class LoopLag:
             late = max(0.0, time.monotonic() - expected)
             # Rise at once (shed quickly), fall smoothly (do not flap on one quiet tick).
             self.lag_s = late if late > self.lag_s else 0.7 * self.lag_s + 0.3 * late
+            metrics.LOOP_LAG.set(self.lag_s)
 
 
 class Admission:
@@ -92,6 +94,7 @@ class Admission:
 
     def _shed(self, reason: str, message: str) -> errors.Overloaded:
         self.shed_total[reason] += 1
+        metrics.SENDS_SHED.labels(reason).inc()
         # Hint scales with how loaded we are, so retries spread out instead of returning together.
         pressure = self._in_flight / max(1, self._config.max_in_flight)
         return errors.Overloaded(message, retry_after_s=self._config.retry_after_s * (1 + pressure))
@@ -110,12 +113,14 @@ class Admission:
         if config.max_loop_lag_s > 0 and self._lag is not None and self._lag.lag_s > config.max_loop_lag_s:
             raise self._shed("cpu", "the server is at capacity; retry shortly")
         self._in_flight += 1
+        metrics.SENDS_IN_FLIGHT.inc()
         self._per_user[user_id] = held + 1
         self.admitted_total += 1
         try:
             yield
         finally:
             self._in_flight -= 1
+            metrics.SENDS_IN_FLIGHT.dec()
             left = self._per_user[user_id] - 1
             if left:
                 self._per_user[user_id] = left

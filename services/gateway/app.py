@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 import redis.asyncio as aioredis
 
+from gateway import metrics
 from gateway.acks import AckCoalescer
 from gateway.admission import Admission, LoopLag
 from gateway.backends import Backends
@@ -63,6 +64,7 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         history=history_pb2_grpc.HistoryServiceStub(history_channel),
     )
     hub = Hub(redis, keys, config.gateway_id, config.route_lease_s)
+    metrics.watch_queues(hub.queue_sizes)
     acks = AckCoalescer(backends.router)
     caller = Caller(Authenticator(config.auth))
     # Renew at a third of the lease: two renewals can fail before a session expires.
