@@ -130,8 +130,12 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
 
             async def unary_stream(request: Any, context: ServicerContext) -> Any:
                 try:
-                    async for item in inner_us(request, context):
-                        yield item
+                    result = inner_us(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            yield item
+                    else:  # a coroutine writing with context.write (e.g. Health/Watch)
+                        await result
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:
