@@ -6,7 +6,8 @@ tested on hand-made histories (tests/unit/chaos/test_checker.py).
 
 Counts that must be zero (FAILING):
 
-- ``lost``: (acknowledged message, member device) pairs the device never got.
+- ``lost``: (acknowledged message, member device) pairs the device never got
+  (another message at its seq does not count).
 - ``stalled``: pairs the device got only from the final resume sweep (a
   reconnect with its cursors), not from live delivery within the deadline.
 - ``gaps``: a device's first copy of a seq arriving before an earlier seq of
@@ -22,7 +23,8 @@ Counts that must be zero (FAILING):
   was sent.
 - ``duplicates_after_dedupe``: one send at two seqs on a device or in
   Cassandra, after dropping duplicates by (conversation, seq).
-- ``missing_in_cassandra``: an acknowledged message without its row.
+- ``missing_in_cassandra``: an acknowledged message without its row (or
+  with another message's row at its seq).
 
 Each anomaly is also counted under the fault kind it is attributed to: the
 fault whose window (from ``lookback_s`` before it started until ``grace_s``
@@ -122,7 +124,7 @@ def check(
     truth = _acknowledged(sends, verdict, label_of)
     # One identity (message_id, client_message_id) per position, from the acks first.
     identity: dict[Position, tuple[str, str]] = {
-        pos: (send.acks[0][1], send.client_message_id) for pos, send in truth.items()
+        pos: (acked[0].acks[0][1], acked[0].client_message_id) for pos, acked in truth.items()
     }
     flagged: dict[str, set[Position]] = defaultdict(set)
 
@@ -171,9 +173,9 @@ def check(
 
 def _acknowledged(
     sends: Sequence[SendRecord], verdict: Verdict, label_of: LabelFn
-) -> dict[Position, SendRecord]:
-    """Position -> the acknowledged send there; counts sends, retries and ack conflicts."""
-    truth: dict[Position, SendRecord] = {}
+) -> dict[Position, list[SendRecord]]:
+    """Position -> the sends acknowledged there (one, unless seqs conflict); counts sends and retries."""
+    truth: dict[Position, list[SendRecord]] = defaultdict(list)
     for send in sends:
         label = label_of(send)
         verdict.bump("sends", label)
@@ -190,21 +192,21 @@ def _acknowledged(
             )
         assert send.seq is not None
         pos = (send.conversation_id, send.seq)
-        other = truth.setdefault(pos, send)
-        if other is not send:
+        if truth[pos]:
             verdict.bump(
                 "conflicts",
                 label,
-                f"{pos} acknowledged to {other.client_message_id} and {send.client_message_id}",
+                f"{pos} acknowledged to {truth[pos][0].client_message_id} and {send.client_message_id}",
             )
-    return truth
+        truth[pos].append(send)
+    return dict(truth)
 
 
 def _check_device(
     device: str,
     got: Sequence[Arrival],
     members: Mapping[str, Sequence[str]],
-    truth: Mapping[Position, SendRecord],
+    truth: Mapping[Position, list[SendRecord]],
     by_key: Mapping[tuple[str, str], SendRecord],
     verdict: Verdict,
     label_of: LabelFn,
@@ -249,10 +251,15 @@ def _check_device(
                     "gaps", UNATTRIBUTED, f"{device}: {cid} seq {seq} (of no acknowledged send) missing"
                 )
 
-    for (cid, seq), send in sorted(truth.items()):
+    # The first copy of each (position, message): another message at the same
+    # seq (a conflict) does not count as delivering this one.
+    firsts: dict[tuple[str, int, str], Arrival] = {}
+    for arrival in got:
+        firsts.setdefault((arrival.conversation_id, arrival.seq, arrival.client_message_id), arrival)
+    for (cid, seq), send in _each(truth):
         if device not in members.get(cid, ()):
             continue
-        first = have[cid].get(seq)
+        first = firsts.get((cid, seq, send.client_message_id))
         if first is None:
             verdict.bump(
                 "lost", label_of(send), f"{device}: {cid} seq {seq} ({send.client_message_id}) never arrived"
@@ -263,7 +270,7 @@ def _check_device(
 
 def _check_cassandra(
     stored: Mapping[Position, StoredMessage],
-    truth: Mapping[Position, SendRecord],
+    truth: Mapping[Position, list[SendRecord]],
     by_key: Mapping[tuple[str, str], SendRecord],
     verdict: Verdict,
     label_of: LabelFn,
@@ -287,10 +294,16 @@ def _check_cassandra(
                 label_of(by_key.get((pos[0], row.client_message_id))),
                 f"cassandra: the row at {pos} holds message {(row.conversation_id, row.seq)}",
             )
-    for pos, send in sorted(truth.items()):
-        if pos not in stored:
+    for pos, send in _each(truth):
+        found = stored.get(pos)
+        if found is None or found.client_message_id != send.client_message_id:
             verdict.bump(
                 "missing_in_cassandra",
                 label_of(send),
-                f"{pos} ({send.client_message_id}, acknowledged) has no row",
+                f"{pos} ({send.client_message_id}, acknowledged) "
+                + ("has no row" if found is None else f"holds another message ({found.client_message_id})"),
             )
+
+
+def _each(truth: Mapping[Position, list[SendRecord]]) -> list[tuple[Position, SendRecord]]:
+    return [(pos, send) for pos, acked in sorted(truth.items()) for send in acked]

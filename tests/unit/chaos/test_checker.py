@@ -209,3 +209,17 @@ def test_a_message_before_an_earlier_message_of_someone_else_is_still_a_gap() ->
     arrivals["b1"] = [delivered("b1", sends[0], 1), acked_here(other), delivered("b1", sends[1], 2)]
     verdict = check(sends, arrivals, MEMBERS, stored, [])
     assert verdict.failures == {"gaps": 1}
+
+
+def test_a_seq_reused_for_another_message_loses_the_acknowledged_one() -> None:
+    # Redis lost an acknowledged append: the next send got the same seq.
+    sends, arrivals, stored = clean_history()
+    reused = send(3, 2, device="b1")
+    sends.append(reused)
+    arrivals["b1"] = [delivered("b1", sends[0], 1), acked_here(reused)]
+    stored[(CID, 2)] = row(reused, 2)
+    verdict = check(sends, arrivals, MEMBERS, stored, [])
+    # Two sends at seq 2; a1 holds the other message there; b1 never got m2; Cassandra holds m3 at 2.
+    assert verdict.totals["conflicts"] >= 2
+    assert verdict.totals["lost"] == 2  # m2 at b1, m3 at a1
+    assert verdict.totals["missing_in_cassandra"] == 1
