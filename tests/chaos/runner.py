@@ -64,6 +64,8 @@ class Run:
         self.options = options
         self.run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         self.started_utc = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        # At the start: the code that runs is the code checked out now.
+        self.commit = _commit()
         self.log_dir = options.state_dir / "chaos" / "runs" / self.run_id
         self.t0 = time.monotonic()
         self.workload_t0 = self.t0
@@ -140,7 +142,7 @@ class Run:
             run_id=self.run_id,
             profile=options.profile.name,
             seed=options.seed,
-            commit=_commit(),
+            commit=self.commit,
             started_utc=self.started_utc,
             duration_s=time.monotonic() - self.t0,
             rate=options.profile.rate,
