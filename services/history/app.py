@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2
 
 from history.config import HistoryConfig
 from history.db import Database
+from history.membership import Membership
 from history.reader import HistoryReader
 from history.servicer import HistoryServicer
 from history.store import STATEMENTS, HistoryStore
@@ -88,7 +89,8 @@ class History:
         self.health = WriterHealth()
         self.writer = HistoryWriter(self.redis, self.store, self.keys, config.writer, health=self.health)
         self.reader = HistoryReader(self.store)
-        self.servicer = HistoryServicer(self.reader, self.writer)
+        self.membership = Membership(self.redis, self.keys, self.store)
+        self.servicer = HistoryServicer(self.reader, self.writer, self.membership)
 
 
 def spec_of(parts: History) -> ServiceSpec:
@@ -104,7 +106,7 @@ def spec_of(parts: History) -> ServiceSpec:
         register=register,
         components=[RedisLifecycle(parts.redis), parts.db, parts.writer],
         health_hooks=[parts.health.bind],
-    )
+    ).secure_internal(parts.config.internal_tls)
 
 
 async def build(config: HistoryConfig, *, setup_telemetry: bool = True) -> ServiceSpec:

@@ -154,6 +154,9 @@ class ServerConfig:
     port: int
     # How long SIGTERM waits for in-flight RPCs and streams before cancelling them.
     drain_seconds: float = 10.0
+    # A plaintext port serving only health checking and reflection, for probes
+    # that cannot speak TLS (Kubernetes' gRPC probes); -1: none.
+    health_port: int = -1
 
     @classmethod
     def from_env(cls, env: Env, prefix: str, default_port: int) -> ServerConfig:
@@ -161,6 +164,7 @@ class ServerConfig:
             host=env.str(f"{prefix}_HOST", "127.0.0.1"),
             port=env.int(f"{prefix}_PORT", default_port, minimum=0, maximum=65535),
             drain_seconds=env.float("PARLEY_DRAIN_SECONDS", cls.drain_seconds, minimum=0.0),
+            health_port=env.int(f"{prefix}_HEALTH_PORT", -1, minimum=-1, maximum=65535),
         )
 
     @property

@@ -107,6 +107,23 @@ def alive(pid: int) -> bool:
         return False
 
 
+PKI_DIR = STATE_DIR / "pki"
+
+
+def grpcurl_tls(module: str) -> list[str]:
+    """grpcurl's TLS options for an instance of the stack, as a developer passes them.
+
+    The gateway: verify it against the development CA. Internal services
+    require a client certificate: the probe one reaches health and
+    reflection only, and their certificates name the service, not the address.
+    """
+    ca = ["-cacert", str(PKI_DIR / "ca.crt")]
+    if module == "gateway":
+        return ca
+    probe = ["-cert", str(PKI_DIR / "probe.crt"), "-key", str(PKI_DIR / "probe.key")]
+    return [*ca, *probe, "-servername", module]
+
+
 @contextlib.contextmanager
 def devstack(
     redis_url: str, cassandra_config: CassandraConfig, extra_env: Mapping[str, str] | None = None
