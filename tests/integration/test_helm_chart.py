@@ -555,9 +555,9 @@ def test_plaintext_only_when_switched_off_explicitly(helm_env: dict[str, str]) -
     gateway = container_environ(rendered, "gateway")
     assert gateway["PARLEY_PLAINTEXT"] == "true" and "PARLEY_TLS_CERT_FILE" not in gateway
     assert load_gateway_config(gateway).edge_tls is None
-    for component in PORTS:
+    for component, port in PORTS.items():
         container = rendered.container(component)
-        assert container["readinessProbe"]["grpc"]["port"] == PORTS[component]
+        assert container["readinessProbe"]["grpc"]["port"] == port
         assert env_list(container)["PARLEY_INTERNAL_INSECURE"]["value"] == "true"
         assert volume_secrets(rendered, component) == {}
 
