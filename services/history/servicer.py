@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from redis.exceptions import RedisError
 
-from history.db import TRANSIENT_ERRORS
+from history.db import TRANSIENT_ERRORS, Database
 from history.membership import Membership
 from history.reader import HistoryReader, validate
 from history.writer import HistoryWriter
@@ -21,9 +21,12 @@ from parley.server import ServicerContext
 
 
 class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
-    def __init__(self, reader: HistoryReader, writer: HistoryWriter, membership: Membership) -> None:
+    def __init__(
+        self, reader: HistoryReader, writer: HistoryWriter, db: Database, membership: Membership
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._db = db
         self._membership = membership
 
     async def GetHistory(
@@ -40,6 +43,9 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
                 limit=request.limit,
             )
         except TRANSIENT_ERRORS as exc:
+            if self._db.refused is not None:
+                # Cassandra lost this deployment's history: say so, never serve an empty page.
+                raise errors.Unavailable(f"message history is unavailable: {self._db.refused}") from exc
             raise errors.Unavailable("message history is temporarily unavailable") from exc
         response = history_pb2.GetHistoryResponse(next_cursor=page.next_cursor, has_more=page.has_more)
         for _seq, payload in page.messages:
@@ -57,4 +63,5 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             lag_entries=status.lag_entries,
             cassandra_up=status.cassandra_up,
             written_total=status.written_total,
+            refused_reason=self._db.refused or "",
         )
