@@ -132,9 +132,9 @@ async def test_a_malformed_entry_is_acked_without_blocking_the_partition(
 @pytest.mark.parametrize(
     "request_",
     [
-        history_pb2.GetHistoryRequest(conversation_id=""),
-        history_pb2.GetHistoryRequest(conversation_id="c", before_seq=5, after_seq=2),
-        history_pb2.GetHistoryRequest(conversation_id="c", after_seq=2**63),
+        history_pb2.GetHistoryRequest(user_id="alice", conversation_id=""),
+        history_pb2.GetHistoryRequest(user_id="alice", conversation_id="c", before_seq=5, after_seq=2),
+        history_pb2.GetHistoryRequest(user_id="alice", conversation_id="c", after_seq=2**63),
     ],
 )
 async def test_bad_requests_are_invalid_argument(
