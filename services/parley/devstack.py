@@ -159,6 +159,12 @@ def child_environment(
     env["PARLEY_INTERNAL_TLS_KEY_FILE"] = str(pki / f"{instance.module}.key")
     env["PARLEY_INTERNAL_CA_FILE"] = str(pki / "ca.crt")
     env.pop("PARLEY_INTERNAL_INSECURE", None)
+    # A local Redis with ACL users (deploy/local/redis.sh, PARLEY_REDIS_ACL=true):
+    # each service logs in as its own user.
+    passwords = config.pki_dir.parent / "redis" / "passwords"
+    if (passwords / "parley-admin").is_file() and "PARLEY_REDIS_USERNAME" not in env:
+        env["PARLEY_REDIS_USERNAME"] = instance.module
+        env["PARLEY_REDIS_PASSWORD_FILE"] = str(passwords / instance.module)
     if instance.module == "gateway":
         if config.tls:
             env["PARLEY_TLS_CERT_FILE"] = str(pki / "edge.crt")
