@@ -165,6 +165,11 @@ def child_environment(
     if (passwords / "parley-admin").is_file() and "PARLEY_REDIS_USERNAME" not in env:
         env["PARLEY_REDIS_USERNAME"] = instance.module
         env["PARLEY_REDIS_PASSWORD_FILE"] = str(passwords / instance.module)
+    # A local Cassandra with PasswordAuthenticator (cassandra.sh, PARLEY_CASSANDRA_AUTH=true).
+    cassandra_password = config.pki_dir.parent / "cassandra" / "passwords" / "parley"
+    if cassandra_password.is_file() and "PARLEY_CASSANDRA_USERNAME" not in env:
+        env["PARLEY_CASSANDRA_USERNAME"] = "parley"
+        env["PARLEY_CASSANDRA_PASSWORD_FILE"] = str(cassandra_password)
     if instance.module == "gateway":
         if config.tls:
             env["PARLEY_TLS_CERT_FILE"] = str(pki / "edge.crt")

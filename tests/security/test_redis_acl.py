@@ -101,3 +101,9 @@ def test_the_devstack_gives_each_service_its_redis_user(tmp_path: Path) -> None:
     env = child_environment(router, stack, {}, config)
     assert env["PARLEY_REDIS_USERNAME"] == "router"
     assert env["PARLEY_REDIS_PASSWORD_FILE"] == str(passwords / "router")
+    # And the Cassandra role when the local node runs with authentication.
+    assert "PARLEY_CASSANDRA_USERNAME" not in env
+    (tmp_path / "cassandra" / "passwords").mkdir(parents=True)
+    (tmp_path / "cassandra" / "passwords" / "parley").write_text("x")
+    env = child_environment(router, stack, {}, config)
+    assert env["PARLEY_CASSANDRA_USERNAME"] == "parley"
