@@ -632,6 +632,30 @@ def test_a_grpcroute_attaches_the_gateway_to_a_gateway_api_listener(helm_env: di
     assert route["spec"]["rules"][0]["backendRefs"] == [{"name": f"{RELEASE}-parley-gateway", "port": 50051}]
 
 
+def test_redis_acl_users_and_cassandra_authentication_come_from_secrets(helm_env: dict[str, str]) -> None:
+    rendered = render(
+        helm_env,
+        "redis.usersSecret=parley-redis-users",
+        "redis.caSecret=redis-ca",
+        "cassandra.authSecret=parley-cassandra",
+        "cassandra.caSecret=cassandra-ca",
+    )
+    for component in PORTS:
+        environ = env_list(rendered.container(component))
+        assert environ["PARLEY_REDIS_USERNAME"]["value"] == component
+        assert environ["PARLEY_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "parley-redis-users",
+            "key": f"{component}-password",
+        }
+        assert volume_secrets(rendered, component)["/etc/parley/redis-ca"] == "redis-ca"
+    history = container_environ(rendered, "history")
+    config = load_history_config(history)
+    assert (config.cassandra.username, config.cassandra.password) == (SECRET_VALUE, SECRET_VALUE)
+    assert config.cassandra.tls and config.cassandra.ca_file == "/etc/parley/cassandra-ca/ca.crt"
+    assert config.redis.username == "history" and config.redis.ca_file == "/etc/parley/redis-ca/ca.crt"
+    assert "PARLEY_CASSANDRA_USERNAME" not in container_environ(rendered, "router")
+
+
 # ---- NOTES.txt ------------------------------------------------------------------------------------
 
 

@@ -114,7 +114,7 @@ reports these as [INFO] without failing, so the chart lints with its defaults.)
 {{- fail "gateway.autoscaling.minReplicas must not exceed maxReplicas" }}
 {{- end }}
 {{- /* Variables the chart owns: overriding them through env would break security or wiring. */}}
-{{- $reserved := list "PARLEY_ENV" "PARLEY_JWT_KEY" "PARLEY_JWT_KEY_FILE" "PARLEY_JWT_ALGORITHM" "PARLEY_REDIS_URL" "PARLEY_DRAIN_SECONDS" "PARLEY_WS_HOST" "PARLEY_WS_PORT" "PARLEY_ROUTER_ADDR" "PARLEY_PRESENCE_ADDR" "PARLEY_HISTORY_ADDR" "PARLEY_PARTITIONS" "PARLEY_TLS_CERT_FILE" "PARLEY_TLS_KEY_FILE" "PARLEY_PLAINTEXT" "PARLEY_INTERNAL_TLS_CERT_FILE" "PARLEY_INTERNAL_TLS_KEY_FILE" "PARLEY_INTERNAL_CA_FILE" "PARLEY_INTERNAL_INSECURE" }}
+{{- $reserved := list "PARLEY_ENV" "PARLEY_JWT_KEY" "PARLEY_JWT_KEY_FILE" "PARLEY_JWT_ALGORITHM" "PARLEY_REDIS_URL" "PARLEY_DRAIN_SECONDS" "PARLEY_WS_HOST" "PARLEY_WS_PORT" "PARLEY_ROUTER_ADDR" "PARLEY_PRESENCE_ADDR" "PARLEY_HISTORY_ADDR" "PARLEY_PARTITIONS" "PARLEY_TLS_CERT_FILE" "PARLEY_TLS_KEY_FILE" "PARLEY_PLAINTEXT" "PARLEY_INTERNAL_TLS_CERT_FILE" "PARLEY_INTERNAL_TLS_KEY_FILE" "PARLEY_INTERNAL_CA_FILE" "PARLEY_INTERNAL_INSECURE" "PARLEY_REDIS_USERNAME" "PARLEY_REDIS_PASSWORD" "PARLEY_REDIS_CA_FILE" "PARLEY_CASSANDRA_USERNAME" "PARLEY_CASSANDRA_PASSWORD" "PARLEY_CASSANDRA_TLS" "PARLEY_CASSANDRA_CA_FILE" }}
 {{- range $name := splitList " " (include "parley.components" .) }}
 {{- $reserved = concat $reserved (list (printf "PARLEY_%s_HOST" (upper $name)) (printf "PARLEY_%s_PORT" (upper $name)) (printf "PARLEY_%s_HEALTH_PORT" (upper $name))) }}
 {{- end }}
@@ -363,6 +363,42 @@ spec:
                   name: {{ $root.Values.redis.existingSecret }}
                   key: {{ $root.Values.redis.existingSecretKey }}
             {{- end }}
+            {{- with $root.Values.redis.usersSecret }}
+            # This service's Redis ACL user.
+            - name: PARLEY_REDIS_USERNAME
+              value: {{ $name }}
+            - name: PARLEY_REDIS_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $name }}-password
+            {{- end }}
+            {{- if $root.Values.redis.caSecret }}
+            - name: PARLEY_REDIS_CA_FILE
+              value: /etc/parley/redis-ca/ca.crt
+            {{- end }}
+            {{- if eq $name "history" }}
+            {{- with $root.Values.cassandra.authSecret }}
+            - name: PARLEY_CASSANDRA_USERNAME
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: username
+            - name: PARLEY_CASSANDRA_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: password
+            {{- end }}
+            {{- if or $root.Values.cassandra.tls $root.Values.cassandra.caSecret }}
+            - name: PARLEY_CASSANDRA_TLS
+              value: "true"
+            {{- end }}
+            {{- if $root.Values.cassandra.caSecret }}
+            - name: PARLEY_CASSANDRA_CA_FILE
+              value: /etc/parley/cassandra-ca/ca.crt
+            {{- end }}
+            {{- end }}
             {{- if $isGateway }}
             # Never the development secret: the key only ever comes from a Secret.
             - name: PARLEY_JWT_KEY
@@ -427,6 +463,16 @@ spec:
               mountPath: /etc/parley/edge-tls
               readOnly: true
             {{- end }}
+            {{- if $root.Values.redis.caSecret }}
+            - name: redis-ca
+              mountPath: /etc/parley/redis-ca
+              readOnly: true
+            {{- end }}
+            {{- if and (eq $name "history") $root.Values.cassandra.caSecret }}
+            - name: cassandra-ca
+              mountPath: /etc/parley/cassandra-ca
+              readOnly: true
+            {{- end }}
       volumes:
         # The root filesystem is read-only; libraries may still want a scratch dir.
         - name: tmp
@@ -444,6 +490,16 @@ spec:
           secret:
             secretName: {{ $root.Values.tls.edge.existingSecret }}
             defaultMode: 0440
+        {{- end }}
+        {{- with $root.Values.redis.caSecret }}
+        - name: redis-ca
+          secret:
+            secretName: {{ . }}
+        {{- end }}
+        {{- if and (eq $name "history") $root.Values.cassandra.caSecret }}
+        - name: cassandra-ca
+          secret:
+            secretName: {{ $root.Values.cassandra.caSecret }}
         {{- end }}
 {{- end }}
 
