@@ -107,6 +107,67 @@ def test_every_instance_and_service_reports_serving(stack: Stack) -> None:
             assert health_status(modules[name], address, service) == "SERVING", f"{name}: {service}"
 
 
+def test_internal_services_refuse_calls_without_a_service_certificate(stack: Stack) -> None:
+    # `make run` as an attacker on the machine finds it: plaintext and the probe
+    # certificate are refused, the gateway's own certificate gets through.
+    modules = stack.modules()
+    for name, address in stack.addresses().items():
+        module = modules[name]
+        if module == "gateway":
+            plaintext = subprocess.run(
+                [str(GRPCURL), "-plaintext", "-max-time", "5", address, "list"],
+                capture_output=True,
+                text=True,
+                timeout=15,
+                check=False,
+            )
+            assert plaintext.returncode != 0, f"{name} answered plaintext"
+            continue
+        service = PROTO_SERVICES[module][0]
+        method = "GetWriterStatus" if module == "history" else "GetPresence"
+        if module == "router":
+            method = "ListConversations"
+        path = f"{service}/{method}"
+        plaintext = subprocess.run(
+            [str(GRPCURL), "-plaintext", "-max-time", "5", "-d", "{}", address, path],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+        assert plaintext.returncode != 0 and "Failed to dial" in plaintext.stderr, (name, plaintext.stderr)
+        probe = grpcurl(module, "-d", "{}", address, path)
+        assert "PermissionDenied" in probe.stderr, (name, probe.stderr)
+        pki = STATE_DIR / "pki"
+        as_gateway = subprocess.run(
+            [
+                str(GRPCURL),
+                "-max-time",
+                "5",
+                "-cacert",
+                str(pki / "ca.crt"),
+                "-cert",
+                str(pki / "gateway.crt"),
+                "-key",
+                str(pki / "gateway.key"),
+                "-servername",
+                module,
+                "-d",
+                "{}",
+                address,
+                path,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+        assert "PermissionDenied" not in as_gateway.stderr and "Failed to dial" not in as_gateway.stderr, (
+            name,
+            as_gateway.stderr,
+        )
+
+
 def test_a_crashed_service_is_restarted_and_serves_again(stack: Stack) -> None:
     address = stack.addresses()["router"]
     before = [pid for pid, cmd in stack.child_pids().items() if cmd.endswith("-m router")]
