@@ -120,7 +120,7 @@ def test_issue3_parallel_sends_arrive_gap_free_then_a_restarted_listener_prints_
 
     def send(i: int) -> str:
         result = parley(env, "send", "--as", alice, "--to", bob, f"message {i}")
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, f"{result.stderr}\n{stack.tail()}"
         return result.stdout
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # 4 parallel sender processes

@@ -91,6 +91,7 @@ async def test_the_cli_connects_with_tls_and_verifies_the_gateway(
     for args in (["--ca-file", pki.other_ca_file], [], ["--plaintext"]):
         code, _, err = await run_cli(env, "conversations", "--as", "alice", *args)
         assert code == 1 and "UNAVAILABLE" in err, (args, err)
+        assert ("not trusted: pass the CA" in err) == (args != ["--plaintext"]), (args, err)
     code, _, err = await run_cli(
         env, "conversations", "--as", "alice", "--ca-file", str(tmp_path / "missing.pem")
     )

@@ -465,6 +465,8 @@ def _describe(exc: ParleyError) -> str:
     text = f"{exc.status.name}: {exc.message}"
     if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
         text += f" (retry after {exc.retry_after:.1f}s)"
+    if "CERTIFICATE_VERIFY_FAILED" in exc.message:
+        text += " (the gateway's certificate is not trusted: pass the CA that issued it with --ca-file)"
     return text
 
 
