@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from gateway import metrics
 from parley.v1 import gateway_pb2, messages_pb2
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Session:
         if self._closed:
             return
         if self._queue.qsize() >= self._queue_max:
+            metrics.SLOW_CONSUMERS.inc()
             self.overflowed = True
             self.close()
             return
@@ -100,6 +102,10 @@ class Session:
         if not self._closed:
             self._closed = True
             self._queue.put_nowait(None)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
 
     @property
     def closed(self) -> bool:

@@ -85,6 +85,19 @@ class RateLimited(ParleyError):
         self.retry_after_s = retry_after_s
 
 
+class Overloaded(RateLimited):
+    """Shed before any work: the server (or the caller's share of it) is at capacity."""
+
+    code = errors_pb2.ERROR_CODE_OVERLOADED
+
+
+class DeadlineExceeded(ParleyError):
+    """The request's deadline passed inside the server (dropped before storing, or outcome unknown)."""
+
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED
+
+
 INTERNAL_MESSAGE = "internal error"
 
 # Status of an internal RPC failure that is passed through to the client
@@ -96,7 +109,7 @@ _PASSTHROUGH = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 
 
@@ -110,9 +123,8 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> ParleyError:
     meta = {k: v for k, v in trailing if isinstance(v, str)}
     status = err.code()
     if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return RateLimited(
-            err.details() or "rate limited", float(meta.get(RETRY_AFTER_METADATA, "1000")) / 1000
-        )
+        limited = Overloaded if meta.get(ERROR_CODE_METADATA) == "ERROR_CODE_OVERLOADED" else RateLimited
+        return limited(err.details() or "rate limited", float(meta.get(RETRY_AFTER_METADATA, "1000")) / 1000)
     cls = _PASSTHROUGH.get(status)
     if cls is None:
         return ParleyError(INTERNAL_MESSAGE)

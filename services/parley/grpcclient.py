@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from parley.metrics import GrpcClientMetrics
 from parley.tls import InternalTLS
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -31,7 +32,9 @@ def target_of(address: str) -> str:
 
 def insecure_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
-        target_of(address), options=CHANNEL_OPTIONS, interceptors=aio_client_interceptors()
+        target_of(address),
+        options=CHANNEL_OPTIONS,
+        interceptors=[*aio_client_interceptors(), GrpcClientMetrics()],
     )
 
 
@@ -49,5 +52,5 @@ def service_channel(address: str, service: str, tls: InternalTLS | None) -> grpc
         target_of(address),
         tls.client.grpc_credentials(),
         options=options,
-        interceptors=aio_client_interceptors(),
+        interceptors=[*aio_client_interceptors(), GrpcClientMetrics()],
     )

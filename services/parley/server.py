@@ -28,6 +28,8 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from parley.config import ServerConfig
 from parley.errors import INTERNAL_MESSAGE, ParleyError, Unavailable, trailing_metadata
+from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
+from parley.telemetry import traced_rpcs
 from parley.tls import ALLOWED_CALLERS, InternalTLS, ServerTLS, ServiceIdentityGuard, TLSOnly
 
 log = logging.getLogger(__name__)
@@ -139,8 +141,12 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
 
             async def unary_stream(request: Any, context: ServicerContext) -> Any:
                 try:
-                    async for item in inner_us(request, context):
-                        yield item
+                    result = inner_us(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            yield item
+                    else:  # a coroutine writing with context.write (e.g. Health/Watch)
+                        await result
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:
@@ -219,7 +225,13 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     # With TLS, a plaintext connection (the probe port) reaches health checks only.
     guards: list[grpc.aio.ServerInterceptor] = [TLSOnly()] if spec.tls is not None else []
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), ErrorBoundary(), *guards, *spec.interceptors],
+        interceptors=[
+            aio_server_interceptor(filter_=traced_rpcs()),
+            GrpcServerMetrics(),
+            ErrorBoundary(),
+            *guards,
+            *spec.interceptors,
+        ],
         options=SERVER_OPTIONS + (RECYCLE_OPTIONS if spec.recycle_connections else []),
     )
     names = list(spec.register(server))
@@ -255,6 +267,7 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     # wiped Cassandra) is not overwritten by SERVING.
     for hook in spec.health_hooks:
         await hook(health_servicer)
+    watch_health(spec.name, health_servicer)
     log.info(
         "%s serving on %s:%d (%s)",
         spec.name,
@@ -300,6 +313,9 @@ def tune_gc() -> None:
 
 async def run_until_signal(spec: ServiceSpec) -> None:
     running = await start_service(spec)
+    # Processes only: in-process test servers share one registry and need no port.
+    metrics = MetricsServer(spec.config.host, spec.config.metrics_port)
+    await metrics.start()
     tune_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -318,6 +334,7 @@ async def run_until_signal(spec: ServiceSpec) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
     await running.stop()
+    await metrics.stop()
 
 
 def main_entry(build: Callable[[], Awaitable[ServiceSpec]]) -> None:

@@ -49,6 +49,16 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """Unexpected server error; logged with a traceback server-side (gRPC INTERNAL)."""
     ERROR_CODE_HELLO_REQUIRED: _ErrorCode.ValueType  # 12
     """The stream's first frame must be `hello` (FAILED_PRECONDITION)."""
+    ERROR_CODE_OVERLOADED: _ErrorCode.ValueType  # 40
+    """Codes 40-49: load shedding. Both are safe to retry with the same
+    client_message_id (a send that was in fact stored gets its seq back).
+    The server is at capacity and refused the request before doing any work;
+    `retry_after` says when to retry (RESOURCE_EXHAUSTED).
+    """
+    ERROR_CODE_DEADLINE_EXCEEDED: _ErrorCode.ValueType  # 41
+    """The request's deadline passed inside the server; it was dropped before it
+    was stored, or its outcome is unknown (DEADLINE_EXCEEDED).
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Client-visible error codes. Every RPC failure carries one of these in the
@@ -84,4 +94,14 @@ ERROR_CODE_INTERNAL: ErrorCode.ValueType  # 11
 """Unexpected server error; logged with a traceback server-side (gRPC INTERNAL)."""
 ERROR_CODE_HELLO_REQUIRED: ErrorCode.ValueType  # 12
 """The stream's first frame must be `hello` (FAILED_PRECONDITION)."""
+ERROR_CODE_OVERLOADED: ErrorCode.ValueType  # 40
+"""Codes 40-49: load shedding. Both are safe to retry with the same
+client_message_id (a send that was in fact stored gets its seq back).
+The server is at capacity and refused the request before doing any work;
+`retry_after` says when to retry (RESOURCE_EXHAUSTED).
+"""
+ERROR_CODE_DEADLINE_EXCEEDED: ErrorCode.ValueType  # 41
+"""The request's deadline passed inside the server; it was dropped before it
+was stored, or its outcome is unknown (DEADLINE_EXCEEDED).
+"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015

@@ -116,13 +116,13 @@ reports these as [INFO] without failing, so the chart lints with its defaults.)
 {{- /* Variables the chart owns: overriding them through env would break security or wiring. */}}
 {{- $reserved := list "PARLEY_ENV" "PARLEY_JWT_KEY" "PARLEY_JWT_KEY_FILE" "PARLEY_JWT_ALGORITHM" "PARLEY_REDIS_URL" "PARLEY_DRAIN_SECONDS" "PARLEY_WS_HOST" "PARLEY_WS_PORT" "PARLEY_ROUTER_ADDR" "PARLEY_PRESENCE_ADDR" "PARLEY_HISTORY_ADDR" "PARLEY_PARTITIONS" "PARLEY_TLS_CERT_FILE" "PARLEY_TLS_KEY_FILE" "PARLEY_PLAINTEXT" "PARLEY_INTERNAL_TLS_CERT_FILE" "PARLEY_INTERNAL_TLS_KEY_FILE" "PARLEY_INTERNAL_CA_FILE" "PARLEY_INTERNAL_INSECURE" "PARLEY_REDIS_USERNAME" "PARLEY_REDIS_PASSWORD" "PARLEY_REDIS_CA_FILE" "PARLEY_CASSANDRA_USERNAME" "PARLEY_CASSANDRA_PASSWORD" "PARLEY_CASSANDRA_TLS" "PARLEY_CASSANDRA_CA_FILE" }}
 {{- range $name := splitList " " (include "parley.components" .) }}
-{{- $reserved = concat $reserved (list (printf "PARLEY_%s_HOST" (upper $name)) (printf "PARLEY_%s_PORT" (upper $name)) (printf "PARLEY_%s_HEALTH_PORT" (upper $name))) }}
+{{- $reserved = concat $reserved (list (printf "PARLEY_%s_HOST" (upper $name)) (printf "PARLEY_%s_PORT" (upper $name)) (printf "PARLEY_%s_HEALTH_PORT" (upper $name)) (printf "PARLEY_%s_METRICS_PORT" (upper $name))) }}
 {{- end }}
 {{- if and $v.tls.edge.enabled (not $v.tls.edge.existingSecret) }}
 {{- fail "tls.edge.existingSecret is required: a Secret with the gateway's public certificate (tls.crt, tls.key), e.g. from a cert-manager Certificate; or tls.edge.enabled=false when TLS is terminated in front of the gateway" }}
 {{- end }}
 {{- $hp := int $v.tls.healthPort }}
-{{- if or (lt $hp 1) (gt $hp 65535) (has $hp (list (int $v.gateway.port) (int $v.gateway.wsPort) (int $v.router.port) (int $v.presence.port) (int $v.history.port))) }}
+{{- if or (lt $hp 1) (gt $hp 65535) (has $hp (list (int $v.gateway.port) (int $v.gateway.wsPort) (int $v.router.port) (int $v.presence.port) (int $v.history.port) (int $v.gateway.metricsPort) (int $v.router.metricsPort) (int $v.presence.metricsPort) (int $v.history.metricsPort))) }}
 {{- fail (printf "tls.healthPort must be a port no service uses, got %d" $hp) }}
 {{- end }}
 {{- if and $v.gateway.ingress.enabled $v.gateway.grpcRoute.enabled }}
@@ -277,6 +277,12 @@ spec:
       annotations:
         # Settings are read once at start: a changed ConfigMap rolls the pods.
         checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        {{- if $root.Values.metrics.podAnnotations }}
+        # For Prometheus set-ups that discover targets by annotation.
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ int $c.metricsPort | quote }}
+        prometheus.io/path: /metrics
+        {{- end }}
         {{- with $c.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -306,6 +312,10 @@ spec:
             - name: grpc
               containerPort: {{ int $c.port }}
               protocol: TCP
+            # Prometheus /metrics (HTTP).
+            - name: metrics
+              containerPort: {{ int $c.metricsPort }}
+              protocol: TCP
             {{- if and $isGateway (ge (int $c.wsPort) 1) }}
             - name: ws
               containerPort: {{ int $c.wsPort }}
@@ -325,6 +335,8 @@ spec:
               value: "0.0.0.0"
             - name: {{ $prefix }}_PORT
               value: {{ int $c.port | quote }}
+            - name: {{ $prefix }}_METRICS_PORT
+              value: {{ int $c.metricsPort | quote }}
             - name: PARLEY_DRAIN_SECONDS
               value: {{ include "parley.drainSeconds" . | quote }}
             {{- if $serverTLS }}
