@@ -635,6 +635,23 @@ def test_a_grpcroute_attaches_the_gateway_to_a_gateway_api_listener(helm_env: di
     assert route["spec"]["rules"][0]["backendRefs"] == [{"name": f"{RELEASE}-parley-gateway", "port": 50051}]
 
 
+def test_cert_manager_issues_each_services_internal_certificate(helm_env: dict[str, str]) -> None:
+    rendered = render(
+        helm_env,
+        "tls.internal.certManager.enabled=true",
+        "tls.internal.certManager.issuerRef.name=parley-internal-ca",
+        "tls.internal.certManager.issuerRef.kind=Issuer",
+    )
+    for component in PORTS:
+        certificate = rendered.one("Certificate", f"{RELEASE}-parley-{component}-internal")["spec"]
+        assert certificate["commonName"] == component and certificate["dnsNames"] == [component]
+        assert {"server auth", "client auth"} <= set(certificate["usages"])
+        assert certificate["issuerRef"] == {"name": "parley-internal-ca", "kind": "Issuer"}
+        # The Secret the pod mounts.
+        assert volume_secrets(rendered, component)["/etc/parley/internal-tls"] == certificate["secretName"]
+    assert not render(helm_env).all("Certificate")
+
+
 def test_redis_acl_users_and_cassandra_authentication_come_from_secrets(helm_env: dict[str, str]) -> None:
     rendered = render(
         helm_env,
