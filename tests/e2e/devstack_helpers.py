@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import psutil
 import pytest
 
@@ -135,6 +136,21 @@ def grpcurl_tls(module: str) -> list[str]:
         return ca
     probe = ["-cert", str(PKI_DIR / "probe.crt"), "-key", str(PKI_DIR / "probe.key")]
     return [*ca, *probe, "-servername", module]
+
+
+def secure_channel(module: str, address: str) -> grpc.aio.Channel:
+    """A grpcio channel to an instance of the stack, with the TLS a real client of it uses.
+
+    The gateway: verified against the development CA. Internal services:
+    the probe certificate (health and reflection only) and their service name.
+    """
+    ca = (PKI_DIR / "ca.crt").read_bytes()
+    if module == "gateway":
+        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca))
+    credentials = grpc.ssl_channel_credentials(
+        ca, (PKI_DIR / "probe.key").read_bytes(), (PKI_DIR / "probe.crt").read_bytes()
+    )
+    return grpc.aio.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", module)])
 
 
 @contextlib.contextmanager

@@ -57,7 +57,12 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 # gateway comes back; gRPC's default grows to 2 minutes, far beyond the session's backoff.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
+    # Despite its name, gRPC core uses this as the shortest time a connection
+    # attempt (TCP, TLS handshake, HTTP/2 settings) is given. 200 ms made TLS
+    # handshakes on a busy machine fail ("Handshake read failed (Endpoint
+    # closing)"); a refused connection still fails at once and is retried
+    # after the initial backoff above.
+    ("grpc.min_reconnect_backoff_ms", 10_000),
     ("grpc.max_reconnect_backoff_ms", 5_000),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
