@@ -116,7 +116,9 @@ class Run:
             await self.phase("infra_start", self.infra.start())
             self.say("starting the services (devstack)")
             await self.phase("services_start", self.services.start())
-            layout = await self.phase("conversations", create_conversations(self.services.gateway))
+            layout = await self.phase(
+                "conversations", create_conversations(self.services.gateway, self.services.pki / "ca.crt")
+            )
             await self.phase("connect", self._connect(layout))
             self.workload_t0 = time.monotonic()
             self.say(f"{len(self.devices)} devices sending {options.profile.rate:g}/s in total")
@@ -164,6 +166,7 @@ class Run:
                 name,
                 user,
                 self.services.gateway,
+                self.services.pki / "ca.crt",
                 layout.conversations_of(user),
                 seed=self.options.seed * 1000 + index,
                 rate=rate,

@@ -21,8 +21,10 @@ from pathlib import Path
 import grpc
 import psutil
 
-from parley.devstack import READY_MARKER, Instance, StackConfig, check_serving
+from parley.config import Env
+from parley.devstack import READY_MARKER, Instance, StackConfig, check_serving, dev_pki_dir
 from parley.internal.v1 import history_pb2, history_pb2_grpc
+from parley.tls import ClientTLS
 from tests.chaos.procs import alive
 from tests.e2e.devstack_helpers import free_base_port
 
@@ -52,11 +54,27 @@ class Services:
             "PARLEY_DEVSTACK_READY_SECONDS": str(READY_TIMEOUT_S - 10),
             "PARLEY_DRAIN_SECONDS": "2",
             "PARLEY_WS_PORT": "-1",
+            # The suite's Redis and Cassandra have no users: never log in with the
+            # shared ones' (devstack does when .state holds their passwords).
+            "PARLEY_REDIS_USERNAME": "",
+            "PARLEY_CASSANDRA_USERNAME": "",
             "PARLEY_LOG_FORMAT": "text",
             "NO_COLOR": "1",
         }
         self._log_path = log_path
         self._process: asyncio.subprocess.Process | None = None
+        # The development CA devstack makes on its first start (parley.pki). The
+        # gateway serves TLS with it; internal services want a client
+        # certificate: the probe one for health checks, the gateway's for the
+        # history writer's status (history admits the gateway and the router).
+        self.pki = dev_pki_dir(Env(self._env))
+        self._probe_tls = ClientTLS(
+            str(self.pki / "ca.crt"), str(self.pki / "probe.crt"), str(self.pki / "probe.key")
+        )
+        self._edge_tls = ClientTLS(str(self.pki / "ca.crt"))
+        self._as_gateway = ClientTLS(
+            str(self.pki / "ca.crt"), str(self.pki / "gateway.crt"), str(self.pki / "gateway.key")
+        )
 
     @property
     def gateway(self) -> str:
@@ -125,7 +143,11 @@ class Services:
         return pid
 
     async def serving(self, name: str) -> bool:
-        return await check_serving(self.instances[name].address)
+        instance = self.instances[name]
+        if instance.module == "gateway":
+            return await check_serving(instance.address, tls=self._edge_tls)
+        # Internal certificates name the service, not the address.
+        return await check_serving(instance.address, tls=self._probe_tls, server_name=instance.module)
 
     async def all_serving(self) -> list[str]:
         """The instances that do not answer SERVING (empty: all do)."""
@@ -133,7 +155,9 @@ class Services:
         return [name for name, ok in zip(self.instances, results, strict=True) if not ok]
 
     async def writer_status(self) -> WriterStatus | None:
-        async with grpc.aio.insecure_channel(self.history) as channel:
+        credentials = self._as_gateway.grpc_credentials()
+        options = [("grpc.ssl_target_name_override", "history")]
+        async with grpc.aio.secure_channel(self.history, credentials, options=options) as channel:
             stub = history_pb2_grpc.HistoryServiceStub(channel)
             try:
                 reply = await stub.GetWriterStatus(history_pb2.GetWriterStatusRequest(), timeout=3.0)

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -36,12 +37,21 @@ from tests.chaos.records import Arrival, SendRecord
 log = logging.getLogger(__name__)
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    # A restarted gateway must be found again within a second, not after
-    # gRPC's default backoff (which grows to two minutes).
+    # A restarted gateway must be found again within a second or two, not
+    # after gRPC's default backoff (which grows to two minutes).
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    # Also the connect timeout: TLS handshakes on a busy machine need more than 200 ms.
+    ("grpc.min_reconnect_backoff_ms", 10_000),
 ]
+
+
+def gateway_channel(gateway: str, ca_file: Path) -> grpc.aio.Channel:
+    """TLS to the gateway, verified against the development CA (as the CLI and SDK do)."""
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+    return grpc.aio.secure_channel(gateway, credentials, options=CHANNEL_OPTIONS)
+
+
 RESEND_AFTER_S = 8.0
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 3.0
@@ -91,10 +101,10 @@ DIRECT = (("chaos-a", "chaos-b"), ("chaos-c", "chaos-d"), ("chaos-e", "chaos-f")
 GROUPS = (("chaos-a", "chaos-c", "chaos-e"), ("chaos-b", "chaos-d", "chaos-f", "chaos-a"))
 
 
-async def create_conversations(gateway: str, timeout_s: float = 60.0) -> Layout:
+async def create_conversations(gateway: str, ca_file: Path, timeout_s: float = 60.0) -> Layout:
     """Creates the conversations through the public API (retrying while the stack settles)."""
     conversations: dict[str, list[str]] = {}
-    async with grpc.aio.insecure_channel(gateway, options=CHANNEL_OPTIONS) as channel:
+    async with gateway_channel(gateway, ca_file) as channel:
         stub = gateway_pb2_grpc.ConversationServiceStub(channel)
         deadline = time.monotonic() + timeout_s
         for first, second in DIRECT:
@@ -144,6 +154,7 @@ class Device:
         name: str,
         user: str,
         gateway: str,
+        ca_file: Path,
         conversations: Sequence[str],
         *,
         seed: int,
@@ -157,7 +168,7 @@ class Device:
         self.stats = DeviceStats()
         self._rng = random.Random(seed)
         self._interval = 1.0 / rate
-        self._channel = grpc.aio.insecure_channel(gateway, options=CHANNEL_OPTIONS)
+        self._channel = gateway_channel(gateway, ca_file)
         self._stub = gateway_pb2_grpc.ChatServiceStub(self._channel)
         self._by_cmid: dict[str, SendRecord] = {}
         self._pending: dict[str, _Pending] = {}
