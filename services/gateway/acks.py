@@ -8,13 +8,13 @@ flush interval, not one per message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TypeAlias
 
 import grpc
 
 from parley.internal.v1 import router_pb2, router_pb2_grpc
+from parley.tasks import stop_task
 from parley.v1 import messages_pb2
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,7 @@ class AckCoalescer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
         await self.flush()
 
     async def _run(self) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from gateway import metrics
 from parley import errors
+from parley.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ class LoopLag:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def _run(self) -> None:

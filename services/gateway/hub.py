@@ -20,6 +20,7 @@ from gateway import metrics
 from gateway.session import Session
 from parley.delivery import Inbox, RouteTable
 from parley.keys import Keys
+from parley.tasks import stop_tasks
 from parley.telemetry import PUSH_ATTRIBUTES, context_from_traceparent
 from parley.v1 import gateway_pb2
 
@@ -47,11 +48,7 @@ class Hub:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         for sessions in list(self._by_user.values()):
             for session in list(sessions.values()):
                 session.close()

@@ -15,7 +15,6 @@ so a Redis hiccup delays changes but loses none that are still in the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -24,6 +23,7 @@ import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 
 from parley.keys import F_PRESENCE
+from parley.tasks import stop_task
 from parley.v1 import messages_pb2
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,7 @@ class PresenceFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def _run(self) -> None:

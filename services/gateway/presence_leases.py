@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from parley.internal.v1 import presence_pb2
+from parley.tasks import stop_task
 from parley.v1 import messages_pb2
 
 if TYPE_CHECKING:
@@ -73,9 +74,7 @@ class SessionLeases:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def register(self, user_id: str, device_id: str, session_id: str) -> messages_pb2.Presence | None:

@@ -33,6 +33,8 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
+from parley.tasks import stop_task
+
 log = logging.getLogger(__name__)
 
 # No "<name>_created" series next to every counter and histogram: they double the
@@ -345,9 +347,7 @@ class RuntimeMonitor:
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_gc)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
     async def _watch_loop(self) -> None:
         loop = asyncio.get_running_loop()

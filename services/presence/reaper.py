@@ -10,10 +10,10 @@ pass runs at once; otherwise the reaper sleeps ``interval_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from parley.tasks import stop_task
 from presence import metrics
 from presence.store import PresenceStore
 
@@ -38,9 +38,7 @@ class Reaper:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def _refresh_stats(self) -> None:

@@ -39,6 +39,7 @@ from parley.keys import (
     Keys,
 )
 from parley.redisclient import load_script
+from parley.tasks import stop_tasks
 from parley.telemetry import FANOUT_ATTRIBUTES, context_from_traceparent, inject_traceparent
 from router import metrics
 from router.store import ConversationStore
@@ -218,11 +219,7 @@ class Fanout:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         for partition in list(self._owned):
             await self._drop(partition)
         with contextlib.suppress(Exception):
