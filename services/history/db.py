@@ -38,7 +38,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from cassandra import ConsistencyLevel, OperationTimedOut, ProtocolVersion, RequestExecutionException
 from cassandra.auth import PlainTextAuthProvider
@@ -72,6 +72,7 @@ from history.migrate import (
 )
 from parley.config import CassandraConfig
 from parley.metrics import observe_cassandra_query, observe_cassandra_write
+from parley.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class CassandraUnavailable(Exception):
 
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 # Failures that say "Cassandra is (partly) down or overloaded", as opposed to
 # a bad statement: retried by the writer, UNAVAILABLE for readers.
@@ -183,10 +185,10 @@ class Database:
             self._connect_task = asyncio.create_task(self._connect_loop(), name="history-cassandra-connect")
 
     async def stop(self) -> None:
-        if self._connect_task is not None:
-            self._connect_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connect_task
+        # A connect attempt in progress first finishes its blocking step (bounded by the
+        # driver's timeouts), then shuts its cluster down: see _in_thread.
+        await stop_task(self._connect_task, timeout_s=60)
+        self._connect_task = None
         cluster, self._cluster, self._session = self._cluster, None, None
         if cluster is not None:
             await asyncio.to_thread(cluster.shutdown)
@@ -218,13 +220,15 @@ class Database:
         cluster = self._new_cluster()
         try:
             if self._guard is not None:
-                state = await asyncio.to_thread(inspect_keyspace, cluster, self._config.keyspace)
+                state = await _in_thread(inspect_keyspace, cluster, self._config.keyspace)
                 await self._guard.check(state)
-            session, prepared, keyspace_id = await asyncio.to_thread(self._connect_blocking, cluster)
+            session, prepared, keyspace_id = await _in_thread(self._connect_blocking, cluster)
             if self._guard is not None:
                 await self._guard.record(keyspace_id)
         except BaseException:
-            await asyncio.to_thread(cluster.shutdown)
+            # Only now: shutting the cluster down while a thread is still inside
+            # cluster.connect() can leave both waiting on each other forever.
+            await asyncio.shield(asyncio.to_thread(cluster.shutdown))
             raise
         cluster.register_listener(self._host_events)
         self._connects += 1
@@ -442,6 +446,23 @@ class Database:
             if not done.done():
                 done.cancel()
         return results
+
+
+async def _in_thread(func: Callable[..., T], *args: Any) -> T:
+    """Runs blocking driver work in a thread; a cancellation waits for it to finish first.
+
+    A thread cannot be interrupted: if the caller went on (and shut the cluster down)
+    while the thread is still inside ``cluster.connect()``, both can wait on each
+    other forever. So a cancelled caller waits out the thread, then re-raises.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():  # repeated cancellations (parley.tasks.stop_task) wait too
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({future})
+        raise
 
 
 def _threadsafe(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
