@@ -69,3 +69,37 @@ class SendLimiter:
             # Full buckets carry no state: drop them so idle users cost no memory.
             self._buckets = {u: b for u, b in self._buckets.items() if not b.full(now)}
             self._last_sweep = now
+
+
+class TypingLimiter:
+    """Typing indicators per (user, conversation), across all of the user's sessions here.
+
+    Ephemeral and cheap to drop: over the rate, frames are ignored (not errors).
+    A burst of 2 lets a "stopped" follow a "typing" at once. The table is bounded:
+    full buckets are swept, and when it is still full new keys are refused, so a
+    flood of conversation ids cannot grow gateway memory.
+    """
+
+    def __init__(self, interval_s: float, max_keys: int = 100_000) -> None:
+        self._rate = 1.0 / interval_s if interval_s > 0 else 0.0
+        self._max_keys = max_keys
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self.dropped = 0
+
+    def allow(self, user_id: str, conversation_id: str) -> bool:
+        if self._rate == 0.0:
+            return True
+        now = time.monotonic()
+        key = (user_id, conversation_id)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self._max_keys:
+                self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
+                if len(self._buckets) >= self._max_keys:
+                    self.dropped += 1
+                    return False
+            bucket = self._buckets[key] = TokenBucket(self._rate, 2, now)
+        if bucket.take(now) > 0:
+            self.dropped += 1
+            return False
+        return True

@@ -48,6 +48,12 @@ CASES: list[tuple[ParleyError, grpc.StatusCode, Code]] = [
     (HelloRequired("hello first"), grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_CODE_HELLO_REQUIRED),
     (Unavailable("redis down"), grpc.StatusCode.UNAVAILABLE, errors_pb2.ERROR_CODE_UNAVAILABLE),
     (RateLimited("slow down", 1.5), grpc.StatusCode.RESOURCE_EXHAUSTED, errors_pb2.ERROR_CODE_RATE_LIMITED),
+    (
+        errors.TooManySessions("cap"),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        errors_pb2.ERROR_CODE_TOO_MANY_SESSIONS,
+    ),
+    (errors.SlowConsumer("slow"), grpc.StatusCode.RESOURCE_EXHAUSTED, errors_pb2.ERROR_CODE_SLOW_CONSUMER),
     (ParleyError("boom"), grpc.StatusCode.INTERNAL, errors_pb2.ERROR_CODE_INTERNAL),
 ]
 IDS = [type(err).__name__ for err, _, _ in CASES]
