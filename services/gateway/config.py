@@ -19,8 +19,8 @@ class LimitsConfig:
     # Per-user sends per second (token bucket refill) and burst size, per gateway.
     send_rate_per_s: float = 20.0
     send_burst: int = 40
-    # Typing indicators of one user in one conversation (all sessions): one per interval
-    # on average, bursts of two.
+    # Typing indicators of one user in one conversation (all sessions): one "typing"
+    # per interval, and a "stopped" only after a forwarded "typing".
     typing_interval_s: float = 1.0
     # Frames queued for one session before it is considered too slow and dropped
     # (it reconnects and resumes by cursor, so nothing is lost).

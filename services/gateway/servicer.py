@@ -41,8 +41,9 @@ MAX_PRESENCE_QUERY = 500
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 200
 HEARTBEAT_INTERVAL_S = 30
-# A slow consumer whose writer is stuck in a flow-controlled write is cancelled after this.
-OVERFLOW_CANCEL_GRACE_S = 2.0
+SLOW_CONSUMER_MESSAGE = (
+    "the session did not read its stream fast enough; reconnect and resume from your cursors"
+)
 
 
 class PresenceHooks(Protocol):
@@ -152,11 +153,17 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
             yield frame
 
     async def session_stream(
-        self, user: str, request_iterator: AsyncIterator[gateway_pb2.ConnectRequest]
+        self,
+        user: str,
+        request_iterator: AsyncIterator[gateway_pb2.ConnectRequest],
     ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
         """The transport-neutral session: gRPC and the WebSocket bridge both run it.
 
         Raises ParleyError for what ends the session (no hello, a session too slow).
+        A slow consumer's queue is dropped at once when it outgrows its byte budget;
+        if the client reads nothing at all, its writer waits in one flow-controlled
+        write (bounded by the HTTP/2 window) and the client gets SLOW_CONSUMER as
+        soon as it reads again, or the stream ends when the connection does.
         """
         requests = request_iterator.__aiter__()
         try:
@@ -177,21 +184,12 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         async def fetch(cid: str, after: int, limit: int) -> tuple[list[messages_pb2.Message], int]:
             return await fetch_messages(self._router, user, cid, after, limit)
 
-        # The task running this stream: a slow consumer whose writer is stuck in a
-        # flow-controlled write (the client reads nothing) is cancelled by it.
-        stream_task = asyncio.current_task()
-
-        def on_overflow() -> None:
-            if stream_task is not None:
-                asyncio.get_running_loop().call_later(OVERFLOW_CANCEL_GRACE_S, stream_task.cancel)
-
         session = Session(
             user,
             hello.device_id or "default",
             queue_max=self._limits.session_queue_max,
             fetch=fetch,
             max_queued_bytes=self._limits.session_max_queued_bytes,
-            on_overflow=on_overflow,
         )
         # Registered (route written) before planning the sync: whatever is appended
         # from now on is queued for this session, so sync + live leaves no hole.
@@ -222,9 +220,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                     limits.loggable(user),
                     session.peak_queued_bytes,
                 )
-                raise errors.SlowConsumer(
-                    "the session did not read its stream fast enough; reconnect and resume from your cursors"
-                ) from None
+                raise errors.SlowConsumer(SLOW_CONSUMER_MESSAGE) from None
         finally:
             session.close()
             if reader is not None:
@@ -325,7 +321,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
             limits.check_conversation_id(typing.conversation_id)
             # Per (user, conversation) across the user's sessions: a flood of
             # indicators reaches the peers at one per interval (excess is dropped).
-            if not self._typing.allow(session.user_id, typing.conversation_id):
+            if not self._typing.allow(session.user_id, typing.conversation_id, typing.typing):
                 return
             await rpc(
                 self._router.PublishTyping(

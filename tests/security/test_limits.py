@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import grpc
 import pytest
 
@@ -129,7 +131,7 @@ async def test_names_ids_and_seqs_are_validated(redis_config: RedisConfig) -> No
         conv = gateway_pb2_grpc.ConversationServiceStub(channel)
         history = gateway_pb2_grpc.HistoryServiceStub(channel)
         presence = gateway_pb2_grpc.PresenceServiceStub(channel)
-        calls = [
+        calls: list[Awaitable[object]] = [
             conv.CreateGroup(gateway_pb2.CreateGroupRequest(name="\x1b]0;owned\x07"), metadata=metadata("a")),
             conv.CreateGroup(
                 gateway_pb2.CreateGroupRequest(name="ok", member_ids=["b\x07"]), metadata=metadata("a")
