@@ -41,6 +41,8 @@ MAX_PRESENCE_QUERY = 500
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 200
 HEARTBEAT_INTERVAL_S = 30
+# How long an unauthenticated stream may take to deliver its first frame before it is refused.
+UNAUTHENTICATED_DRAIN_S = 0.5
 SLOW_CONSUMER_MESSAGE = (
     "the session did not read its stream fast enough; reconnect and resume from your cursors"
 )
@@ -148,7 +150,15 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[gateway_pb2.ConnectRequest], context: ServicerContext
     ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
-        user = self._caller.user(context)
+        try:
+            user = self._caller.user(context)
+        except errors.Unauthenticated:
+            # Take the client's first frame (briefly) before refusing: a status sent while
+            # the client is still writing its hello reaches some clients as INTERNAL
+            # ("Internal error from Core") instead of UNAUTHENTICATED.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(anext(aiter(request_iterator)), UNAUTHENTICATED_DRAIN_S)
+            raise
         async for frame in self.session_stream(user, request_iterator):
             yield frame
 
