@@ -16,6 +16,11 @@
 #   PARLEY_CASSANDRA_HEAP          JVM heap, e.g. 1G or 768M (default 1G)
 #   PARLEY_CASSANDRA_VERSION       cassandra-all version (default 5.0.8, falling
 #                                  back to 5.0.6 if 5.0.8 cannot be fetched)
+#   PARLEY_CASSANDRA_COMMITLOG_SYNC  group (default), batch or periodic: when an
+#                                  acknowledged write is on disk (cassandra.yaml)
+#   PARLEY_CASSANDRA_GROUP_WINDOW_MS group mode's fsync window (default 10)
+#   PARLEY_CASSANDRA_SYNC_PERIOD_MS  periodic mode's sync period (default 10000)
+#   PARLEY_CASSANDRA_LIB_DIR       where the jars are (default <state>/cassandra/lib)
 #
 # State lives in $PARLEY_STATE_DIR/cassandra/{lib,conf,data,logs}; the pid is
 # in $PARLEY_STATE_DIR/cassandra/cassandra.pid.
@@ -32,6 +37,10 @@ STATE_DIR=${PARLEY_STATE_DIR:-$REPO/.state}
 NATIVE_PORT=${PARLEY_CASSANDRA_PORT:-9042}
 STORAGE_PORT=${PARLEY_CASSANDRA_STORAGE_PORT:-7000}
 HEAP=${PARLEY_CASSANDRA_HEAP:-1G}
+# group: acknowledged writes are in the fsynced commit log (see cassandra.yaml).
+COMMITLOG_SYNC=${PARLEY_CASSANDRA_COMMITLOG_SYNC:-group}
+GROUP_WINDOW_MS=${PARLEY_CASSANDRA_GROUP_WINDOW_MS:-10}
+PERIODIC_MS=${PARLEY_CASSANDRA_SYNC_PERIOD_MS:-10000}
 if [[ -n ${PARLEY_CASSANDRA_VERSION:-} ]]; then
     VERSIONS=("$PARLEY_CASSANDRA_VERSION")
 else
@@ -40,7 +49,9 @@ else
 fi
 
 CASS_DIR=$STATE_DIR/cassandra
-LIB_DIR=$CASS_DIR/lib
+# A second node on the same machine (the fault suite, crash tests) reuses the
+# jars of the first instead of downloading them again.
+LIB_DIR=${PARLEY_CASSANDRA_LIB_DIR:-$CASS_DIR/lib}
 CONF_DIR=$CASS_DIR/conf
 DATA_DIR=$CASS_DIR/data
 LOG_DIR=$CASS_DIR/logs
@@ -222,6 +233,14 @@ check_settings() {
     done
     [[ $NATIVE_PORT != "$STORAGE_PORT" ]] || die "PARLEY_CASSANDRA_PORT and PARLEY_CASSANDRA_STORAGE_PORT are both $NATIVE_PORT"
     [[ $HEAP =~ ^[0-9]+[mMgG]$ ]] || die "PARLEY_CASSANDRA_HEAP must look like 1G or 768M, got '$HEAP'"
+    case $COMMITLOG_SYNC in
+        group | batch | periodic) ;;
+        *) die "PARLEY_CASSANDRA_COMMITLOG_SYNC must be group, batch or periodic, got '$COMMITLOG_SYNC'" ;;
+    esac
+    [[ $GROUP_WINDOW_MS =~ ^[0-9]+$ ]] && ((GROUP_WINDOW_MS >= 1)) ||
+        die "PARLEY_CASSANDRA_GROUP_WINDOW_MS must be a positive integer, got '$GROUP_WINDOW_MS'"
+    [[ $PERIODIC_MS =~ ^[0-9]+$ ]] && ((PERIODIC_MS >= 1)) ||
+        die "PARLEY_CASSANDRA_SYNC_PERIOD_MS must be a positive integer, got '$PERIODIC_MS'"
 }
 
 check_ports_free() {
@@ -295,8 +314,16 @@ download_jars() {
 
 # Re-rendered on every start so edits to the templates and port changes apply.
 render_conf() {
+    local sync
+    case $COMMITLOG_SYNC in
+        # Cassandra refuses commitlog_sync_period in group and batch modes.
+        group) sync="commitlog_sync: group\ncommitlog_sync_group_window: ${GROUP_WINDOW_MS}ms" ;;
+        batch) sync="commitlog_sync: batch" ;;
+        periodic) sync="commitlog_sync: periodic\ncommitlog_sync_period: ${PERIODIC_MS}ms" ;;
+    esac
     mkdir -p "$CONF_DIR/triggers"
     sed -e "s|@DATA_DIR@|$DATA_DIR|g" \
+        -e "s|@COMMITLOG_SYNC@|$sync|" \
         -e "s|@NATIVE_PORT@|$NATIVE_PORT|g" \
         -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" \
         "$TEMPLATES/cassandra.yaml" >"$CONF_DIR/cassandra.yaml"
@@ -365,9 +392,9 @@ cmd_up() {
         # shutdown (saves ~8 s per start and 2 s per stop).
         -Dcassandra.skip_wait_for_gossip_to_settle=0
         -Dcassandra.shutdown_announce_in_ms=0
-        # Don't fsync system keyspace flushes: schema changes in tests get much
-        # cheaper, and losing them in a machine crash is fine for a test node.
-        -Dcassandra.unsafesystem=true
+        # Never -Dcassandra.unsafesystem=true: it skips flushing schema
+        # changes, so after a crash the node forgets keyspaces and its
+        # commit-log replay drops their mutations (all history lost).
     )
 
     # Keep one previous log for post-mortems; a fresh system.log also means

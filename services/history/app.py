@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2
 
 from history.config import HistoryConfig
 from history.db import Database
+from history.guard import KeyspaceGuard
 from history.reader import HistoryReader
 from history.servicer import HistoryServicer
 from history.store import STATEMENTS, HistoryStore
@@ -41,15 +42,22 @@ class RedisLifecycle:
         await self._client.aclose()
 
 
+SERVICE_NAME = history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name
+
+
 class WriterHealth:
     """Reports the writer's status under WRITER_HEALTH_NAME once bound to the server's health servicer.
 
-    The status is remembered until then and applied on :meth:`bind`.
+    The status is remembered until then and applied on :meth:`bind`. While
+    Cassandra is refused (it lost this deployment's history, see
+    history.guard) the whole service is NOT_SERVING too: it must not look
+    healthy while serving an empty history.
     """
 
     def __init__(self) -> None:
         self._servicer: Any = None
         self._serving = True
+        self.refused: str | None = None
 
     async def bind(self, health_servicer: Any) -> None:
         self._servicer = health_servicer
@@ -59,12 +67,24 @@ class WriterHealth:
         self._serving = serving
         await self._apply()
 
-    async def _apply(self) -> None:
+    async def history_refused(self, reason: str | None) -> None:
+        was_refused = self.refused is not None
+        self.refused = reason
+        await self._apply(service_too=was_refused or reason is not None)
+
+    async def _apply(self, *, service_too: bool = False) -> None:
         if self._servicer is None:
             return
         serving = health_pb2.HealthCheckResponse.SERVING
-        status = serving if self._serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        result = self._servicer.set(WRITER_HEALTH_NAME, status)
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        refused = self.refused is not None
+        await self._set(WRITER_HEALTH_NAME, serving if self._serving and not refused else not_serving)
+        if service_too or refused:
+            for name in ("", SERVICE_NAME):
+                await self._set(name, not_serving if refused else serving)
+
+    async def _set(self, name: str, status: Any) -> None:
+        result = self._servicer.set(name, status)
         if asyncio.iscoroutine(result):
             await result
 
@@ -76,6 +96,8 @@ class History:
         self.config = config
         self.redis = connect(config.redis)
         self.keys = Keys(prefix=config.redis.key_prefix, partitions=config.partitions)
+        self.health = WriterHealth()
+        self.guard = KeyspaceGuard(self.redis, self.keys, config.cassandra.keyspace)
         self.db = Database(
             config.cassandra,
             bucket_size=config.bucket_size,
@@ -83,18 +105,19 @@ class History:
             request_timeout_s=config.cassandra_timeout_s,
             retry_min_s=config.writer.retry_min_s,
             retry_max_s=config.writer.retry_max_s,
+            guard=self.guard,
+            on_refused=self.health.history_refused,
         )
         self.store = HistoryStore(self.db, write_concurrency=config.writer.concurrency)
-        self.health = WriterHealth()
         self.writer = HistoryWriter(self.redis, self.store, self.keys, config.writer, health=self.health)
         self.reader = HistoryReader(self.store)
-        self.servicer = HistoryServicer(self.reader, self.writer)
+        self.servicer = HistoryServicer(self.reader, self.writer, self.db)
 
 
 def spec_of(parts: History) -> ServiceSpec:
     def register(server: grpc.aio.Server) -> Iterable[str]:
         history_pb2_grpc.add_HistoryServiceServicer_to_server(parts.servicer, server)
-        return [history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name]
+        return [SERVICE_NAME]
 
     # Started in order, stopped in reverse: the writer stops (finishing its
     # batch) before Cassandra and Redis are closed.

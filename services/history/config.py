@@ -6,7 +6,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from parley.config import CassandraConfig, Env, RedisConfig, ServerConfig, TelemetryConfig
+from parley.config import CassandraConfig, ConfigError, Env, RedisConfig, ServerConfig, TelemetryConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,12 @@ class WriterSettings:
     status_interval_s: float = 10.0
     # Bound on a graceful stop: an unfinished batch stays pending and is re-read.
     stop_timeout_s: float = 5.0
+    # How long a written entry stays pending before it is acked (and may be
+    # trimmed from the log). 0: Cassandra's acknowledgement is durable (commit
+    # log in group/batch mode, or replicas at LOCAL_QUORUM). With periodic
+    # commit-log sync on nodes that may crash alone, set it above the sync
+    # period (e.g. 11000 for 10 s): see the durability contract in history.writer.
+    durability_horizon_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,14 @@ def load_config(environ: Mapping[str, str] | None = None) -> HistoryConfig:
         retry_max_s=env.float("PARLEY_HISTORY_RETRY_MAX_SECONDS", 5.0, minimum=0.001),
         status_interval_s=env.float("PARLEY_HISTORY_STATUS_INTERVAL_SECONDS", 10.0, minimum=0.1),
         stop_timeout_s=env.float("PARLEY_HISTORY_STOP_TIMEOUT_SECONDS", 5.0, minimum=0.0),
+        durability_horizon_ms=env.int("PARLEY_HISTORY_DURABILITY_HORIZON_MS", 0, minimum=0, maximum=600_000),
     )
+    if writer.durability_horizon_ms and writer.durability_horizon_ms >= writer.claim_min_idle_ms:
+        raise ConfigError(
+            f"PARLEY_HISTORY_DURABILITY_HORIZON_MS={writer.durability_horizon_ms} must be below "
+            f"PARLEY_HISTORY_CLAIM_MIN_IDLE_MS={writer.claim_min_idle_ms}: other writers would take over "
+            "entries that are only waiting for their horizon"
+        )
     return HistoryConfig(
         server=ServerConfig.from_env(env, "PARLEY_HISTORY", 50054),
         redis=RedisConfig.from_env(env),

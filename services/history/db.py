@@ -15,6 +15,18 @@ backoff until it succeeds. Until then :meth:`Database.session` raises
 at boot, and otherwise leaves the database permanently unavailable with a
 critical log line, because writing with the wrong bucket size would hide
 messages from readers.
+
+A Cassandra that lost the history this deployment wrote (``history.guard``)
+is refused, at start-up and whenever the periodic probe finds the keyspace
+gone or replaced: the session is dropped, every use raises
+:class:`CassandraUnavailable` with the reason, ``on_refused`` reports it (the
+service turns NOT_SERVING), and the connect loop keeps checking until the
+data is back or an operator accepted the loss.
+
+:meth:`Database.durability_epoch` changes whenever a node may have lost
+writes it acknowledged but had not synced (a node went down or came back, or
+restarted: its gossip generation changed); the writer re-writes what it
+wrote in an older epoch before acking it (``PARLEY_HISTORY_DURABILITY_HORIZON_MS``).
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from cassandra import ConsistencyLevel, OperationTimedOut, ProtocolVersion, RequestExecutionException
@@ -36,11 +48,25 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.connection import ConnectionException
-from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    HostStateListener,
+    TokenAwarePolicy,
+)
 from cassandra.pool import NoConnectionsAvailable
 from cassandra.query import PreparedStatement, tuple_factory
 
-from history.migrate import SchemaConflict, apply_migrations, check_keyspace_name, parse_replication
+from history.guard import HistoryLost, KeyspaceGuard
+from history.migrate import (
+    KEYSPACE_ID_SETTING,
+    SchemaConflict,
+    apply_migrations,
+    check_keyspace_name,
+    inspect_keyspace,
+    parse_replication,
+    read_keyspace_id,
+)
 from parley.config import CassandraConfig
 
 log = logging.getLogger(__name__)
@@ -64,6 +90,25 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class _HostEvents(HostStateListener):  # type: ignore[misc]
+    """Counts node state changes (called on the driver's threads; an int bump is atomic enough)."""
+
+    def __init__(self) -> None:
+        self.changes = 0
+
+    def on_up(self, host: Any) -> None:
+        self.changes += 1
+
+    def on_down(self, host: Any) -> None:
+        self.changes += 1
+
+    def on_add(self, host: Any) -> None:
+        return None
+
+    def on_remove(self, host: Any) -> None:
+        self.changes += 1
+
+
 class Database:
     """Component owning the driver ``Cluster``/``Session`` and the prepared statements."""
 
@@ -77,6 +122,8 @@ class Database:
         retry_min_s: float = 0.5,
         retry_max_s: float = 10.0,
         connect_timeout_s: float = 5.0,
+        guard: KeyspaceGuard | None = None,
+        on_refused: Callable[[str | None], Awaitable[None]] | None = None,
     ) -> None:
         # Bad settings fail here, at build time, not in a background retry loop.
         check_keyspace_name(config.keyspace)
@@ -94,6 +141,13 @@ class Database:
         self._prepared: dict[str, PreparedStatement] = {}
         self._connect_task: asyncio.Task[None] | None = None
         self._fatal: str | None = None
+        self._guard = guard
+        self._on_refused = on_refused
+        # Why Cassandra is refused (history lost), None while it is not.
+        self.refused: str | None = None
+        self._keyspace_id: str | None = None
+        self._host_events = _HostEvents()
+        self._connects = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -102,6 +156,9 @@ class Database:
             await self._connect_once()
         except SchemaConflict:
             raise
+        except HistoryLost as exc:
+            await self._refuse(str(exc))
+            self._connect_task = asyncio.create_task(self._connect_loop(), name="history-cassandra-connect")
         except Exception as exc:
             log.warning(
                 "Cassandra unreachable at start-up (%s); retrying in the background",
@@ -131,6 +188,10 @@ class Database:
                 self._fatal = str(exc)
                 log.critical("history keyspace conflicts with the configuration: %s", exc)
                 return
+            except HistoryLost as exc:
+                await self._refuse(str(exc))
+                delay = self._retry_max_s
+                continue
             except Exception as exc:
                 log.warning("Cassandra still unreachable (%s); next attempt in %.1fs", _describe(exc), delay)
                 delay = min(delay * 2, self._retry_max_s)
@@ -141,11 +202,73 @@ class Database:
         await self._check_reachable()
         cluster = self._new_cluster()
         try:
-            session, prepared = await asyncio.to_thread(self._connect_blocking, cluster)
+            if self._guard is not None:
+                state = await asyncio.to_thread(inspect_keyspace, cluster, self._config.keyspace)
+                await self._guard.check(state)
+            session, prepared, keyspace_id = await asyncio.to_thread(self._connect_blocking, cluster)
+            if self._guard is not None:
+                await self._guard.record(keyspace_id)
         except BaseException:
             await asyncio.to_thread(cluster.shutdown)
             raise
+        cluster.register_listener(self._host_events)
+        self._connects += 1
         self._cluster, self._session, self._prepared = cluster, session, prepared
+        self._keyspace_id = keyspace_id
+        if self.refused is not None:
+            log.warning("history keyspace %s is back; serving again", self._config.keyspace)
+            self.refused = None
+            self._fatal = None
+            if self._on_refused is not None:
+                await self._on_refused(None)
+
+    async def _refuse(self, reason: str) -> None:
+        """Stops using Cassandra: it does not hold this deployment's history (see history.guard)."""
+        first = self.refused != reason
+        self.refused = reason
+        self._fatal = reason
+        cluster, self._cluster, self._session = self._cluster, None, None
+        if cluster is not None:
+            await asyncio.to_thread(cluster.shutdown)
+        if first:
+            log.critical("refusing to serve history: %s", reason)
+            if self._on_refused is not None:
+                await self._on_refused(reason)
+
+    async def verify_keyspace(self) -> None:
+        """Refuses Cassandra if the keyspace this process connected to is gone or was replaced.
+
+        Called by the writer's periodic probe; raises CassandraUnavailable when refused.
+        """
+        if self._session is None or self._keyspace_id is None:
+            self.session()  # raises with the reason
+            return
+        try:
+            rows = await self.execute(
+                f"SELECT value FROM {self._config.keyspace}.settings WHERE name = %s", (KEYSPACE_ID_SETTING,)
+            )
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # InvalidRequest: keyspace or table does not exist
+            current = None
+            detail = _describe(exc)
+        else:
+            current = str(rows[0][0]) if rows else None
+            detail = f"its id is now {current}" if current else "its id is gone"
+        if current == self._keyspace_id:
+            return
+        await self._refuse(
+            f"keyspace {self._config.keyspace} (id {self._keyspace_id}) disappeared or was replaced "
+            f"while running ({detail}); refusing to write into a keyspace that lost history"
+        )
+        self._connect_task = asyncio.create_task(self._connect_loop(), name="history-cassandra-connect")
+        raise CassandraUnavailable(self.refused or "history keyspace refused")
+
+    async def durability_epoch(self) -> tuple[int, int, int]:
+        """Changes whenever a node may have lost acknowledged, unsynced writes (see the module doc)."""
+        rows = await self.execute("SELECT gossip_generation FROM system.local")
+        generation = int(rows[0][0]) if rows and rows[0][0] is not None else 0
+        return (self._connects, self._host_events.changes, generation)
 
     async def _check_reachable(self) -> None:
         errors: list[str] = []
@@ -161,7 +284,7 @@ class Database:
             return
         raise CassandraUnavailable("no contact point accepts connections (" + "; ".join(errors) + ")")
 
-    def _connect_blocking(self, cluster: Cluster) -> tuple[Session, dict[str, PreparedStatement]]:
+    def _connect_blocking(self, cluster: Cluster) -> tuple[Session, dict[str, PreparedStatement], str]:
         keyspace = self._config.keyspace
         apply_migrations(
             cluster,
@@ -173,7 +296,7 @@ class Database:
         session = cluster.connect()
         # Statements name the keyspace ("{ks}.messages"): the session has no current keyspace.
         prepared = {name: session.prepare(cql.format(ks=keyspace)) for name, cql in self._cql.items()}
-        return session, prepared
+        return session, prepared, read_keyspace_id(cluster, keyspace)
 
     def _new_cluster(self) -> Cluster:
         profile = ExecutionProfile(

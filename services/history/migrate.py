@@ -18,7 +18,10 @@ keyspace's replication is never altered here (that needs a repair); a
 difference is logged.
 
 Settings that must never change for a keyspace (``bucket_size``) are stored
-in ``settings`` on first start and checked on every start.
+in ``settings`` on first start and checked on every start. So is the
+keyspace's identity (``keyspace_id``, a random id written once): a keyspace
+that was wiped and created again has another id, which ``history.guard``
+compares with the id Redis remembers, so history never silently starts over.
 
 Everything here is blocking; the caller runs it in a worker thread.
 """
@@ -46,8 +49,45 @@ _LOCK_TTL_S = 120
 _LOCK_WAIT_S = 180.0
 
 
+# The settings row naming this keyspace's identity (written once, never changed).
+KEYSPACE_ID_SETTING = "keyspace_id"
+
+
 class SchemaConflict(Exception):
     """The keyspace contradicts the configuration (e.g. another bucket size)."""
+
+
+@dataclass(frozen=True)
+class KeyspaceState:
+    """What a keyspace looks like before migrations run."""
+
+    exists: bool
+    keyspace_id: str | None  # None: no keyspace, or one made before keyspace ids existed
+
+
+def inspect_keyspace(cluster: Any, keyspace: str) -> KeyspaceState:
+    """Whether the keyspace exists and its recorded id (blocking)."""
+    check_keyspace_name(keyspace)
+    session = cluster.connect()
+    try:
+        row = session.execute(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
+        ).one()
+        if row is None:
+            return KeyspaceState(exists=False, keyspace_id=None)
+        table = session.execute(
+            "SELECT table_name FROM system_schema.tables "
+            "WHERE keyspace_name = %s AND table_name = 'settings'",
+            (keyspace,),
+        ).one()
+        if table is None:
+            return KeyspaceState(exists=True, keyspace_id=None)
+        found = session.execute(
+            f"SELECT value FROM {keyspace}.settings WHERE name = %s", (KEYSPACE_ID_SETTING,)
+        ).one()
+        return KeyspaceState(exists=True, keyspace_id=None if found is None else str(found[0]))
+    finally:
+        session.shutdown()
 
 
 @dataclass(frozen=True)
@@ -128,6 +168,9 @@ def apply_migrations(
 ) -> list[int]:
     """Creates the keyspace, applies new migrations, checks settings. Returns the versions applied now.
 
+    The caller decides whether creating a missing keyspace is allowed
+    (``history.guard``); this function creates it when it is missing.
+
     Runs on a session of its own, bound to the keyspace, so migration files use
     plain table names while the service's session (whose prepared statements
     name the keyspace explicitly) never gets a current keyspace.
@@ -192,8 +235,25 @@ def _apply(
                 migration.version,
                 migration.name,
             )
-    _check_settings(session, settings)
+    _check_settings(
+        session, {**settings, KEYSPACE_ID_SETTING: uuid.uuid4().hex}, first_wins={KEYSPACE_ID_SETTING}
+    )
     return applied_now
+
+
+def read_keyspace_id(cluster: Any, keyspace: str) -> str:
+    """The keyspace's id (blocking; the keyspace has been migrated)."""
+    check_keyspace_name(keyspace)
+    session = cluster.connect()
+    try:
+        row = session.execute(
+            f"SELECT value FROM {keyspace}.settings WHERE name = %s", (KEYSPACE_ID_SETTING,)
+        ).one()
+    finally:
+        session.shutdown()
+    if row is None:
+        raise SchemaConflict(f"keyspace {keyspace} has no {KEYSPACE_ID_SETTING} after migrating")
+    return str(row[0])
 
 
 def _applied(session: Any) -> dict[int, str]:
@@ -220,11 +280,17 @@ def _acquire_lock(session: Any, owner: str) -> None:
         time.sleep(1.0)
 
 
-def _check_settings(session: Any, settings: Mapping[str, str]) -> None:
+def _check_settings(
+    session: Any, settings: Mapping[str, str], first_wins: frozenset[str] | set[str] = frozenset()
+) -> None:
+    """Records each setting once; a different recorded value is a conflict, except for
+    ``first_wins`` settings, whose first recorded value simply stays (the keyspace id)."""
     for name, value in settings.items():
         session.execute("INSERT INTO settings (name, value) VALUES (%s, %s) IF NOT EXISTS", (name, value))
         row = session.execute("SELECT value FROM settings WHERE name = %s", (name,)).one()
         stored = None if row is None else row[0]
+        if name in first_wins:
+            continue
         if stored != value:
             raise SchemaConflict(
                 f"keyspace setting {name}={stored!r} but this instance is configured with {value!r}; "

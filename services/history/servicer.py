@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from redis.exceptions import RedisError
 
-from history.db import TRANSIENT_ERRORS
+from history.db import TRANSIENT_ERRORS, Database
 from history.reader import HistoryReader
 from history.writer import HistoryWriter
 from parley import errors
@@ -19,9 +19,10 @@ from parley.server import ServicerContext
 
 
 class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
-    def __init__(self, reader: HistoryReader, writer: HistoryWriter) -> None:
+    def __init__(self, reader: HistoryReader, writer: HistoryWriter, db: Database) -> None:
         self._reader = reader
         self._writer = writer
+        self._db = db
 
     async def GetHistory(
         self, request: history_pb2.GetHistoryRequest, context: ServicerContext
@@ -34,6 +35,9 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
                 limit=request.limit,
             )
         except TRANSIENT_ERRORS as exc:
+            if self._db.refused is not None:
+                # Cassandra lost this deployment's history: say so, never serve an empty page.
+                raise errors.Unavailable(f"message history is unavailable: {self._db.refused}") from exc
             raise errors.Unavailable("message history is temporarily unavailable") from exc
         response = history_pb2.GetHistoryResponse(next_cursor=page.next_cursor, has_more=page.has_more)
         for _seq, payload in page.messages:
@@ -51,4 +55,5 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             lag_entries=status.lag_entries,
             cassandra_up=status.cassandra_up,
             written_total=status.written_total,
+            refused_reason=self._db.refused or "",
         )

@@ -22,7 +22,7 @@ import asyncio
 import calendar
 import datetime as dt
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -193,8 +193,12 @@ class HistoryStore:
         return await self._db.execute_many(statements, self._write_concurrency)
 
     async def probe(self) -> None:
-        """Raises if Cassandra cannot answer a trivial query."""
-        await self._db.execute("SELECT release_version FROM system.local")
+        """Raises if Cassandra cannot answer, or no longer holds this deployment's keyspace."""
+        await self._db.verify_keyspace()
+
+    async def durability_epoch(self) -> Hashable:
+        """Changes when Cassandra may have lost acknowledged, unsynced writes (see history.db)."""
+        return await self._db.durability_epoch()
 
     async def head(self, conversation_id: str) -> int | None:
         """The highest seq written for a conversation (None if none yet)."""

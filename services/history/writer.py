@@ -22,6 +22,19 @@ wedge the partition. A Cassandra error on a well-formed entry, even a
 non-transient one, is retried forever and visible as lag: dropping a message
 silently is worse than a stalled, alarming writer.
 
+Durability contract: an entry is acked only once its write is durable in
+Cassandra, because once acked the router may trim it and nothing could
+write it again. With the commit log in ``group`` or ``batch`` mode (the
+local default) or with replicas at LOCAL_QUORUM, Cassandra's answer already
+means durable, and ``durability_horizon_ms`` is 0: ack at once. With
+``periodic`` sync on a node that may crash alone, Cassandra answers before
+the commit log is synced; set the horizon to at least the sync period
+(plus a margin): written entries then stay pending until the horizon has
+passed, and are written again instead of acked if Cassandra's durability
+epoch changed meanwhile (a node went down or restarted, see
+``history.db``). A writer that crashes in between leaves them pending, and
+they are written again on restart or takeover.
+
 Trimming contract: the writer never trims the logs. The router trims a
 partition log only below the minimum position that every consumer group
 (``fanout`` and ``history``, ``parley.keys.LOG_GROUPS``) has acknowledged:
@@ -37,7 +50,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,6 +104,10 @@ class MessageSink(Protocol):
 
     async def probe(self) -> None:
         """Raises if the store is unreachable."""
+
+    async def durability_epoch(self) -> Hashable:
+        """Changes when the store may have lost acknowledged writes that were not yet synced."""
+        ...
 
 
 class HealthReporter(Protocol):
@@ -300,6 +318,9 @@ class HistoryWriter:
         # Re-read our own pending entries (id 0) before new ones: after a
         # restart, and after any failure that may have left a batch unacked.
         self._own_pending_first = True
+        # Written batches waiting for the durability horizon: (due, epoch at write, entries).
+        self._awaiting: deque[tuple[float, Hashable, list[LogEntry]]] = deque()
+        self.rewritten_total = 0
         self.written_total = 0
         self.malformed_total = 0
         self.batches_total = 0
@@ -437,6 +458,7 @@ class HistoryWriter:
                     await self._reclaim()
                     await self._forget_idle_consumers()
                     next_claim = time.monotonic() + claim_every
+                await self._ack_durable()
                 await self._read_new()
                 backoff.reset()
             except asyncio.CancelledError:
@@ -445,6 +467,9 @@ class HistoryWriter:
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                     self._groups_ready = False  # the log or group vanished (e.g. Redis restarted empty)
                 self._own_pending_first = True
+                # Everything awaiting the horizon is pending under this consumer: the
+                # re-read of our own pending entries writes it again.
+                self._awaiting.clear()
                 delay = backoff.next()
                 if isinstance(exc, RedisError | OSError):
                     log.warning("history writer: Redis failed (%s); retrying in %.1fs", exc, delay)
@@ -463,13 +488,40 @@ class HistoryWriter:
                     raise
         self._groups_ready = True
 
+    async def _ack_durable(self) -> None:
+        """Acks the written batches whose durability horizon has passed; writes again those
+        written before Cassandra's durability epoch changed (they may be lost)."""
+        if not self._awaiting or self._awaiting[0][0] > time.monotonic():
+            return
+        epoch = await self._sink.durability_epoch()
+        now = time.monotonic()
+        durable: list[LogEntry] = []
+        doubtful: list[LogEntry] = []
+        while self._awaiting and self._awaiting[0][0] <= now:
+            _due, written_epoch, entries = self._awaiting.popleft()
+            (durable if written_epoch == epoch else doubtful).extend(entries)
+        if durable:
+            await self._ack(durable)
+        if doubtful:
+            self.rewritten_total += len(doubtful)
+            log.warning(
+                "Cassandra may have lost %d unsynced writes (a node went down or restarted); rewriting them",
+                len(doubtful),
+            )
+            await self._process(doubtful)
+
     async def _read_new(self) -> None:
+        # Block no longer than the next durability horizon, so acks are not held back by idleness.
+        block = self._settings.block_ms
+        if self._awaiting:
+            until_due = int((self._awaiting[0][0] - time.monotonic()) * 1000)
+            block = max(1, min(block, until_due))
         reply = await self._redis.xreadgroup(
             HISTORY_GROUP,
             self._settings.consumer,
             dict.fromkeys(self._logs, ">"),
             count=self._settings.batch,
-            block=self._settings.block_ms,
+            block=block,
         )
         entries = self._entries_of(reply)
         if entries:
@@ -572,8 +624,11 @@ class HistoryWriter:
             for e in entries[:_MAX_LINKS]
             if e.traceparent
         ]
+        horizon_s = self._settings.durability_horizon_ms / 1000
         with tracer.start_as_current_span("history.write_batch", links=links) as span:
             span.set_attribute("parley.batch_size", len(messages))
+            # Read before writing: an epoch change after this point marks the batch doubtful.
+            epoch = await self._sink.durability_epoch() if horizon_s > 0 else None
             stored = await store_durably(
                 self._sink,
                 messages,
@@ -591,7 +646,10 @@ class HistoryWriter:
                 stopping=self._stopping,
             ):
                 return False
-            await self._ack(entries)
+            if horizon_s > 0:
+                self._awaiting.append((time.monotonic() + horizon_s, epoch, entries))
+            else:
+                await self._ack(entries)
         self.written_total += len(messages)
         self.batches_total += 1
         return True

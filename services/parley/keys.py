@@ -28,6 +28,9 @@ Layout (``<prefix>`` is ``PARLEY_REDIS_PREFIX``, default ``parley``):
 - ``<prefix>:routes:<uid>``             gateways with sessions of a user (hash gateway_id -> lease expiry ms)
 - ``<prefix>:gw:<gateway_id>:inbox``    deliveries for one gateway (stream, read by that gateway only)
 - ``<prefix>:lease:{pN}``               which router instance fans out partition N (string, PX lease)
+- ``<prefix>:history:keyspace:<ks>``    id of the Cassandra keyspace that holds this deployment's history
+                                        (string; ``*`` = an operator accepted a new, empty keyspace).
+                                        Evidence that history was written: see ``history.guard``
 - ``<prefix>:{presence}:...``           presence (below)
 
 Presence keys all carry the one hash tag ``{presence}``, so each Lua script
@@ -141,6 +144,10 @@ class Keys:
 
     def routes(self, user_id: str) -> str:
         return f"{self.prefix}:routes:{user_id}"
+
+    # History
+    def history_keyspace(self, keyspace: str) -> str:
+        return f"{self.prefix}:history:keyspace:{keyspace}"
 
     # Gateway-scoped
     def inbox(self, gateway_id: str) -> str:

@@ -223,8 +223,6 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     names = list(spec.register(server))
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for hook in spec.health_hooks:
-        await hook(health_servicer)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(spec.config.address)
     if port == 0:
@@ -242,6 +240,10 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     await server.start()
     for name in ["", *names]:
         await _set_serving(health_servicer, name)
+    # After the defaults, so a component's own status (e.g. history refusing a
+    # wiped Cassandra) is not overwritten by SERVING.
+    for hook in spec.health_hooks:
+        await hook(health_servicer)
     log.info("%s serving on %s:%d", spec.name, spec.config.host, port, extra={"fields": {"port": port}})
     return RunningServer(spec, server, health_servicer, port)
 

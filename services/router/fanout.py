@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from opentelemetry import trace
 
+from parley import partition_log
 from parley.delivery import Inbox, RouteTable
 from parley.keys import (
     F_CONVERSATION,
@@ -376,34 +377,9 @@ class Fanout:
                     log.exception("trimming partition %d failed", partition)
 
     async def trim(self, partition: int) -> int:
-        """Drops log entries that every consumer group has acknowledged. Returns how many."""
-        log_key = self._keys.log(partition)
-        groups = {g["name"].decode(): g for g in await self._redis.xinfo_groups(log_key)}
-        if any(name not in groups for name in LOG_GROUPS):
-            return 0  # a group is missing: nothing is provably safe to drop
-        floor: tuple[int, int] | None = None
-        for name in LOG_GROUPS:
-            group = groups[name]
-            # XINFO then XPENDING is not atomic: the pending entries may have been
-            # acked in between (no "min" then), and the group has moved on since
-            # XINFO. The XINFO bound is then an older, still safe, floor.
-            last = _parse_id(group["last-delivered-id"])
-            bound = (last[0], last[1] + 1)
-            if int(group["pending"]) > 0:
-                summary = await self._redis.xpending(log_key, name)
-                if summary["min"] is not None:
-                    bound = min(bound, _parse_id(summary["min"]))
-            floor = bound if floor is None else min(floor, bound)
-        if floor is None or floor == (0, 1):
-            return 0
-        return int(await self._redis.xtrim(log_key, minid=f"{floor[0]}-{floor[1]}", approximate=False))
+        """Drops log entries every consumer group has acked (see parley.partition_log); returns how many."""
+        return await partition_log.trim(self._redis, self._keys.log(partition))
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _parse_id(value: bytes | str) -> tuple[int, int]:
-    text = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)

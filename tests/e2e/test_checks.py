@@ -27,8 +27,8 @@ import pytest
 from parley.auth import mint_dev_token
 from parley.config import CassandraConfig
 from parley_client import ParleyClient
-from tests.e2e.devstack_helpers import Stack, devstack
 from tests.conftest import keyspace_for
+from tests.e2e.devstack_helpers import Stack, devstack
 
 pytestmark = pytest.mark.e2e
 

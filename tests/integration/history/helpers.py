@@ -57,8 +57,10 @@ def history_config(
 
 
 @asynccontextmanager
-async def history_service(config: HistoryConfig) -> AsyncIterator[tuple[History, RunningServer]]:
-    parts = History(config)
+async def history_service(
+    config: HistoryConfig, *, parts: History | None = None
+) -> AsyncIterator[tuple[History, RunningServer]]:
+    parts = History(config) if parts is None else parts
     async with serving(spec_of(parts)) as running:
         yield parts, running
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import pytest
 
@@ -58,6 +58,9 @@ class FlakySink:
     async def probe(self) -> None:
         if self.down:
             raise OutageError("cassandra down")
+
+    async def durability_epoch(self) -> Hashable:
+        return 0
 
 
 class RecordingHealth:

@@ -108,20 +108,27 @@ class GetWriterStatusResponse(_message.Message):
     LAG_ENTRIES_FIELD_NUMBER: _builtins.int
     CASSANDRA_UP_FIELD_NUMBER: _builtins.int
     WRITTEN_TOTAL_FIELD_NUMBER: _builtins.int
+    REFUSED_REASON_FIELD_NUMBER: _builtins.int
     lag_entries: _builtins.int
     """Log entries not yet written to Cassandra (pending + not yet read)."""
     cassandra_up: _builtins.bool
     written_total: _builtins.int
+    refused_reason: _builtins.str
+    """Set while the service refuses Cassandra because it no longer holds the
+    history this deployment wrote (a wiped or recreated keyspace); the
+    service is NOT_SERVING meanwhile. Empty otherwise.
+    """
     def __init__(
         self,
         *,
         lag_entries: _builtins.int = ...,
         cassandra_up: _builtins.bool = ...,
         written_total: _builtins.int = ...,
+        refused_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cassandra_up", b"cassandra_up", "lag_entries", b"lag_entries", "written_total", b"written_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cassandra_up", b"cassandra_up", "lag_entries", b"lag_entries", "refused_reason", b"refused_reason", "written_total", b"written_total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Operator tools (``parley-admin``): history verify, backfill and keyspace recovery."""
