@@ -24,7 +24,9 @@ CONNECT = "/parley.v1.ChatService/Connect"
 GARBAGE = b"\xff\xff\xff\xff\x0f"  # an unterminated varint: no message decodes from it
 
 
-def raw_connect(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamMultiCallable:
+def raw_connect(
+    channel: grpc.aio.Channel,
+) -> grpc.aio.StreamStreamMultiCallable[bytes, gateway_pb2.ConnectResponse]:
     return channel.stream_stream(
         CONNECT, request_serializer=lambda b: b, response_deserializer=gateway_pb2.ConnectResponse.FromString
     )

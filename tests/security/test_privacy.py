@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import grpc
 import pytest
@@ -94,7 +95,7 @@ async def test_a_stranger_cannot_tell_whether_a_conversation_exists(redis_config
         history = gateway_pb2_grpc.HistoryServiceStub(channel)
 
         async def probes(cid: str) -> list[tuple[grpc.StatusCode, str | None, str]]:
-            calls = [
+            calls: list[Awaitable[object]] = [
                 conv.GetConversation(
                     gateway_pb2.GetConversationRequest(conversation_id=cid), metadata=metadata("mallory")
                 ),

@@ -74,7 +74,8 @@ def send_ack_dict(ack: messages_pb2.SendAck) -> dict[str, Any]:
 
 
 def send_ack_line(ack: messages_pb2.SendAck) -> str:
-    line = f"conversation={escape_controls(ack.conversation_id)} seq={ack.seq} message_id={escape_controls(ack.message_id)}"
+    cid, mid = escape_controls(ack.conversation_id), escape_controls(ack.message_id)
+    line = f"conversation={cid} seq={ack.seq} message_id={mid}"
     return line + " duplicate=true" if ack.duplicate else line
 
 
