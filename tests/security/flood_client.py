@@ -1,5 +1,8 @@
-"""An attacker's process: N concurrent Connects without a valid token, each on its own
-connection, hello sent at once. Prints the count of each final status as JSON."""
+"""An attacker's process: N concurrent Connects, each on its own connection, hello sent at
+once; prints the count of each final status as JSON.
+
+Modes: ``unauthenticated`` (no or bad tokens) and ``metadata`` (a valid token plus ~1.9 MiB
+of metadata per stream)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from parley.auth import mint_dev_token
 from parley.v1 import gateway_pb2
 
 BAD_TOKENS: list[tuple[tuple[str, str], ...]] = [
@@ -20,7 +24,17 @@ BAD_TOKENS: list[tuple[tuple[str, str], ...]] = [
 ]
 
 
-async def connect(address: str, i: int) -> str:
+PAD = "x" * (64 * 1024)
+
+
+def metadata_for(mode: str, i: int) -> tuple[tuple[str, str], ...]:
+    if mode == "metadata":
+        token = (("authorization", f"Bearer {mint_dev_token(f'pad{i}')}"),)
+        return token + tuple((f"x-pad-{n}", PAD) for n in range(30))
+    return BAD_TOKENS[i % len(BAD_TOKENS)]
+
+
+async def connect(address: str, mode: str, i: int) -> str:
     async def requests() -> AsyncIterator[gateway_pb2.ConnectRequest]:
         yield gateway_pb2.ConnectRequest(hello=gateway_pb2.Hello(device_id="d"))
         await asyncio.sleep(5)
@@ -32,17 +46,18 @@ async def connect(address: str, i: int) -> str:
             response_deserializer=gateway_pb2.ConnectResponse.FromString,
         )
         try:
-            async for _ in stub(requests(), metadata=BAD_TOKENS[i % len(BAD_TOKENS)]):
+            async for _ in stub(requests(), metadata=metadata_for(mode, i)):
                 pass
         except grpc.aio.AioRpcError as exc:
-            return exc.code().name
+            code = exc.code().name
+            return code if code != "INTERNAL" else f"INTERNAL: {exc.details()}"
     return "OK"
 
 
-async def main(address: str, count: int) -> None:
-    codes = await asyncio.gather(*(connect(address, i) for i in range(count)))
+async def main(address: str, mode: str, count: int) -> None:
+    codes = await asyncio.gather(*(connect(address, mode, i) for i in range(count)))
     print(json.dumps(Counter(codes)))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 
 from parley.config import RedisConfig
 from parley.v1 import errors_pb2, gateway_pb2
-from tests.chat import metadata
+from tests.chat import RawSession, metadata
 from tests.conftest import REPO_ROOT
 from tests.security.helpers import hub_of, no_traceback
 from tests.stack import running_stack
@@ -123,21 +124,50 @@ async def test_undecodable_unary_requests_are_invalid_argument_without_traceback
     no_traceback(caplog.records)
 
 
+async def attack(address: str, mode: str, count: int) -> dict[str, int]:
+    """Runs flood_client.py in its own process (a real attacker's connections)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "services"), str(REPO_ROOT)])}
+    attacker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("flood_client.py")),
+        address,
+        mode,
+        str(count),
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, _ = await asyncio.wait_for(attacker.communicate(), 60)
+    codes: dict[str, int] = json.loads(out)
+    return codes
+
+
 async def test_unauthenticated_flood_is_all_unauthenticated(
     redis_config: RedisConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     """500 concurrent unauthenticated connects from another process, one connection each."""
     async with running_stack(redis_config) as stack:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "services"), str(REPO_ROOT)])}
-        attacker = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(Path(__file__).with_name("flood_client.py")),
-            stack.gateway_addr,
-            "500",
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        out, _ = await asyncio.wait_for(attacker.communicate(), 60)
-        assert json.loads(out) == {"UNAUTHENTICATED": 500}
+        await attack(stack.gateway_addr, "unauthenticated", 20)  # warm up: allocations of a first flood
+        rss = psutil.Process().memory_info().rss
+        assert await attack(stack.gateway_addr, "unauthenticated", 500) == {"UNAUTHENTICATED": 500}
         assert hub_of(stack).session_count == 0
+        growth = psutil.Process().memory_info().rss - rss
+        assert growth < 16 * 1024 * 1024, growth
+    no_traceback(caplog.records)
+
+
+async def test_huge_metadata_flood_is_refused_and_pins_no_memory(
+    redis_config: RedisConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """40 streams with ~1.9 MiB of metadata each (they pinned +208 MiB before the limit)."""
+    async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
+        await attack(stack.gateway_addr, "metadata", 40)  # warm up: the allocator's first high-water mark
+        rss = psutil.Process().memory_info().rss
+        codes = await attack(stack.gateway_addr, "metadata", 40)
+        assert "OK" not in codes and "INTERNAL" not in codes, codes
+        growth = psutil.Process().memory_info().rss - rss
+        assert growth < 16 * 1024 * 1024, growth
+        assert hub_of(stack).session_count == 0
+        # Others unaffected.
+        alice = await RawSession(channel, "alice").open()
+        await alice.close()
     no_traceback(caplog.records)
