@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Awaitable
 
 import grpc
@@ -9,7 +11,8 @@ import pytest
 
 from history.reader import HistoryReader
 from parley import limits
-from parley.config import RedisConfig
+from parley.config import CassandraConfig, RedisConfig
+from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.v1 import errors_pb2, gateway_pb2, gateway_pb2_grpc, messages_pb2
 from parley_client import output
 from tests.chat import RawSession, metadata
@@ -56,6 +59,51 @@ async def test_big_backlogs_and_many_busy_groups_do_not_lock_a_user_out(
                 break
             token = page.next_page_token
         assert sorted(listed) == sorted([*groups, direct]) and pages > 1
+    no_traceback(caplog.records)
+
+
+async def test_big_history_through_cassandra_pages_by_bytes_and_resumes_beyond_redis(
+    redis_config: RedisConfig, cassandra_config: CassandraConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """72 messages of 60 KiB, Redis keeping only 10: a resume from 0 is served from Cassandra in
+    byte-bounded pages without a gap, and GetHistory(limit=200) chains shorter pages (has_more)."""
+    async with (
+        running_stack(
+            redis_config, cassandra=cassandra_config, router_overrides={"messages_maxlen": 10}
+        ) as stack,
+        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
+    ):
+        mallory, victim = f"mallory-{uuid.uuid4().hex[:8]}", f"victim-{uuid.uuid4().hex[:8]}"
+        cid = await create_direct(channel, mallory, victim)
+        for i in range(VICTIM_LOAD):
+            await send(channel, mallory, cid, b"h" * BIG, f"h{i}")
+        assert stack.history is not None
+        async with grpc.aio.insecure_channel(stack.history.address) as hchannel:
+            writer = history_pb2_grpc.HistoryServiceStub(hchannel)
+            async with asyncio.timeout(30):
+                while (await writer.GetWriterStatus(history_pb2.GetWriterStatusRequest())).lag_entries:
+                    await asyncio.sleep(0.1)
+
+        session = await RawSession(channel, victim).open(cursors={cid: 0})
+        got = await session.messages(VICTIM_LOAD, timeout=30)
+        assert [m.seq for m in got] == list(range(1, VICTIM_LOAD + 1))
+        await session.close()
+
+        history = gateway_pb2_grpc.HistoryServiceStub(channel)
+        seqs: list[int] = []
+        pages = 0
+        request = gateway_pb2.GetHistoryRequest(conversation_id=cid, limit=200)
+        while True:
+            page = await history.GetHistory(request, metadata=metadata(victim))
+            assert page.ByteSize() < limits.MAX_RESPONSE_BYTES
+            seqs = [m.seq for m in page.messages] + seqs
+            pages += 1
+            if not page.has_more:
+                break
+            request = gateway_pb2.GetHistoryRequest(
+                conversation_id=cid, limit=200, before_seq=page.next_cursor
+            )
+        assert seqs == list(range(1, VICTIM_LOAD + 1)) and pages > 1
     no_traceback(caplog.records)
 
 
