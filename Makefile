@@ -30,8 +30,8 @@ export PARLEY_REDIS_URL ?= redis://127.0.0.1:$(PARLEY_REDIS_PORT)/0
 export PARLEY_TEST_REDIS_URL ?= $(PARLEY_REDIS_URL)
 export PARLEY_TEST_CASSANDRA_PORT ?= $(PARLEY_CASSANDRA_PORT)
 
-# Tools the tests drive (grpcurl, buf, helm from the Go module proxy; Debian's chromium).
-TEST_TOOLS := grpcurl buf helm chromium
+# Tools the tests drive (grpcurl, buf, helm from the Go module proxy; Debian's chromium and prometheus).
+TEST_TOOLS := grpcurl buf helm chromium prometheus
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check infra-up infra-down infra-status run \
@@ -109,6 +109,7 @@ test: venv test-tools infra-up
 	@$(PYTEST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
 
 test-unit: venv
+	@deploy/local/tools.sh prometheus
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 test-integration: venv infra-up

@@ -1,6 +1,7 @@
 """``python -m bench SCENARIO [options]``: run a benchmark scenario and write its results.
 
-Scenarios: smoke, capacity, throughput, baseline (see bench/scenarios.py).
+Scenarios: smoke, capacity, throughput, baseline (see bench/scenarios.py), and commitlog
+(bench/commitlog.py: what Cassandra's commit-log sync modes cost the history writer).
 Options override the scenario's load, e.g. ``--users 1000 --rates 500,1000``.
 Exit status 1 when a step lost messages or the run failed.
 """
@@ -42,7 +43,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["commitlog"]:
+        # Not a load scenario: Cassandra's commit-log modes against the history store.
+        from bench.commitlog import main as commitlog_main
+
+        return commitlog_main(raw[1:])
+    args = parse_args(raw)
     scenario = SCENARIOS[args.scenario].with_overrides(
         users=args.users,
         connections=args.connections,

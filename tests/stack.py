@@ -94,6 +94,7 @@ async def running_stack(
     ws_port: int = -1,
     cassandra: CassandraConfig | None = None,
     router_overrides: dict[str, object] | None = None,
+    gateway_overrides: dict[str, object] | None = None,
 ) -> AsyncIterator[Stack]:
     """Router + gateway (+ presence, + history on ``cassandra``) in-process on free ports.
 
@@ -125,6 +126,7 @@ async def running_stack(
             presence_addr=presence_addr,
         )
         config = dataclasses.replace(config, presence_lease_s=presence_lease_s, ws_port=ws_port)
+        config = dataclasses.replace(config, **(gateway_overrides or {}))  # type: ignore[arg-type]
         gateway = await stack.enter_async_context(serving(await build_gateway(config, setup_telemetry=False)))
         yield Stack(
             router=router,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Developer tools that tests use the way users do: grpcurl, buf, helm, built
 # from the Go module proxy into $PARLEY_STATE_DIR/bin (pinned versions), and
-# Debian's Chromium for the web page tests (apt).
+# Debian's Chromium for the web page tests and Debian's Prometheus (with
+# promtool) for the metrics tests (apt).
 # Usage: tools.sh [NAME...]   (default: all)
 #
 # Built binaries are also kept in a per-user cache ($PARLEY_TOOLS_CACHE,
@@ -24,6 +25,8 @@ declare -A MODULES=(
 # Tools from Debian's packages: name -> "binary package...".
 declare -A APT_TOOLS=(
   [chromium]="/usr/bin/chromium chromium fonts-dejavu-core"
+  # The server binary and promtool; the tests start their own server on a free port.
+  [prometheus]="/usr/bin/promtool prometheus"
 )
 
 check_go() {
@@ -45,7 +48,7 @@ cache_put() {
 
 mkdir -p "$BIN"
 requested=("$@")
-[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm chromium)
+[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm chromium prometheus)
 names=()
 for name in "${requested[@]}"; do
   if [ -n "${APT_TOOLS[$name]:-}" ]; then

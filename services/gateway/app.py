@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 import grpc
 import redis.asyncio as aioredis
 
+from gateway import metrics
 from gateway.acks import AckCoalescer
+from gateway.admission import Admission, LoopLag
 from gateway.backends import Backends
 from gateway.config import GatewayConfig
 from gateway.hub import Hub
@@ -62,6 +64,7 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         history=history_pb2_grpc.HistoryServiceStub(history_channel),
     )
     hub = Hub(redis, keys, config.gateway_id, config.route_lease_s)
+    metrics.watch_queues(hub.queue_sizes)
     acks = AckCoalescer(backends.router)
     caller = Caller(Authenticator(config.auth))
     # Renew at a third of the lease: two renewals can fail before a session expires.
@@ -71,7 +74,9 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
     presence = GatewayPresence(backends.presence, leases, hub)
     feed = PresenceFeed(redis, keys, presence.on_change, block_ms=2000)
     presence.attach(feed)
-    chat = ChatServicer(caller, backends, hub, acks, config.limits, presence)
+    loop_lag = LoopLag()
+    admission = Admission(config.admission, loop_lag)
+    chat = ChatServicer(caller, backends, hub, acks, config.limits, presence, admission=admission)
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
         gateway_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
@@ -82,7 +87,7 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         gateway_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(caller, backends), server)
         return [gateway_pb2.DESCRIPTOR.services_by_name[name].full_name for name in PUBLIC_SERVICES]
 
-    components: list[Component] = [clients, hub, acks, leases, feed]
+    components: list[Component] = [clients, hub, acks, leases, feed, loop_lag]
     if config.ws_port >= 0:
         # Last: stopped first, so its sessions end while the hub and Redis are still up.
         components.append(

@@ -7,6 +7,7 @@ UNAVAILABLE, safe to retry.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -20,6 +21,8 @@ from parley.v1 import messages_pb2
 T = TypeVar("T")
 
 # Deadline of internal calls on the request path.
+log = logging.getLogger(__name__)
+
 INTERNAL_TIMEOUT_S = 10.0
 
 
@@ -34,7 +37,11 @@ async def rpc(call: Awaitable[T]) -> T:
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
-        raise errors.from_rpc_error(exc) from None
+        error = errors.from_rpc_error(exc)
+        if type(error) is errors.ParleyError:
+            # Shown to the client as INTERNAL: say here what it was (one line, no traceback).
+            log.error("internal call failed: %s: %s", exc.code().name, (exc.details() or "")[:300])
+        raise error from None
 
 
 async def fetch_messages(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from gateway.admission import AdmissionConfig
 from parley.auth import AuthConfig
 from parley.config import ConfigError, Env, RedisConfig, ServerConfig, TelemetryConfig
 from parley.limits import MAX_BODY_BYTES_CEILING
@@ -56,6 +57,8 @@ class GatewayConfig:
     # WebSocket bridge for browsers; port -1 disables it.
     ws_host: str = "127.0.0.1"
     ws_port: int = 8080
+    # Load shedding of sends (gateway.admission).
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -92,4 +95,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         presence_lease_s=presence_lease,
         ws_host=env.str("PARLEY_WS_HOST", "127.0.0.1"),
         ws_port=env.int("PARLEY_WS_PORT", 8080, minimum=-1, maximum=65535),
+        admission=AdmissionConfig(
+            max_in_flight=env.int("PARLEY_GATEWAY_MAX_INFLIGHT_SENDS", 64, minimum=1),
+            per_user_in_flight=env.int("PARLEY_GATEWAY_MAX_INFLIGHT_SENDS_PER_USER", 8, minimum=1),
+            max_loop_lag_s=env.float("PARLEY_GATEWAY_MAX_LOOP_LAG_SECONDS", 0.25, minimum=0.0),
+            retry_after_s=env.float("PARLEY_GATEWAY_SHED_RETRY_AFTER_SECONDS", 0.2, minimum=0.001),
+            send_deadline_s=env.float("PARLEY_SEND_DEADLINE_SECONDS", 2.0, minimum=0.05),
+        ),
     )

@@ -16,11 +16,12 @@ import logging
 import redis.asyncio as aioredis
 from opentelemetry import trace
 
+from gateway import metrics
 from gateway.session import Session
 from parley import errors
 from parley.delivery import Inbox, RouteTable
 from parley.keys import Keys
-from parley.telemetry import context_from_traceparent
+from parley.telemetry import PUSH_ATTRIBUTES, context_from_traceparent
 from parley.v1 import gateway_pb2
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,10 @@ class Hub:
     def session(self, session_id: str) -> Session | None:
         return self._by_id.get(session_id)
 
+    def queue_sizes(self) -> list[int]:
+        """Frames queued per session (read by the metrics thread at scrape time)."""
+        return [session.queued for session in list(self._by_id.values())]
+
     @property
     def session_count(self) -> int:
         return sum(len(s) for s in self._by_user.values())
@@ -139,9 +144,11 @@ class Hub:
         if not targets:
             return
         with tracer.start_as_current_span(
-            "gateway.push", context=context_from_traceparent(traceparent)
+            "gateway.push", context=context_from_traceparent(traceparent), kind=trace.SpanKind.CONSUMER
         ) as span:
+            span.set_attributes(PUSH_ATTRIBUTES)
             frame = gateway_pb2.ConnectResponse.FromString(raw)
+            metrics.observe_delivery(frame)
             span.set_attribute("parley.sessions", len(targets))
             for session in targets:
                 session.push(frame, len(raw))

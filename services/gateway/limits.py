@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from gateway.metrics import RATE_LIMITED
 from parley import errors
 
 
@@ -64,6 +65,7 @@ class SendLimiter:
             bucket = self._buckets[user_id] = TokenBucket(self._rate, self._burst, now)
         wait = bucket.take(now)
         if wait > 0:
+            RATE_LIMITED.inc()
             raise errors.RateLimited(f"send rate limit of {self._rate:g}/s exceeded", retry_after_s=wait)
         if now - self._last_sweep > 60:
             # Full buckets carry no state: drop them so idle users cost no memory.

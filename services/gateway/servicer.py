@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
@@ -19,7 +20,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
+from gateway import metrics
 from gateway.acks import AckCoalescer
+from gateway.admission import Admission, AdmissionConfig
 from gateway.backends import INTERNAL_TIMEOUT_S, Backends, fetch_messages, list_conversations, rpc
 from gateway.config import LimitsConfig
 from gateway.hub import Hub
@@ -29,6 +32,7 @@ from parley import errors, limits
 from parley.auth import Authenticator
 from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
 from parley.server import ServicerContext
+from parley.telemetry import SEND_ATTRIBUTES
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 from parley.wire import Undecodable, accepts_undecodable
 
@@ -89,6 +93,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         acks: AckCoalescer,
         limits: LimitsConfig,
         presence: PresenceHooks | None = None,
+        *,
+        admission: Admission | None = None,
     ) -> None:
         self._caller = caller
         self._backends = backends
@@ -98,6 +104,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self._limits = limits
         self._sends = SendLimiter(limits.send_rate_per_s, limits.send_burst)
         self._typing = TypingLimiter(limits.typing_interval_s)
+        self._admission = admission or Admission(AdmissionConfig())
+        self._send_deadline_s = self._admission.config.send_deadline_s
         self._presence: PresenceHooks = presence or NoPresence()
 
     # --- unary send -----------------------------------------------------------------------
@@ -127,7 +135,15 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self._sends.check(user)
         # One trace per send: router append, fan-out and each push join it
         # (the context travels in gRPC metadata, then inside the stream entries).
-        with tracer.start_as_current_span("gateway.send") as span:
+        # Admitted before any work, or refused with OVERLOADED (gateway.admission); the
+        # deadline travels with the call, and the router drops work whose deadline passed.
+        started_at = time.perf_counter()
+        with (
+            self._admission.admit(user),
+            tracer.start_as_current_span("gateway.send", kind=trace.SpanKind.PRODUCER) as span,
+        ):
+            span.set_attributes(SEND_ATTRIBUTES)
+            span.set_attribute("messaging.message.body.size", len(body))
             span.set_attribute("parley.conversation_id", conversation_id)
             reply = await rpc(
                 self._router.Append(
@@ -139,9 +155,10 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                         client_message_id=client_message_id,
                         body=body,
                     ),
-                    timeout=INTERNAL_TIMEOUT_S,
+                    timeout=self._send_deadline_s,
                 )
             )
+        metrics.observe_send(started_at)
         return reply.ack
 
     # --- the session stream ---------------------------------------------------------------
@@ -159,7 +176,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(anext(aiter(request_iterator)), UNAUTHENTICATED_DRAIN_S)
             raise
-        async for frame in self.session_stream(user, request_iterator):
+        session = self.session_stream(user, metrics.counted_requests(request_iterator))
+        async for frame in metrics.tracked_session(metrics.GRPC, session):
             yield frame
 
     async def session_stream(
@@ -288,6 +306,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                         )
                     await self._handle(session, request)
                 except errors.ParleyError as exc:
+                    metrics.error_frame(exc)
                     session.push(gateway_pb2.ConnectResponse(error=errors.error_frame(exc, request_id)))
                 except Exception:
                     log.exception("frame %s failed", request.WhichOneof("frame"))

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from gateway import metrics
 from parley.v1 import gateway_pb2, messages_pb2
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class Session:
 
     def _overflow(self) -> None:
         """Drops what is queued (the client gets it again when it resumes) and ends the session."""
+        metrics.SLOW_CONSUMERS.inc()
         self.overflowed = True
         self._closed = True
         while not self._queue.empty():
@@ -130,6 +132,10 @@ class Session:
         if not self._closed:
             self._closed = True
             self._queue.put_nowait(None)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
 
     @property
     def closed(self) -> bool:

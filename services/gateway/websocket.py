@@ -65,6 +65,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from gateway.metrics import WEBSOCKET, counted_requests, tracked_session
 from gateway.servicer import ChatServicer
 from parley import errors
 from parley.auth import Authenticator
@@ -319,7 +320,8 @@ class WebSocketBridge:
         try:
             # Closed right away when the socket fails mid-send, so the session leaves the hub now.
             stream = cast(
-                AsyncGenerator[gateway_pb2.ConnectResponse, None], self._chat.session_stream(user, requests())
+                AsyncGenerator[gateway_pb2.ConnectResponse, None],
+                tracked_session(WEBSOCKET, self._chat.session_stream(user, counted_requests(requests()))),
             )
             async with contextlib.aclosing(stream) as frames:
                 async for frame in frames:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -68,6 +69,7 @@ from history.migrate import (
     read_keyspace_id,
 )
 from parley.config import CassandraConfig
+from parley.metrics import observe_cassandra_query, observe_cassandra_write
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +351,10 @@ class Database:
         session = self.session()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Row]] = loop.create_future()
+        started_at = time.perf_counter()
         response = session.execute_async(statement, params)
         rows: list[Row] = []
+        future.add_done_callback(lambda f: observe_cassandra_query(started_at, f))
 
         def on_page(page: Sequence[Row] | None) -> None:
             # Runs on the driver's thread; must always end in resolving the future.
@@ -386,10 +390,12 @@ class Database:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         state = {"next": 0, "remaining": total}
+        started = [0.0] * total
 
         def launch() -> None:
             index = state["next"]
             state["next"] = index + 1
+            started[index] = time.perf_counter()
             try:
                 response: ResponseFuture = session.execute_async(statements[index])
             except Exception as exc:  # e.g. a bind error: report it, keep the window moving
@@ -405,6 +411,7 @@ class Database:
 
         def complete(index: int, exc: BaseException | None) -> None:
             results[index] = exc
+            observe_cassandra_write(started[index], exc)
             state["remaining"] -= 1
             if done.done():
                 return  # the caller was cancelled: let in-flight requests finish, start nothing new

@@ -36,6 +36,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
+from history import metrics
 from parley import errors, limits
 
 DEFAULT_LIMIT = 50
@@ -86,6 +87,7 @@ class HistoryReader:
     ) -> Page:
         """after_seq None: page backward (from before_seq, or the newest); 0 is "from the first"."""
         validate(conversation_id, before_seq, after_seq)
+        metrics.READS.labels("forward" if after_seq is not None else "backward").inc()
         if after_seq is not None:
             return await self._forward(conversation_id, after_seq, effective_limit(limit, forward=True))
         return await self._backward(conversation_id, before_seq, effective_limit(limit, forward=False))

@@ -57,8 +57,10 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError, ResponseError
 
+from history import metrics
 from history.config import WriterSettings
 from history.store import LogEvent, StoredMessage
 from parley.keys import (
@@ -76,7 +78,7 @@ from parley.keys import (
     Keys,
 )
 from parley.redisclient import load_script
-from parley.telemetry import context_from_traceparent
+from parley.telemetry import CASSANDRA_WRITE_ATTRIBUTES, context_from_traceparent
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -414,6 +416,7 @@ class HistoryWriter:
                     else:
                         await self._state.succeeded()
                 lag = await self.lag()
+                metrics.status(lag, self.cassandra_up)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -625,7 +628,10 @@ class HistoryWriter:
             if e.traceparent
         ]
         horizon_s = self._settings.durability_horizon_ms / 1000
-        with tracer.start_as_current_span("history.write_batch", links=links) as span:
+        metrics.batch_started(e.entry_id for e in entries)
+        with tracer.start_as_current_span("history.write_batch", links=links, kind=SpanKind.CLIENT) as span:
+            span.set_attributes(CASSANDRA_WRITE_ATTRIBUTES)
+            span.set_attribute("db.operation.batch.size", len(messages))
             span.set_attribute("parley.batch_size", len(messages))
             # Read before writing: an epoch change after this point marks the batch doubtful.
             epoch = await self._sink.durability_epoch() if horizon_s > 0 else None
@@ -650,6 +656,7 @@ class HistoryWriter:
                 self._awaiting.append((time.monotonic() + horizon_s, epoch, entries))
             else:
                 await self._ack(entries)
+        metrics.batch_finished(len(messages))
         self.written_total += len(messages)
         self.batches_total += 1
         return True

@@ -129,23 +129,55 @@ class CassandraConfig:
         )
 
 
+# The standard OTEL_TRACES_SAMPLER values (the OpenTelemetry SDK environment specification).
+TRACE_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
 @dataclass(frozen=True)
 class TelemetryConfig:
     service_name: str
-    # Empty: no exporter (spans are created, context propagates, nothing is sent).
+    # Empty: no exporter and no tracing SDK (near-zero cost: incoming trace
+    # contexts still propagate, no span is recorded).
     otlp_endpoint: str = ""
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG: parent-based by default, so a
+    # trace is kept or dropped whole; the ratio applies to traces that start here.
+    sampler: str = "parentbased_traceidratio"
+    sampler_ratio: float = 1.0
 
     @classmethod
     def from_env(cls, env: Env, service_name: str) -> TelemetryConfig:
         fmt = env.choice("PARLEY_LOG_FORMAT", "json", ("json", "text"))
+        ratio = env.float("OTEL_TRACES_SAMPLER_ARG", cls.sampler_ratio, minimum=0.0)
+        if ratio > 1.0:
+            raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG={ratio} must be between 0 and 1")
         return cls(
             service_name=service_name,
             otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
             log_level=env.choice("PARLEY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format="json" if fmt == "json" else "text",
+            sampler=env.choice("OTEL_TRACES_SAMPLER", cls.sampler, TRACE_SAMPLERS),
+            sampler_ratio=ratio,
         )
+
+
+# The metrics port sits this far above the gRPC port by default (50051 -> 51051).
+METRICS_PORT_OFFSET = 1000
+
+
+def metrics_port_for(grpc_port: int) -> int:
+    """Default metrics port: gRPC port + 1000; a server on an ephemeral port gets an ephemeral one."""
+    if grpc_port == 0:
+        return 0
+    return grpc_port + METRICS_PORT_OFFSET if grpc_port + METRICS_PORT_OFFSET <= 65535 else -1
 
 
 @dataclass(frozen=True)
@@ -165,12 +197,15 @@ class ServerConfig:
     # A connection with no call for this long is closed (gracefully, GOAWAY): idle
     # sockets of clients that opened nothing cost nothing for long.
     max_connection_idle_s: float = 600.0
+    # Prometheus /metrics over HTTP on the same host; -1: none (in-process test servers).
+    metrics_port: int = -1
 
     @classmethod
     def from_env(cls, env: Env, prefix: str, default_port: int) -> ServerConfig:
+        port = env.int(f"{prefix}_PORT", default_port, minimum=0, maximum=65535)
         return cls(
             host=env.str(f"{prefix}_HOST", "127.0.0.1"),
-            port=env.int(f"{prefix}_PORT", default_port, minimum=0, maximum=65535),
+            port=port,
             drain_seconds=env.float("PARLEY_DRAIN_SECONDS", cls.drain_seconds, minimum=0.0),
             max_concurrent_streams=env.int(
                 "PARLEY_GRPC_MAX_CONCURRENT_STREAMS", cls.max_concurrent_streams, minimum=1
@@ -184,6 +219,7 @@ class ServerConfig:
             max_connection_idle_s=env.float(
                 "PARLEY_GRPC_MAX_CONNECTION_IDLE_SECONDS", cls.max_connection_idle_s, minimum=1.0
             ),
+            metrics_port=env.int(f"{prefix}_METRICS_PORT", metrics_port_for(port), minimum=-1, maximum=65535),
         )
 
     def grpc_options(self) -> list[tuple[str, int]]:

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from parley.config import CassandraConfig, ConfigError, Env, RedisConfig
+from parley.config import CassandraConfig, ConfigError, Env, RedisConfig, metrics_port_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -261,6 +261,12 @@ class DevStack:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         busy = [f"{i.name} {i.port}" for i in self._instances if port_in_use(i.port)]
+        # Each service's Prometheus metrics port follows its gRPC port (parley.config).
+        busy += [
+            f"{i.name} metrics {metrics_port_for(i.port)}"
+            for i in self._instances
+            if metrics_port_for(i.port) > 0 and port_in_use(metrics_port_for(i.port))
+        ]
         if self._web_port > 0 and port_in_use(self._web_port):
             busy.append(f"gateway web page {self._web_port} (PARLEY_WS_PORT)")
         if busy:
@@ -270,7 +276,8 @@ class DevStack:
             )
             return EXIT_FAILED
         self._output.say(
-            f"starting {', '.join(i.name for i in self._instances)} (logs are prefixed with the name)"
+            f"starting {', '.join(i.name for i in self._instances)} (logs are prefixed with the name); "
+            f"Prometheus metrics on http://{HOST}:<gRPC port + 1000>/metrics"
         )
         ready = await self._start_tiers()
         if ready:

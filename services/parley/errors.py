@@ -99,6 +99,19 @@ class SlowConsumer(ParleyError):
     code = errors_pb2.ERROR_CODE_SLOW_CONSUMER
 
 
+class Overloaded(RateLimited):
+    """Shed before any work: the server (or the caller's share of it) is at capacity."""
+
+    code = errors_pb2.ERROR_CODE_OVERLOADED
+
+
+class DeadlineExceeded(ParleyError):
+    """The request's deadline passed inside the server (dropped before storing, or outcome unknown)."""
+
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED
+
+
 INTERNAL_MESSAGE = "internal error"
 
 # Status of an internal RPC failure that is passed through to the client
@@ -110,7 +123,7 @@ _PASSTHROUGH = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 
 
@@ -125,9 +138,8 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> ParleyError:
     status = err.code()
     out: ParleyError
     if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        out = RateLimited(
-            err.details() or "rate limited", float(meta.get(RETRY_AFTER_METADATA, "1000")) / 1000
-        )
+        limited = Overloaded if meta.get(ERROR_CODE_METADATA) == "ERROR_CODE_OVERLOADED" else RateLimited
+        out = limited(err.details() or "rate limited", float(meta.get(RETRY_AFTER_METADATA, "1000")) / 1000)
     else:
         cls = _PASSTHROUGH.get(status)
         if cls is None:

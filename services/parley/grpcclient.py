@@ -7,6 +7,8 @@ from typing import Any
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from parley.metrics import GrpcClientMetrics
+
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -29,5 +31,7 @@ def target_of(address: str) -> str:
 
 def insecure_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
-        target_of(address), options=CHANNEL_OPTIONS, interceptors=aio_client_interceptors()
+        target_of(address),
+        options=CHANNEL_OPTIONS,
+        interceptors=[*aio_client_interceptors(), GrpcClientMetrics()],
     )

@@ -174,5 +174,9 @@ class Keys:
     def presence_lingering(self) -> str:
         return f"{self.presence_base}lingering"
 
+    def presence_stats(self) -> str:
+        """Counters for metrics: online users, transitions by status (the presence scripts keep them)."""
+        return f"{self.presence_base}stats"
+
     def presence_changes(self) -> str:
         return f"{self.presence_base}changes"

@@ -2,12 +2,62 @@
 
 from __future__ import annotations
 
+import time
 from importlib import resources
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from parley.config import RedisConfig
+from parley.metrics import REDIS_ERRORS, REDIS_LATENCY
+
+# Label children per command name: the command names come from our code, never from input.
+_LATENCY: dict[str, Any] = {}
+
+
+def _observe(command: str, started_at: float, error: BaseException | None) -> None:
+    child = _LATENCY.get(command)
+    if child is None:
+        child = _LATENCY[command] = REDIS_LATENCY.labels(command)
+    child.observe(time.perf_counter() - started_at)
+    if error is not None:
+        REDIS_ERRORS.labels(command, type(error).__name__).inc()
+
+
+class InstrumentedPipeline(Pipeline):  # type: ignore[misc]  # redis-py is untyped to us
+    """A pipeline whose round trip is timed as the command PIPELINE."""
+
+    async def execute(self, raise_on_error: bool = True) -> Any:
+        started_at = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await super().execute(raise_on_error)
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            _observe("PIPELINE", started_at, error)
+
+
+class InstrumentedRedis(aioredis.Redis):  # type: ignore[misc]
+    """The asyncio client with per-command latency and error metrics (scripts show as EVALSHA)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        started_at = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await super().execute_command(*args, **options)
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            name = args[0] if args else "unknown"
+            _observe(name.upper() if isinstance(name, str) else "unknown", started_at, error)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> InstrumentedPipeline:
+        return InstrumentedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
 def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis:
@@ -23,7 +73,7 @@ def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis
         socket_keepalive=True,
         health_check_interval=30,
     )
-    return aioredis.Redis(connection_pool=pool)
+    return InstrumentedRedis(connection_pool=pool)
 
 
 def load_script(client: aioredis.Redis, package: str, name: str) -> AsyncScript:

@@ -28,6 +28,8 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from parley.config import ServerConfig
 from parley.errors import INTERNAL_MESSAGE, InvalidArgument, ParleyError, Unavailable, trailing_metadata
+from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
+from parley.telemetry import traced_rpcs
 from parley.wire import Undecodable, safe_deserializer
 
 log = logging.getLogger(__name__)
@@ -215,7 +217,12 @@ class RunningServer:
 
 async def start_service(spec: ServiceSpec) -> RunningServer:
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), ErrorBoundary(), *spec.interceptors],
+        interceptors=[
+            aio_server_interceptor(filter_=traced_rpcs()),
+            GrpcServerMetrics(),
+            ErrorBoundary(),
+            *spec.interceptors,
+        ],
         options=SERVER_OPTIONS
         + spec.config.grpc_options()
         + (RECYCLE_OPTIONS if spec.recycle_connections else []),
@@ -244,6 +251,7 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     # wiped Cassandra) is not overwritten by SERVING.
     for hook in spec.health_hooks:
         await hook(health_servicer)
+    watch_health(spec.name, health_servicer)
     log.info("%s serving on %s:%d", spec.name, spec.config.host, port, extra={"fields": {"port": port}})
     return RunningServer(spec, server, health_servicer, port)
 
@@ -282,6 +290,9 @@ def tune_gc() -> None:
 
 async def run_until_signal(spec: ServiceSpec) -> None:
     running = await start_service(spec)
+    # Processes only: in-process test servers share one registry and need no port.
+    metrics = MetricsServer(spec.config.host, spec.config.metrics_port)
+    await metrics.start()
     tune_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -300,6 +311,7 @@ async def run_until_signal(spec: ServiceSpec) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
     await running.stop()
+    await metrics.stop()
 
 
 def main_entry(build: Callable[[], Awaitable[ServiceSpec]]) -> None:

@@ -1,8 +1,16 @@
 """Structured logging and OpenTelemetry tracing shared by every service.
 
-Tracing is always on in-process (spans are created and their context is
-propagated over gRPC metadata and inside Redis stream entries); spans are
-exported only when an OTLP endpoint is configured.
+With an OTLP endpoint configured, spans are recorded, sampled parent-based
+(``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG``: a trace is kept or
+dropped whole) and exported in batches. Without one no tracing SDK is
+installed: spans are the API's no-op ones, so tracing costs next to nothing,
+while a trace context that arrives (gRPC metadata, Redis stream entries)
+still travels on unchanged. Health checks and reflection never make spans:
+Kubernetes probes every few seconds and those traces are noise.
+
+Span attributes follow the OpenTelemetry semantic conventions: ``rpc.*``
+from the gRPC instrumentation, ``messaging.*`` on the send/fan-out/push path,
+``db.*`` on the Cassandra writes (see the ``*_ATTRIBUTES`` constants).
 """
 
 from __future__ import annotations
@@ -16,14 +24,58 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.grpc import filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 
 from parley.config import TelemetryConfig
 
 # Field name of the W3C trace context inside Redis stream entries.
 TRACEPARENT_FIELD = "tp"
+
+# Semantic-convention attributes of Parley's own spans (constant parts).
+MESSAGING_SYSTEM = "parley"
+SEND_ATTRIBUTES: Mapping[str, str] = {
+    "messaging.system": MESSAGING_SYSTEM,
+    "messaging.operation.type": "send",
+    "messaging.operation.name": "send",
+    "messaging.destination.template": "conversation",
+}
+FANOUT_ATTRIBUTES: Mapping[str, str] = {
+    "messaging.system": MESSAGING_SYSTEM,
+    "messaging.operation.type": "process",
+    "messaging.operation.name": "fanout",
+    "messaging.destination.template": "partition log",
+}
+PUSH_ATTRIBUTES: Mapping[str, str] = {
+    "messaging.system": MESSAGING_SYSTEM,
+    "messaging.operation.type": "process",
+    "messaging.operation.name": "push",
+    "messaging.destination.template": "gateway inbox",
+}
+CASSANDRA_WRITE_ATTRIBUTES: Mapping[str, str] = {
+    "db.system": "cassandra",
+    "db.system.name": "cassandra",
+    "db.operation.name": "BATCH INSERT",
+}
+
+
+def untraced_rpcs() -> filters.Condition[Any]:
+    """Health checks and reflection: true for the RPCs that must not make spans."""
+    return filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection."))
+
+
+def traced_rpcs() -> filters.Condition[Any]:
+    """The filter for the gRPC server instrumentation: every RPC except the untraced ones."""
+    return filters.negate(untraced_rpcs())
 
 
 class JsonFormatter(logging.Formatter):
@@ -62,13 +114,30 @@ def setup_logging(config: TelemetryConfig) -> None:
     logging.getLogger("cassandra").setLevel(logging.WARNING)
 
 
-def setup_tracing(config: TelemetryConfig) -> TracerProvider:
-    provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}))
-    if config.otlp_endpoint:
-        # Imported lazily: the exporter pulls in its own gRPC channel machinery.
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+def sampler_of(config: TelemetryConfig) -> Sampler:
+    ratio = TraceIdRatioBased(config.sampler_ratio)
+    root: Sampler = {
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+        "traceidratio": ratio,
+        "parentbased_always_on": ALWAYS_ON,
+        "parentbased_always_off": ALWAYS_OFF,
+        "parentbased_traceidratio": ratio,
+    }[config.sampler]
+    return ParentBased(root) if config.sampler.startswith("parentbased_") else root
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint)))
+
+def setup_tracing(config: TelemetryConfig) -> TracerProvider | None:
+    """Installs the tracing SDK with an OTLP exporter; without an endpoint, nothing (no-op spans)."""
+    if not config.otlp_endpoint:
+        return None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": config.service_name}), sampler=sampler_of(config)
+    )
+    # Imported lazily: the exporter pulls in its own gRPC channel machinery.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint)))
     trace.set_tracer_provider(provider)
     return provider
 

@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
+from presence import metrics
 from presence.store import PresenceStore
 
 log = logging.getLogger(__name__)
 
 # After a Redis failure: wait before retrying, growing up to this.
 MAX_BACKOFF_S = 5.0
+# How often the cluster-wide presence counters are read for metrics (one HGETALL).
+STATS_INTERVAL_S = 2.0
 
 
 class Reaper:
@@ -27,6 +31,7 @@ class Reaper:
         self._interval_s = interval_s
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
+        self._next_stats = 0.0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="presence-reaper")
@@ -38,17 +43,27 @@ class Reaper:
                 await self._task
             self._task = None
 
+    async def _refresh_stats(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_stats:
+            self._next_stats = now + STATS_INTERVAL_S
+            metrics.CLUSTER.update(await self._store.stats())
+
     async def _run(self) -> None:
         backoff = self._interval_s
         while True:
             try:
+                metrics.REAPER_RUNS.inc()
                 result = await self._store.reap(batch=self._batch)
+                await self._refresh_stats()
             except Exception:
+                metrics.REAPER_FAILURES.inc()
                 log.exception("presence reaper pass failed; retrying in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             backoff = self._interval_s
+            metrics.REAPED_SESSIONS.inc(result.sessions_reaped)
             if result.sessions_reaped or result.users_offline:
                 log.info(
                     "reaped %d sessions, %d users offline",

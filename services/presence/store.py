@@ -64,6 +64,10 @@ def _load(client: aioredis.Redis, name: str) -> AsyncScript:
     return client.register_script(source)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _timestamp(ms: int) -> Timestamp:
     ts = Timestamp()
     ts.FromMilliseconds(ms)
@@ -141,6 +145,11 @@ class PresenceStore:
     async def set_status(self, *, user_id: str, status: int) -> messages_pb2.Presence:
         reply = await self._run(self._set_status, user_id, status)
         return presence_from(user_id, int(reply[0]), int(reply[1]), int(reply[2]))
+
+    async def stats(self) -> dict[str, int]:
+        """The cluster-wide counters the scripts keep (online users, transitions by status)."""
+        raw = await self._client.hgetall(self._keys.presence_stats())
+        return {_text(k): int(v) for k, v in raw.items()}
 
     async def reap(self, *, batch: int) -> ReapResult:
         reply = await self._run(self._reap, batch)

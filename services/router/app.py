@@ -14,6 +14,7 @@ from parley.keys import Keys
 from parley.redisclient import connect
 from parley.server import ServiceSpec
 from parley.telemetry import setup_logging, setup_tracing
+from router import metrics
 from router.config import RouterConfig
 from router.fanout import Deliverer, Fanout
 from router.servicer import RouterServicer
@@ -67,6 +68,7 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         channels.append(channel)
         history = history_pb2_grpc.HistoryServiceStub(channel)
     servicer = RouterServicer(store, deliverer, history)
+    metrics.PARTITIONS_OWNED.set_function(lambda: float(len(fanout.owned_partitions)))
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
         router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)

@@ -39,7 +39,8 @@ from parley.keys import (
     Keys,
 )
 from parley.redisclient import load_script
-from parley.telemetry import context_from_traceparent, inject_traceparent
+from parley.telemetry import FANOUT_ATTRIBUTES, context_from_traceparent, inject_traceparent
+from router import metrics
 from router.store import ConversationStore
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,10 @@ class Deliverer:
         pipe = self._redis.pipeline(transaction=False)
         for entry in entries:
             ctx = context_from_traceparent(entry.traceparent)
-            with tracer.start_as_current_span("router.fanout", context=ctx) as span:
+            with tracer.start_as_current_span(
+                "router.fanout", context=ctx, kind=trace.SpanKind.CONSUMER
+            ) as span:
+                span.set_attributes(FANOUT_ATTRIBUTES)
                 span.set_attribute("parley.conversation_id", entry.conversation_id)
                 frame = message_frame(entry.message)
                 traceparent = inject_traceparent()
@@ -192,6 +196,11 @@ class Fanout:
     @property
     def owned_partitions(self) -> list[int]:
         return sorted(self._owned)
+
+    def _partition_of(self, log_key: str | bytes) -> int | None:
+        """The partition number of a log key (for metrics labels)."""
+        text = log_key.decode() if isinstance(log_key, bytes) else log_key
+        return next((p for p in self._owned if self._keys.log(p) == text), None)
 
     async def start(self) -> None:
         await self.ensure_groups()
@@ -280,6 +289,7 @@ class Fanout:
             async with self._round:
                 self._owned.discard(partition)
                 self._reclaim_due.pop(partition, None)
+            metrics.forget_partition(partition)
         if release:
             with contextlib.suppress(Exception):
                 await self._release(keys=[self._keys.partition_lease(partition)], args=[self._router_id])
@@ -305,6 +315,7 @@ class Fanout:
                 result = await self._redis.xreadgroup(
                     FANOUT_GROUP, self._router_id, streams, count=self._batch, block=self._block_ms
                 )
+                metrics.record_read(self._owned, self._partition_of, result or [])
                 if result:
                     async with self._round:
                         await self._process([(_text(key), items) for key, items in result])
@@ -359,6 +370,7 @@ class Fanout:
         ]
         if entries:
             await self._deliverer.deliver_log_entries(entries)
+        metrics.record_round(len(entries))
         pipe = self._redis.pipeline(transaction=False)
         for log_key, items in batches:
             pipe.xack(log_key, FANOUT_GROUP, *[entry_id for entry_id, _ in items])

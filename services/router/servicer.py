@@ -16,6 +16,7 @@ from parley.internal.v1 import history_pb2, history_pb2_grpc, router_pb2, router
 from parley.server import ServicerContext
 from parley.telemetry import inject_traceparent
 from parley.v1 import gateway_pb2, messages_pb2
+from router import metrics
 from router.fanout import Deliverer
 from router.store import ConversationStore, timestamp_ms
 
@@ -23,6 +24,9 @@ DEFAULT_FETCH_LIMIT = 500
 MAX_FETCH_LIMIT = 1000
 # A typing indicator is shown this long unless renewed; clients drop it at expires_at.
 TYPING_TTL_MS = 6_000
+# An append whose caller has less time left than this is dropped before Redis
+# (the append script alone takes ~1 ms; a reply after the deadline is wasted).
+MIN_APPEND_TIME_S = 0.005
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -40,6 +44,11 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.AppendRequest, context: ServicerContext
     ) -> router_pb2.AppendResponse:
         _require(request.sender_id, "sender_id")
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < MIN_APPEND_TIME_S:
+            # The caller has given up (or is about to): storing it now would ack nobody.
+            # Its retry with the same client_message_id is stored once.
+            raise errors.DeadlineExceeded("the send's deadline passed before it was stored; retry it")
         ack = await self._store.append(
             request.conversation_id,
             request.sender_id,
@@ -49,6 +58,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             exclude_session=request.sender_session_id,
             traceparent=inject_traceparent(),
         )
+        metrics.record_append(ack)
         return router_pb2.AppendResponse(ack=ack)
 
     async def Fetch(

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from parley.config import CassandraConfig
+from parley.config import METRICS_PORT_OFFSET, CassandraConfig
 from parley.devstack import READY_MARKER, StackConfig
 from tests.conftest import keyspace_for
 
@@ -36,16 +36,21 @@ STOP_SECONDS = 8.0
 
 
 def free_base_port(count: int) -> int:
-    """A base port with ``count`` consecutive ports free to bind on loopback.
+    """A base port with ``count`` consecutive ports free to bind on loopback, and as many
+    from base + METRICS_PORT_OFFSET (each service's metrics port follows its gRPC port).
 
     Below Linux's ephemeral range (32768+): an outgoing connection never
     takes one of these as its local port while the stack starts.
     """
     for _ in range(200):
-        base = random.randint(20000, 32000)
+        base = random.randint(20000, 32000 - METRICS_PORT_OFFSET)
         socks: list[socket.socket] = []
         try:
-            for port in range(base, base + count):
+            ports = [
+                *range(base, base + count),
+                *range(base + METRICS_PORT_OFFSET, base + METRICS_PORT_OFFSET + count),
+            ]
+            for port in ports:
                 sock = socket.socket()
                 socks.append(sock)
                 sock.bind(("127.0.0.1", port))
@@ -80,6 +85,14 @@ class Stack:
     def addresses(self) -> dict[str, str]:
         config = StackConfig(base_port=self.base_port, presence_replicas=PRESENCE_REPLICAS)
         return {i.name: i.address for i in config.instances()}
+
+    def metrics_addresses(self) -> dict[str, str]:
+        """Instance name -> host:port of its Prometheus metrics (gRPC port + METRICS_PORT_OFFSET)."""
+        config = StackConfig(base_port=self.base_port, presence_replicas=PRESENCE_REPLICAS)
+        return {
+            i.name: f"{i.address.rsplit(':', 1)[0]}:{i.port + METRICS_PORT_OFFSET}"
+            for i in config.instances()
+        }
 
     def modules(self) -> dict[str, str]:
         config = StackConfig(base_port=self.base_port, presence_replicas=PRESENCE_REPLICAS)

@@ -461,7 +461,7 @@ def test_bad_values_fail_the_render_with_a_message(
 def test_the_websocket_bridge_can_be_disabled(helm_env: dict[str, str]) -> None:
     rendered = render(helm_env, "gateway.wsPort=-1")
 
-    assert [p["name"] for p in rendered.container("gateway")["ports"]] == ["grpc"]
+    assert [p["name"] for p in rendered.container("gateway")["ports"]] == ["grpc", "metrics"]
     service = rendered.one("Service", f"{RELEASE}-parley-gateway")
     assert [p["name"] for p in service["spec"]["ports"]] == ["grpc"]
     assert env_list(rendered.container("gateway"))["PARLEY_WS_PORT"]["value"] == "-1"
@@ -529,3 +529,52 @@ def test_notes_render_with_grpcurl_instructions(helm_env: dict[str, str], tmp_pa
     assert "grpcurl -plaintext 127.0.0.1:50051 list" in notes
     assert "grpc.health.v1.Health/Check" in notes
     assert "get secret parley-jwt -o jsonpath='{.data.jwt-key}'" in notes
+
+
+def test_every_deployment_exposes_its_metrics_port(chart: Rendered) -> None:
+    for component, port in PORTS.items():
+        container = chart.container(component)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        # The convention the services follow by default: gRPC port + 1000.
+        assert ports["metrics"] == port + 1000, component
+        assert env_list(container)[f"PARLEY_{component.upper()}_METRICS_PORT"]["value"] == str(port + 1000)
+        annotations = chart.deployment(component)["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(port + 1000)
+        assert container_environ(chart, component)[f"PARLEY_{component.upper()}_METRICS_PORT"] == str(
+            port + 1000
+        )
+
+
+def test_service_monitor_and_prometheus_rule_are_optional(chart: Rendered, helm_env: dict[str, str]) -> None:
+    assert chart.all("ServiceMonitor") == []
+    assert chart.all("PrometheusRule") == []
+    on = render(helm_env, "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true")
+    (monitor,) = on.all("ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    # The monitor's Service selects every component's pods and targets their named metrics port.
+    service = next(
+        s
+        for s in on.all("Service")
+        if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+    )
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    for component in PORTS:
+        assert selects(service["spec"]["selector"], pod_labels(on.deployment(component))), component
+    (rule,) = on.all("PrometheusRule")
+    expected = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    assert rule["spec"] == expected
+
+
+def test_gateway_autoscaler_can_scale_on_sessions_per_pod(helm_env: dict[str, str]) -> None:
+    scaled = render(
+        helm_env, "gateway.autoscaling.enabled=true", "gateway.autoscaling.targetSessionsPerPod=20000"
+    )
+    (hpa,) = scaled.all("HorizontalPodAutoscaler")
+    kinds = {m["type"] for m in hpa["spec"]["metrics"]}
+    assert kinds == {"Resource", "Pods"}
+    pods = next(m for m in hpa["spec"]["metrics"] if m["type"] == "Pods")["pods"]
+    assert pods == {
+        "metric": {"name": "parley_gateway_sessions"},
+        "target": {"type": "AverageValue", "averageValue": "20000"},
+    }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -257,8 +258,9 @@ class ParleyClient:
             try:
                 response = await self._call(self._chat.Send, request)
                 return response.ack
-            except RateLimitedError as exc:
-                wait = exc.retry_after or 0.1
+            except RateLimitedError as exc:  # also OverloadedError: shed before any work
+                # The server's hint plus jitter: shed clients must not all return at once.
+                wait = (exc.retry_after or 0.1) * random.uniform(1.0, 1.5)
                 if time.monotonic() + wait > limited_until:
                     raise
                 await asyncio.sleep(wait)

@@ -89,6 +89,10 @@ class RateLimitedError(ParleyError):
     """Too many requests; ``retry_after`` says how long to wait."""
 
 
+class OverloadedError(RateLimitedError):
+    """The server shed the request before doing any work; retry after ``retry_after`` (with jitter)."""
+
+
 class UnavailableError(ParleyError):
     """The server or one of its dependencies is down; safe to retry."""
 
@@ -137,6 +141,8 @@ _CLASS_BY_CODE: dict[int, type[ParleyError]] = {
     errors_pb2.ERROR_CODE_SLOW_CONSUMER: RateLimitedError,
     errors_pb2.ERROR_CODE_UNAVAILABLE: UnavailableError,
     errors_pb2.ERROR_CODE_INTERNAL: InternalError,
+    errors_pb2.ERROR_CODE_OVERLOADED: OverloadedError,
+    errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED: DeadlineExceededError,
 }
 
 # For failures without a parley error code (transport errors, other servers).
@@ -167,6 +173,8 @@ _STATUS_BY_CODE: dict[int, grpc.StatusCode] = {
     errors_pb2.ERROR_CODE_SLOW_CONSUMER: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors_pb2.ERROR_CODE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     errors_pb2.ERROR_CODE_INTERNAL: grpc.StatusCode.INTERNAL,
+    errors_pb2.ERROR_CODE_OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 

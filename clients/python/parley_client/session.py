@@ -29,6 +29,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from parley.v1 import gateway_pb2, messages_pb2
 from parley_client.backoff import Backoff
 from parley_client.cursors import CursorStore, MemoryCursorStore
 from parley_client.errors import (
+    OverloadedError,
     ParleyError,
     SendTimeoutError,
     SessionClosedError,
@@ -63,6 +65,8 @@ if TYPE_CHECKING:
     from parley.v1.gateway_pb2_grpc import ChatServiceAsyncStub
 
 log = logging.getLogger(__name__)
+# Sends failing with these are re-sent (same client_message_id) after a backoff.
+_RESEND_STATUSES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 Metadata = tuple[tuple[str, str], ...]
 MetadataProvider = Callable[[], Awaitable[Metadata]]
@@ -627,8 +631,14 @@ class Session:
         if pending is None:
             self._emit(ErrorEvent(error))
             return
-        if error.status == grpc.StatusCode.UNAVAILABLE and pending.attempts < self._send_retries:
-            delay = min(5.0, 0.1 * 2**pending.attempts)
+        # The per-user rate limit (RATE_LIMITED) is the application's to see; being shed
+        # (OVERLOADED), a timeout or an outage is the server's problem: resend the same
+        # client_message_id after the server's hint, backing off with jitter so many
+        # shed clients do not come back at the same instant.
+        transient = error.status in _RESEND_STATUSES or isinstance(error, OverloadedError)
+        if transient and pending.attempts < self._send_retries:
+            ceiling = min(5.0, 0.1 * 2**pending.attempts)
+            delay = max(error.retry_after or 0.0, random.uniform(0.5 * ceiling, ceiling))
             pending.retry = asyncio.get_running_loop().call_later(delay, self._retry_send, pending.request_id)
             return
         self._pop_pending(pending.request_id)

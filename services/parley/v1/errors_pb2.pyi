@@ -58,6 +58,16 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     outbound byte budget was waiting for it, so the server ended the stream
     (RESOURCE_EXHAUSTED). Reconnect and resume from your cursors; nothing is lost.
     """
+    ERROR_CODE_OVERLOADED: _ErrorCode.ValueType  # 40
+    """Codes 40-49: load shedding. Both are safe to retry with the same
+    client_message_id (a send that was in fact stored gets its seq back).
+    The server is at capacity and refused the request before doing any work;
+    `retry_after` says when to retry (RESOURCE_EXHAUSTED).
+    """
+    ERROR_CODE_DEADLINE_EXCEEDED: _ErrorCode.ValueType  # 41
+    """The request's deadline passed inside the server; it was dropped before it
+    was stored, or its outcome is unknown (DEADLINE_EXCEEDED).
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Client-visible error codes. Every RPC failure carries one of these in the
@@ -101,5 +111,15 @@ ERROR_CODE_SLOW_CONSUMER: ErrorCode.ValueType  # 14
 """The session did not read its stream fast enough: more than the per-session
 outbound byte budget was waiting for it, so the server ended the stream
 (RESOURCE_EXHAUSTED). Reconnect and resume from your cursors; nothing is lost.
+"""
+ERROR_CODE_OVERLOADED: ErrorCode.ValueType  # 40
+"""Codes 40-49: load shedding. Both are safe to retry with the same
+client_message_id (a send that was in fact stored gets its seq back).
+The server is at capacity and refused the request before doing any work;
+`retry_after` says when to retry (RESOURCE_EXHAUSTED).
+"""
+ERROR_CODE_DEADLINE_EXCEEDED: ErrorCode.ValueType  # 41
+"""The request's deadline passed inside the server; it was dropped before it
+was stored, or its outcome is unknown (DEADLINE_EXCEEDED).
 """
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015

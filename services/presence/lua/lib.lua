@@ -60,9 +60,16 @@ local function encode_presence(uid, status, last_seen_ms, changed_ms)
   return out
 end
 
+-- Cluster-wide counters for metrics (hash "stats", same hash tag): transitions
+-- by new status ("to_<n>") and users not offline ("online").
+local function count(field, by)
+  redis.call('HINCRBY', BASE .. 'stats', field, by)
+end
+
 local function emit(uid, status, last_seen_ms, changed_ms)
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*',
     'p', encode_presence(uid, status, last_seen_ms, changed_ms))
+  count('to_' .. status, 1)
 end
 
 -- Stored status of a user; OFFLINE when never seen.
@@ -92,6 +99,7 @@ local function on_session_added(uid, now)
   end
   if status_of(uid) == OFFLINE then
     redis.call('HSET', sk, 'st', ONLINE, 'ls', now, 'ch', now)
+    count('online', 1)
     emit(uid, ONLINE, now, now)
   end
 end
@@ -101,6 +109,7 @@ local function go_offline(uid, last_seen_ms, now)
   redis.call('ZREM', KEYS[3], uid)
   redis.call('HSET', state_key(uid), 'st', OFFLINE, 'ls', last_seen_ms, 'ch', now)
   redis.call('HDEL', state_key(uid), 'lf')
+  count('online', -1)
   emit(uid, OFFLINE, last_seen_ms, now)
 end
 

@@ -1,4 +1,4 @@
-"""A TCP proxy in front of the real Cassandra: stopping it is a Cassandra outage for one client only."""
+"""A TCP proxy in front of a real dependency: stop it for an outage, pause it for a stall (one client)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Cleared by pause(): bytes stay in the proxy (a stalled, not a failed, dependency).
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
@@ -54,6 +63,7 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

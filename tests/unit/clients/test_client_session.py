@@ -311,3 +311,22 @@ async def test_read_and_typing_frames() -> None:
         assert await session.typing("c1", True)
         typing = await conn.next_request("typing")
         assert typing.typing.conversation_id == "c1" and typing.typing.typing
+
+
+async def test_a_shed_send_is_resent_with_the_same_id_after_the_hint() -> None:
+    async with connected() as (_, session, conn):
+        sending = asyncio.create_task(session.send("c1", "hi", client_message_id="cm-shed"))
+        first = await conn.next_request("send")
+        shed = messages_pb2.Error(
+            request_id=first.request_id,
+            code=errors_pb2.ERROR_CODE_OVERLOADED,
+            grpc_status=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+            message="at capacity",
+            retry_after=Duration(nanos=50_000_000),
+        )
+        conn.push(gateway_pb2.ConnectResponse(error=shed))
+        again = await conn.next_request("send")  # resent, not failed
+        assert again.send.client_message_id == "cm-shed"
+        conn.push(send_ack("c1", "cm-shed", 1))
+        ack = await asyncio.wait_for(sending, 3)
+        assert ack.seq == 1

@@ -16,10 +16,12 @@ from parley.errors import (
     BodyNotUtf8,
     BodyTooLarge,
     ConversationNotFound,
+    DeadlineExceeded,
     FailedPrecondition,
     HelloRequired,
     InvalidArgument,
     NotAMember,
+    Overloaded,
     ParleyError,
     RateLimited,
     Unauthenticated,
@@ -54,6 +56,8 @@ CASES: list[tuple[ParleyError, grpc.StatusCode, Code]] = [
         errors_pb2.ERROR_CODE_TOO_MANY_SESSIONS,
     ),
     (errors.SlowConsumer("slow"), grpc.StatusCode.RESOURCE_EXHAUSTED, errors_pb2.ERROR_CODE_SLOW_CONSUMER),
+    (Overloaded("at capacity", 0.2), grpc.StatusCode.RESOURCE_EXHAUSTED, errors_pb2.ERROR_CODE_OVERLOADED),
+    (DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED, errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED),
     (ParleyError("boom"), grpc.StatusCode.INTERNAL, errors_pb2.ERROR_CODE_INTERNAL),
 ]
 IDS = [type(err).__name__ for err, _, _ in CASES]
@@ -132,10 +136,19 @@ def test_unexpected_failures_become_a_generic_internal_error(status: grpc.Status
     assert back.message == INTERNAL_MESSAGE
 
 
-def test_deadline_exceeded_is_reported_as_unavailable() -> None:
+def test_deadline_exceeded_keeps_its_own_status_and_code() -> None:
+    # A timeout is neither an outage nor a bug: the client learns the send's fate is unknown.
     back = from_rpc_error(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
-    assert isinstance(back, Unavailable)
-    assert back.code == errors_pb2.ERROR_CODE_UNAVAILABLE
+    assert isinstance(back, DeadlineExceeded)
+    assert back.status == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert back.code == errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED
+
+
+def test_an_overloaded_callee_stays_overloaded() -> None:
+    trailing = (("parley-error-code", "ERROR_CODE_OVERLOADED"), ("parley-retry-after-ms", "300"))
+    back = from_rpc_error(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "at capacity", trailing))
+    assert isinstance(back, Overloaded)
+    assert back.retry_after_s == 0.3
 
 
 def test_status_without_metadata_gets_the_default_code_of_its_status() -> None:

@@ -116,7 +116,7 @@ reports these as [INFO] without failing, so the chart lints with its defaults.)
 {{- /* Variables the chart owns: overriding them through env would break security or wiring. */}}
 {{- $reserved := list "PARLEY_ENV" "PARLEY_JWT_KEY" "PARLEY_JWT_KEY_FILE" "PARLEY_JWT_ALGORITHM" "PARLEY_REDIS_URL" "PARLEY_DRAIN_SECONDS" "PARLEY_WS_HOST" "PARLEY_WS_PORT" "PARLEY_ROUTER_ADDR" "PARLEY_PRESENCE_ADDR" "PARLEY_HISTORY_ADDR" "PARLEY_PARTITIONS" }}
 {{- range $name := splitList " " (include "parley.components" .) }}
-{{- $reserved = concat $reserved (list (printf "PARLEY_%s_HOST" (upper $name)) (printf "PARLEY_%s_PORT" (upper $name))) }}
+{{- $reserved = concat $reserved (list (printf "PARLEY_%s_HOST" (upper $name)) (printf "PARLEY_%s_PORT" (upper $name)) (printf "PARLEY_%s_METRICS_PORT" (upper $name))) }}
 {{- end }}
 {{- range $key, $_ := $v.env }}
 {{- if has $key $reserved }}
@@ -248,6 +248,12 @@ spec:
       annotations:
         # Settings are read once at start: a changed ConfigMap rolls the pods.
         checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        {{- if $root.Values.metrics.podAnnotations }}
+        # For Prometheus set-ups that discover targets by annotation.
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ int $c.metricsPort | quote }}
+        prometheus.io/path: /metrics
+        {{- end }}
         {{- with $c.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -277,6 +283,10 @@ spec:
             - name: grpc
               containerPort: {{ int $c.port }}
               protocol: TCP
+            # Prometheus /metrics (HTTP).
+            - name: metrics
+              containerPort: {{ int $c.metricsPort }}
+              protocol: TCP
             {{- if and $isGateway (ge (int $c.wsPort) 1) }}
             - name: ws
               containerPort: {{ int $c.wsPort }}
@@ -291,6 +301,8 @@ spec:
               value: "0.0.0.0"
             - name: {{ $prefix }}_PORT
               value: {{ int $c.port | quote }}
+            - name: {{ $prefix }}_METRICS_PORT
+              value: {{ int $c.metricsPort | quote }}
             - name: PARLEY_DRAIN_SECONDS
               value: {{ include "parley.drainSeconds" . | quote }}
             {{- if $root.Values.redis.existingSecret }}

@@ -1,0 +1,157 @@
+"""The gateway's Prometheus metrics (see ``parley.metrics`` for the shared ones and the choice of library).
+
+Sessions are counted at the transport (gRPC stream or WebSocket) by
+:func:`tracked_session`, which wraps the transport-neutral session stream;
+everything else is one call at the place it happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from parley import errors
+from parley.metrics import LATENCY_BUCKETS
+from parley.v1 import errors_pb2, gateway_pb2
+
+GRPC = "grpc"
+WEBSOCKET = "websocket"
+
+SESSIONS = Gauge("parley_gateway_sessions", "Open client sessions, by transport.", ["transport"])
+CONNECTS = Counter("parley_gateway_connects_total", "Client sessions opened, by transport.", ["transport"])
+DISCONNECTS = Counter(
+    "parley_gateway_disconnects_total",
+    "Client sessions ended, by transport and reason (closed: ended cleanly; cancelled: the "
+    "connection went away; otherwise the error code that ended it, e.g. rate_limited for a "
+    "session too slow to keep up).",
+    ["transport", "reason"],
+)
+FRAMES_IN = Counter(
+    "parley_gateway_frames_received_total", "Frames received from clients, by kind.", ["kind"]
+)
+FRAMES_OUT = Counter("parley_gateway_frames_sent_total", "Frames sent to clients, by kind.", ["kind"])
+SEND_ACK = Histogram(
+    "parley_gateway_send_ack_seconds",
+    "From a send reaching the gateway to its ack (the router's append).",
+    buckets=LATENCY_BUCKETS,
+)
+DELIVERY = Histogram(
+    "parley_gateway_delivery_seconds",
+    "From a message's server time (its append) to its push to this gateway's sessions.",
+    buckets=LATENCY_BUCKETS,
+)
+PUSH_QUEUE = Gauge("parley_gateway_push_queue_frames", "Frames queued for all sessions, not yet written.")
+PUSH_QUEUE_MAX = Gauge(
+    "parley_gateway_push_queue_max_frames", "Frames queued for the most backed-up session."
+)
+SLOW_CONSUMERS = Counter(
+    "parley_gateway_slow_consumers_dropped_total",
+    "Sessions ended because their queue overflowed (the client reconnects and resumes).",
+)
+RATE_LIMITED = Counter("parley_gateway_rate_limited_total", "Sends refused by the per-user rate limit.")
+SENDS_SHED = Counter(
+    "parley_gateway_sends_shed_total",
+    "Sends refused by admission control before any work (gateway.admission), by reason.",
+    ["reason"],
+)
+SENDS_IN_FLIGHT = Gauge("parley_gateway_sends_in_flight", "Appends admitted and not yet answered.")
+LOOP_LAG = Gauge("parley_gateway_admission_loop_lag_seconds", "Event-loop lag as admission control sees it.")
+ERROR_FRAMES = Counter(
+    "parley_gateway_error_frames_total", "Error frames sent on session streams, by error code.", ["code"]
+)
+
+_IN_KINDS = [f.name for f in gateway_pb2.ConnectRequest.DESCRIPTOR.oneofs_by_name["frame"].fields]
+_OUT_KINDS = [f.name for f in gateway_pb2.ConnectResponse.DESCRIPTOR.oneofs_by_name["frame"].fields]
+_FRAMES_IN = {kind: FRAMES_IN.labels(kind) for kind in [*_IN_KINDS, "empty", "undecodable"]}
+_FRAMES_OUT = {kind: FRAMES_OUT.labels(kind) for kind in [*_OUT_KINDS, "empty"]}
+for _transport in (GRPC, WEBSOCKET):
+    SESSIONS.labels(_transport)
+    CONNECTS.labels(_transport)
+
+
+def code_label(exc: errors.ParleyError) -> str:
+    """The client-visible error code, e.g. "rate_limited" (a bounded enum)."""
+    return errors_pb2.ErrorCode.Name(exc.code).removeprefix("ERROR_CODE_").lower()
+
+
+def disconnect_reason(exc: BaseException | None) -> str:
+    if exc is None or isinstance(exc, GeneratorExit):
+        return "closed"
+    if type(exc).__name__ in ("CancelledError", "ConnectionClosed", "ConnectionClosedError"):
+        return "cancelled"
+    if isinstance(exc, errors.ParleyError):
+        return code_label(exc)
+    return "error"
+
+
+async def counted_requests(
+    requests: AsyncIterator[gateway_pb2.ConnectRequest],
+) -> AsyncIterator[gateway_pb2.ConnectRequest]:
+    async for request in requests:
+        # An undecodable frame arrives as a parley.wire.Undecodable (answered by the session).
+        kind = (
+            request.WhichOneof("frame") if isinstance(request, gateway_pb2.ConnectRequest) else "undecodable"
+        )
+        _FRAMES_IN[kind or "empty"].inc()
+        yield request
+
+
+async def tracked_session(
+    transport: str, frames: AsyncIterator[gateway_pb2.ConnectResponse]
+) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+    """Counts one session of a transport while it is open, and the frames it sends."""
+    sessions = SESSIONS.labels(transport)
+    sessions.inc()
+    CONNECTS.labels(transport).inc()
+    error: BaseException | None = None
+    try:
+        # aclosing: the session's own cleanup (routes, presence) runs when this wrapper is closed.
+        async with contextlib.aclosing(frames):  # type: ignore[type-var]
+            async for frame in frames:
+                _FRAMES_OUT[frame.WhichOneof("frame") or "empty"].inc()
+                yield frame
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        sessions.dec()
+        DISCONNECTS.labels(transport, disconnect_reason(error)).inc()
+
+
+def observe_send(started_at: float) -> None:
+    SEND_ACK.observe(time.perf_counter() - started_at)
+
+
+def observe_delivery(frame: gateway_pb2.ConnectResponse) -> None:
+    if frame.WhichOneof("frame") == "message" and frame.message.HasField("server_time"):
+        DELIVERY.observe(max(0.0, time.time() - frame.message.server_time.ToNanoseconds() / 1e9))
+
+
+def error_frame(exc: errors.ParleyError) -> None:
+    ERROR_FRAMES.labels(code_label(exc)).inc()
+
+
+def watch_queues(queue_sizes: Callable[[], list[int]]) -> None:
+    """Reads the session queues at scrape time (one pass over the sessions per scrape).
+
+    Runs on the metrics thread: a session set changing under it makes it skip
+    one reading (NaN) rather than fail the scrape.
+    """
+
+    def total() -> float:
+        try:
+            return float(sum(queue_sizes()))
+        except RuntimeError:
+            return float("nan")
+
+    def largest() -> float:
+        try:
+            return float(max(queue_sizes(), default=0))
+        except RuntimeError:
+            return float("nan")
+
+    PUSH_QUEUE.set_function(total)
+    PUSH_QUEUE_MAX.set_function(largest)

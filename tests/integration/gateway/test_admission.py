@@ -1,0 +1,225 @@
+"""Load shedding through the real gateway and router on real Redis.
+
+The router reaches Redis through a TCP proxy that the test pauses: appends
+then stall exactly like an overloaded dependency, so the gateway's in-flight
+bound fills deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.admission import AdmissionConfig
+from parley.auth import mint_dev_token
+from parley.config import RedisConfig
+from parley.internal.v1 import router_pb2, router_pb2_grpc
+from parley.keys import Keys
+from parley.v1 import gateway_pb2, gateway_pb2_grpc
+from parley_client import ParleyClient
+from tests.chat import metadata
+from tests.integration.history.proxy import TcpProxy, free_port
+from tests.stack import PARTITIONS, running_stack
+
+SHEDDING = AdmissionConfig(max_in_flight=2, per_user_in_flight=2, max_loop_lag_s=0.0, send_deadline_s=2.0)
+
+
+@pytest.fixture
+async def proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
+    redis_port = int(redis_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+    proxy = TcpProxy(free_port(), redis_port)
+    await proxy.start()
+    yield proxy
+    proxy.resume()
+    await proxy.stop()
+
+
+@contextlib.contextmanager
+def paused(proxy: TcpProxy) -> Iterator[None]:
+    """Stalls the router's Redis for the block; always flowing again afterwards, so a failing
+    assertion cannot leave the stack's shutdown waiting on a paused Redis."""
+    proxy.pause()
+    try:
+        yield
+    finally:
+        proxy.resume()
+
+
+def via(proxy: TcpProxy, redis_config: RedisConfig) -> RedisConfig:
+    return dataclasses.replace(redis_config, url=f"redis://127.0.0.1:{proxy.port}/0")
+
+
+def send_request(cid: str, text: str) -> gateway_pb2.SendRequest:
+    return gateway_pb2.SendRequest(conversation_id=cid, client_message_id=text, body=text.encode())
+
+
+async def first_shed(
+    chat: gateway_pb2_grpc.ChatServiceAsyncStub, cid: str, user: str
+) -> tuple[grpc.aio.AioRpcError, int]:
+    """Sends until one is refused with RESOURCE_EXHAUSTED; returns it and how many were admitted meanwhile."""
+    admitted = 0
+    for i in range(20):
+        try:
+            await chat.Send(send_request(cid, f"probe-{i}"), metadata=metadata(user), timeout=0.5)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return exc, admitted
+            assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, exc
+            admitted += 1  # got a slot before the held sends did: it may still be stored later
+    raise AssertionError("no send was shed")
+
+
+async def test_sends_past_the_bound_are_refused_at_once_and_store_nothing(
+    redis_config: RedisConfig, redis_client: aioredis.Redis, proxy: TcpProxy
+) -> None:
+    async with (
+        running_stack(
+            redis_config,
+            router_overrides={"redis": via(proxy, redis_config)},
+            gateway_overrides={"admission": SHEDDING},
+        ) as stack,
+        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
+    ):
+        conversations = gateway_pb2_grpc.ConversationServiceStub(channel)
+        cid = (
+            await conversations.CreateDirect(
+                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
+            )
+        ).conversation.id
+        chat: gateway_pb2_grpc.ChatServiceAsyncStub = gateway_pb2_grpc.ChatServiceStub(channel)
+        with paused(proxy):
+            held = [
+                asyncio.ensure_future(chat.Send(send_request(cid, f"held-{i}"), metadata=metadata(u)))
+                for i, u in enumerate(["alice", "bob"])
+            ]
+            shed, admitted = await first_shed(chat, cid, "bob")
+            trailing = dict(shed.trailing_metadata() or ())
+            assert trailing["parley-error-code"] == "ERROR_CODE_OVERLOADED"
+            assert int(trailing["parley-retry-after-ms"]) > 0
+        # A probe may have overtaken a held send to the gateway and taken its slot: then
+        # that held send was the one shed. Either way, only admitted sends are stored.
+        results = await asyncio.gather(*held, return_exceptions=True)
+        stored = 0
+        for result in results:
+            if isinstance(result, grpc.aio.AioRpcError):
+                assert result.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, result
+            else:
+                assert isinstance(result, gateway_pb2.SendResponse) and result.ack.seq > 0
+                stored += 1
+        admitted += stored
+        # Only admitted sends reach Redis: the shed one stored nothing.
+        keys = Keys(prefix=redis_config.key_prefix, partitions=PARTITIONS)
+
+        async def last_seq() -> int:
+            return int(await redis_client.get(keys.seq(cid)) or 0)
+
+        deadline = asyncio.get_running_loop().time() + 5
+        while await last_seq() < admitted and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        assert await last_seq() == admitted
+
+
+async def test_one_user_cannot_take_the_whole_budget(redis_config: RedisConfig, proxy: TcpProxy) -> None:
+    fair = dataclasses.replace(SHEDDING, max_in_flight=10, per_user_in_flight=1)
+    async with (
+        running_stack(
+            redis_config,
+            router_overrides={"redis": via(proxy, redis_config)},
+            gateway_overrides={"admission": fair},
+        ) as stack,
+        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
+    ):
+        conversations = gateway_pb2_grpc.ConversationServiceStub(channel)
+        cid = (
+            await conversations.CreateDirect(
+                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
+            )
+        ).conversation.id
+        chat: gateway_pb2_grpc.ChatServiceAsyncStub = gateway_pb2_grpc.ChatServiceStub(channel)
+        with paused(proxy):
+            noisy = asyncio.ensure_future(chat.Send(send_request(cid, "noisy-1"), metadata=metadata("alice")))
+            shed, _ = await first_shed(chat, cid, "alice")
+            assert "this user" in (shed.details() or "")
+            quiet = asyncio.ensure_future(chat.Send(send_request(cid, "quiet-1"), metadata=metadata("bob")))
+        # Whichever of alice's sends got her one slot, bob still got one of his own.
+        assert (await quiet).ack.seq > 0
+        noisy_result = (await asyncio.gather(noisy, return_exceptions=True))[0]
+        if isinstance(noisy_result, grpc.aio.AioRpcError):
+            assert noisy_result.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_the_router_drops_an_append_whose_deadline_has_passed(redis_config: RedisConfig) -> None:
+    async with (
+        running_stack(redis_config) as stack,
+        grpc.aio.insecure_channel(stack.router.address) as channel,
+    ):
+        router = router_pb2_grpc.RouterServiceStub(channel)
+        created = await router.CreateDirect(
+            router_pb2.CreateDirectRequest(user_id="alice", peer_user_id="bob")
+        )
+        cid = created.conversation.id
+        request = router_pb2.AppendRequest(
+            conversation_id=cid, sender_id="alice", client_message_id="late", body=b"too late"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await router.Append(request, timeout=0.002)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        fetched = await router.Fetch(router_pb2.FetchRequest(conversation_id=cid, user_id="alice"))
+        assert fetched.last_seq == 0  # never stored
+        ok = await router.Append(request, timeout=5)
+        assert ok.ack.seq == 1
+
+
+async def test_shed_sends_are_retried_by_the_sdk_and_delivered_once(
+    redis_config: RedisConfig, proxy: TcpProxy
+) -> None:
+    names = [f"{n}-{uuid.uuid4().hex[:6]}" for n in ("alice", "carol", "dave", "erin", "bob")]
+    *senders, reader = names
+    tight = dataclasses.replace(SHEDDING, max_in_flight=1, per_user_in_flight=1)
+    async with (
+        running_stack(
+            redis_config,
+            router_overrides={"redis": via(proxy, redis_config)},
+            gateway_overrides={"admission": tight},
+        ) as stack,
+    ):
+        clients = [ParleyClient(stack.gateway_addr, token=mint_dev_token(name)) for name in names]
+        try:
+            group = await clients[0].create_group("load", [*senders[1:], reader])
+            sessions = [client.session() for client in clients]
+            for session in sessions:
+                await session.start()
+            await asyncio.wait_for(asyncio.gather(*(s.wait_synced() for s in sessions)), 10)
+            with paused(proxy):
+                sends = [
+                    asyncio.create_task(sessions[i].send(group.id, f"{name} {n}", timeout=20))
+                    for i, name in enumerate(senders)
+                    for n in range(3)
+                ]
+                await asyncio.sleep(0.3)  # let the bound fill and the rest be shed and retried
+            acks = await asyncio.wait_for(asyncio.gather(*sends), 30)
+            assert sorted(a.seq for a in acks) == list(range(1, 13))
+            got: dict[int, str] = {}
+            async with asyncio.timeout(15):
+                async for event in sessions[-1]:
+                    text = getattr(event, "text", None)
+                    seq = getattr(event, "seq", None)
+                    if text is not None and seq is not None:
+                        assert seq not in got, "delivered twice"
+                        got[seq] = text
+                        if len(got) == 12:
+                            break
+            assert sorted(got) == list(range(1, 13))
+            assert sorted(got.values()) == sorted(f"{name} {n}" for name in senders for n in range(3))
+        finally:
+            for session in locals().get("sessions", []):
+                await session.close()
+            for client in clients:
+                await client.close()

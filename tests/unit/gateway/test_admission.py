@@ -1,0 +1,77 @@
+"""gateway.admission: the in-flight bound, the per-user share and the CPU brake (pure logic)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+
+from gateway.admission import Admission, AdmissionConfig, LoopLag
+from parley import errors
+from parley.v1 import errors_pb2
+
+
+def test_sends_beyond_the_bound_are_shed_with_a_retry_hint() -> None:
+    admission = Admission(AdmissionConfig(max_in_flight=2, per_user_in_flight=2, retry_after_s=0.2))
+    with admission.admit("a"), admission.admit("b"):
+        assert admission.in_flight == 2
+        with pytest.raises(errors.Overloaded) as shed, admission.admit("c"):
+            pass
+        assert shed.value.code == errors_pb2.ERROR_CODE_OVERLOADED
+        assert shed.value.retry_after_s >= 0.2
+        assert admission.shed_total["gateway"] == 1
+    assert admission.in_flight == 0
+    with admission.admit("c"):  # slots come back when the sends finish
+        assert admission.in_flight == 1
+
+
+def test_one_user_cannot_take_the_whole_budget() -> None:
+    admission = Admission(AdmissionConfig(max_in_flight=10, per_user_in_flight=2))
+    with contextlib.ExitStack() as held:
+        held.enter_context(admission.admit("noisy"))
+        held.enter_context(admission.admit("noisy"))
+        with pytest.raises(errors.Overloaded, match="this user"), admission.admit("noisy"):
+            pass
+        with admission.admit("quiet"):  # others are still admitted
+            assert admission.in_flight == 3
+    assert admission.shed_total == {"gateway": 0, "user": 1, "cpu": 0}
+
+
+def test_a_failed_send_releases_its_slot() -> None:
+    admission = Admission(AdmissionConfig(max_in_flight=1))
+    with pytest.raises(RuntimeError), admission.admit("a"):
+        raise RuntimeError("router failed")
+    assert admission.in_flight == 0
+
+
+class FixedLag(LoopLag):
+    def __init__(self, lag_s: float) -> None:
+        super().__init__()
+        self.lag_s = lag_s
+
+
+def test_a_lagging_event_loop_sheds_new_sends() -> None:
+    lag = FixedLag(0.5)
+    admission = Admission(AdmissionConfig(max_loop_lag_s=0.25), lag)
+    with pytest.raises(errors.Overloaded), admission.admit("a"):
+        pass
+    assert admission.shed_total["cpu"] == 1
+    lag.lag_s = 0.01
+    with admission.admit("a"):
+        pass
+
+
+async def test_loop_lag_sees_a_blocked_event_loop() -> None:
+    lag = LoopLag(interval_s=0.01)
+    await lag.start()
+    try:
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # blocks the loop, as CPU-bound work would  # noqa: ASYNC251
+        deadline = time.monotonic() + 2
+        while lag.lag_s < 0.2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert lag.lag_s >= 0.2
+    finally:
+        await lag.stop()
