@@ -10,7 +10,14 @@ from typing import Any
 
 from bench.hist import Latency
 
-HISTOGRAMS = {"ack": "send_to_ack", "delivery": "send_to_delivery", "lag": "schedule_lag"}
+HISTOGRAMS = {
+    "ack": "send_to_ack",
+    "delivery": "send_to_delivery",
+    "lag": "schedule_lag",
+    # From the attempt the server admitted (differs from the above only when sends are resent).
+    "admitted_ack": "admitted_send_to_ack",
+    "admitted_delivery": "admitted_send_to_delivery",
+}
 _SUM_KEYS = (
     "offered",
     "sent",
@@ -22,6 +29,7 @@ _SUM_KEYS = (
     "order_repeats",
     "stream_resets",
     "live",
+    "retries",
 )
 
 
@@ -29,7 +37,7 @@ def merge_worker_steps(reports: list[dict[str, Any]]) -> tuple[dict[str, Any], d
     """One step's totals across workers, and its merged latency histograms."""
     if not reports:
         raise ValueError("no worker reports")
-    merged: dict[str, Any] = {key: sum(int(r[key]) for r in reports) for key in _SUM_KEYS}
+    merged: dict[str, Any] = {key: sum(int(r.get(key, 0)) for r in reports) for key in _SUM_KEYS}
     loss: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     for report in reports:
@@ -47,7 +55,8 @@ def merge_worker_steps(reports: list[dict[str, Any]]) -> tuple[dict[str, Any], d
     for short, name in HISTOGRAMS.items():
         total = Latency()
         for report in reports:
-            total.add(Latency.decode(report["hist"][short]))
+            if short in report["hist"]:
+                total.add(Latency.decode(report["hist"][short]))
         hists[name] = total
     merged["latency"] = {name: h.summary() for name, h in hists.items()}
     # The whole distributions (HdrHistogram, base64), to re-plot or merge later.
@@ -82,6 +91,30 @@ def _steps_table(steps: list[dict[str, Any]]) -> list[str]:
             f"{_ms(ack['p50_ms'])} / {_ms(ack['p99_ms'])} | "
             f"{_ms(delivery['p50_ms'])} / {_ms(delivery['p99_ms'])} / {_ms(delivery['p999_ms'])} / "
             f"{_ms(delivery['max_ms'])} | {step['loss']['lost']} | {errors} | {verdict} |"
+        )
+    return lines
+
+
+def _overload_table(steps: list[dict[str, Any]]) -> list[str]:
+    """Per step: what was admitted, what was shed (by code) and resent, and the admitted latency."""
+    lines = [
+        "| offered msg/s | admitted (acked) msg/s | refusals by code | resends | "
+        "admitted ack p50 / p99 ms | admitted delivery p50 / p99 / max ms | p99 vs first step | "
+        "lost | never acked |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = steps[0]["latency"].get("admitted_send_to_delivery", {}).get("p99_ms") if steps else None
+    for step in steps:
+        ack = step["latency"].get("admitted_send_to_ack", {})
+        delivery = step["latency"].get("admitted_send_to_delivery", {})
+        codes = ", ".join(f"{k.removeprefix('ERROR_CODE_')} {v}" for k, v in sorted(step["errors"].items()))
+        p99 = delivery.get("p99_ms")
+        ratio = f"{p99 / base:.2f}x" if p99 is not None and base else "-"
+        lines.append(
+            f"| {step['rate']:g} | {step['acked_per_s']:g} | {codes or '-'} | {step.get('retries', 0)} | "
+            f"{_ms(ack.get('p50_ms'))} / {_ms(ack.get('p99_ms'))} | "
+            f"{_ms(delivery.get('p50_ms'))} / {_ms(p99)} / {_ms(delivery.get('max_ms'))} | {ratio} | "
+            f"{step['loss']['lost']} | {step['loss']['failed'] + step['loss']['unacked']} |"
         )
     return lines
 
@@ -188,6 +221,8 @@ def markdown_summary(result: dict[str, Any]) -> str:
         if target.get("best_rate") is not None and result.get("config", {}).get("search"):
             lines.append(f"- Highest sustained rate: **{target['best_rate']:g} msg/s**")
         lines += ["", *_steps_table(target["steps"])]
+        if any(step.get("retries") or step["errors"] for step in target["steps"]):
+            lines += ["", "Shed and resent sends (overload):", "", *_overload_table(target["steps"])]
         if target["steps"]:
             heaviest = max(target["steps"], key=lambda s: s["rate"] if s["passed"] else -1)
             table = _resources_table(heaviest)

@@ -322,6 +322,7 @@ class Runner:
                     "direct_share": scenario.direct_share,
                     "body_bytes": scenario.body_bytes,
                     "seed": hash((self.run_id, worker.index)) & 0xFFFFFFFF,
+                    "retry_shed": scenario.retry_shed,
                 }
             )
             offset += n_users
@@ -491,7 +492,7 @@ class Runner:
                 "lag_after_wait": lag,
                 "catch_up_s": round(time.monotonic() - waited_from, 1),
             }
-        reasons = step_verdict(merged, scenario.p99_limit_ms)
+        reasons = step_verdict(merged, scenario.p99_limit_ms, retry_shed=scenario.retry_shed)
         if merged.get("history", {}).get("lag_after_wait"):
             reasons.append(
                 f"history writer still {merged['history']['lag_after_wait']} entries behind "

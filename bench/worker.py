@@ -50,6 +50,15 @@ RECONNECT_BACKOFF_S = 0.5
 SETUP_RPC_TIMEOUT_S = 60.0
 # The step's sending starts this long after the command, so every worker starts together.
 STEP_LEAD_S = 0.3
+# Errors after which a send is resent (retry_shed): the server refused it before storing it,
+# or its fate is unknown; a resend with the same client_message_id is stored at most once.
+RESENT_CODES = frozenset(
+    {
+        errors_pb2.ERROR_CODE_OVERLOADED,
+        errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED,
+        errors_pb2.ERROR_CODE_UNAVAILABLE,
+    }
+)
 TICK_NS = 1_000_000
 
 
@@ -66,6 +75,9 @@ class WorkerConfig:
     body_bytes: int
     seed: int
     setup_concurrency: int = 64
+    # Resend sends the server shed or timed out (same client_message_id, after its
+    # retry-after plus jitter, as the SDKs do) instead of counting them failed.
+    retry_shed: bool = False
 
 
 class Client:
@@ -101,6 +113,12 @@ class StepState:
         self.window_deliveries = 0
         self.window_acks = 0
         self.errors: Counter[str] = Counter()
+        # Overload: resends of shed sends, and latency from the attempt the server admitted.
+        self.retries = 0
+        self.attempt_ns: dict[int, int] = {}
+        self.requests: dict[int, tuple[Client, gateway_pb2.ConnectRequest]] = {}
+        self.admitted_ack = Latency()
+        self.admitted_delivery = Latency()
         self.stray = 0
         self.sending_done = False
         self.drained = asyncio.Event()
@@ -335,6 +353,9 @@ class Worker:
         if step.ledger.delivered(msg_id, client.index) is Delivery.FIRST:
             if step.in_window(intended_ns):
                 step.delivery.record_ns(now - intended_ns)
+                attempt = step.attempt_ns.get(msg_id)
+                if attempt is not None:  # the admitted attempt: no resend follows it
+                    step.admitted_delivery.record_ns(now - attempt)
             step.check_drained()
         if step.in_window(now):
             step.window_deliveries += 1
@@ -353,6 +374,10 @@ class Worker:
             return
         if step.in_window(intended_ns):
             step.ack.record_ns(now - intended_ns)
+            attempt = step.attempt_ns.get(msg_id)
+            if attempt is not None:
+                step.admitted_ack.record_ns(now - attempt)
+        step.requests.pop(msg_id, None)
         if step.in_window(now):
             step.window_acks += 1
         step.check_drained()
@@ -362,9 +387,30 @@ class Worker:
         if step is None:
             return
         step.errors[errors_pb2.ErrorCode.Name(error.code) if error.code else "UNKNOWN"] += 1
+        if self.config.retry_shed and error.request_id.isdigit() and error.code in RESENT_CODES:
+            msg_id = int(error.request_id)
+            pending = step.requests.get(msg_id)
+            if pending is not None:
+                step.retries += 1
+                hint = error.retry_after.ToMilliseconds() / 1000 if error.HasField("retry_after") else 0.1
+                delay = hint * self._rng.uniform(1.0, 1.5)
+                asyncio.get_running_loop().call_later(delay, self._resend, step, msg_id)
+                return
         if error.request_id.isdigit():
             step.ledger.failed(int(error.request_id))
             step.check_drained()
+
+    def _resend(self, step: StepState, msg_id: int) -> None:
+        pending = step.requests.get(msg_id)
+        if pending is None or self._step is not step:
+            return
+        client, request = pending
+        if client.queue is None or not client.live:
+            # Its stream broke: the same send goes out again once it is back (below, next tick).
+            asyncio.get_running_loop().call_later(0.2, self._resend, step, msg_id)
+            return
+        step.attempt_ns[msg_id] = time.monotonic_ns()
+        client.queue.put_nowait(request)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -390,16 +436,18 @@ class Worker:
         step.ledger.sent(msg_id, intended_ns, recipients)
         text_id = str(msg_id)
         assert sender.queue is not None
-        sender.queue.put_nowait(
-            gateway_pb2.ConnectRequest(
-                request_id=text_id,
-                send=gateway_pb2.SendFrame(
-                    conversation_id=cid,
-                    client_message_id=text_id,
-                    body=encode_body(msg_id, intended_ns, self.config.body_bytes),
-                ),
-            )
+        request = gateway_pb2.ConnectRequest(
+            request_id=text_id,
+            send=gateway_pb2.SendFrame(
+                conversation_id=cid,
+                client_message_id=text_id,
+                body=encode_body(msg_id, intended_ns, self.config.body_bytes),
+            ),
         )
+        if self.config.retry_shed:
+            step.requests[msg_id] = (sender, request)
+            step.attempt_ns[msg_id] = time.monotonic_ns()
+        sender.queue.put_nowait(request)
         step.sent += 1
 
     async def step(
@@ -460,12 +508,19 @@ class Worker:
             "window_deliveries": step.window_deliveries,
             "loss": loss.as_dict(),
             "errors": dict(step.errors),
+            "retries": step.retries,
             "stray": step.stray,
             "order_gaps": self._order.gaps - gaps_before,
             "order_repeats": self._order.repeats - repeats_before,
             "stream_resets": self.stream_resets - resets_before,
             "live": sum(1 for c in self.clients if c.live),
-            "hist": {"ack": step.ack.encode(), "delivery": step.delivery.encode(), "lag": step.lag.encode()},
+            "hist": {
+                "ack": step.ack.encode(),
+                "delivery": step.delivery.encode(),
+                "lag": step.lag.encode(),
+                "admitted_ack": step.admitted_ack.encode(),
+                "admitted_delivery": step.admitted_delivery.encode(),
+            },
         }
 
     @staticmethod

@@ -151,8 +151,12 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                 if isinstance(request, Undecodable):
                     await refuse_undecodable(request, context)
                 try:
-                    async for item in inner_us(request, context):
-                        yield item
+                    result = inner_us(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            yield item
+                    else:  # a coroutine writing with context.write (e.g. Health/Watch)
+                        await result
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:

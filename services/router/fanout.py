@@ -78,14 +78,18 @@ class LogEntry:
 _KIND = F_KIND.encode()
 
 
-def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEntry:
-    return LogEntry(
-        entry_id=entry_id,
-        conversation_id=fields[F_CONVERSATION.encode()].decode(),
-        message=fields[F_MESSAGE.encode()],
-        exclude_session=fields.get(F_EXCLUDE_SESSION.encode(), b"").decode(),
-        traceparent=fields.get(F_TRACEPARENT.encode(), b"").decode(),
-    )
+def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEntry | None:
+    """The message entry, or None if it is malformed (only a bug could write one)."""
+    try:
+        return LogEntry(
+            entry_id=entry_id,
+            conversation_id=fields[F_CONVERSATION.encode()].decode(),
+            message=fields[F_MESSAGE.encode()],
+            exclude_session=fields.get(F_EXCLUDE_SESSION.encode(), b"").decode(),
+            traceparent=fields.get(F_TRACEPARENT.encode(), b"").decode(),
+        )
+    except (KeyError, UnicodeDecodeError):
+        return None
 
 
 class Deliverer:
@@ -192,6 +196,7 @@ class Fanout:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.delivered_total = 0
+        self.malformed_total = 0
 
     @property
     def owned_partitions(self) -> list[int]:
@@ -362,12 +367,23 @@ class Fanout:
         # A partition given up while its entries were being read: they stay pending for the next holder.
         batches = [(log_key, items) for log_key, items in batches if log_key in owned and items]
         # Membership and read events ride the log for the history writer; fan-out skips them.
-        entries = [
-            parse_entry(entry_id, fields)
+        parsed = [
+            (entry_id, parse_entry(entry_id, fields))
             for _, items in batches
             for entry_id, fields in items
             if _KIND not in fields
         ]
+        entries = [entry for _, entry in parsed if entry is not None]
+        malformed = [_text(entry_id) for entry_id, entry in parsed if entry is None]
+        if malformed:
+            # Retrying cannot fix it, and it must not stall its partition's fan-out: acked
+            # with the rest, never delivered (the history writer skips it the same way).
+            self.malformed_total += len(malformed)
+            log.error(
+                "%d malformed log entries skipped by fan-out",
+                len(malformed),
+                extra={"fields": {"entry_ids": malformed[:20]}},
+            )
         if entries:
             await self._deliverer.deliver_log_entries(entries)
         metrics.record_round(len(entries))

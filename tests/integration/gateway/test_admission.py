@@ -56,6 +56,26 @@ def via(proxy: TcpProxy, redis_config: RedisConfig) -> RedisConfig:
     return dataclasses.replace(redis_config, url=f"redis://127.0.0.1:{proxy.port}/0")
 
 
+@contextlib.asynccontextmanager
+async def shedding_stack(
+    redis_config: RedisConfig, proxy: TcpProxy, admission: AdmissionConfig
+) -> AsyncIterator[tuple[gateway_pb2_grpc.ChatServiceAsyncStub, str]]:
+    """Gateway + router (its Redis behind ``proxy``), and a direct conversation alice-bob."""
+    async with (
+        running_stack(
+            redis_config,
+            router_overrides={"redis": via(proxy, redis_config)},
+            gateway_overrides={"admission": admission},
+        ) as stack,
+        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
+    ):
+        conversations = gateway_pb2_grpc.ConversationServiceStub(channel)
+        reply = await conversations.CreateDirect(
+            gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
+        )
+        yield gateway_pb2_grpc.ChatServiceStub(channel), reply.conversation.id
+
+
 def send_request(cid: str, text: str) -> gateway_pb2.SendRequest:
     return gateway_pb2.SendRequest(conversation_id=cid, client_message_id=text, body=text.encode())
 
@@ -79,21 +99,7 @@ async def first_shed(
 async def test_sends_past_the_bound_are_refused_at_once_and_store_nothing(
     redis_config: RedisConfig, redis_client: aioredis.Redis, proxy: TcpProxy
 ) -> None:
-    async with (
-        running_stack(
-            redis_config,
-            router_overrides={"redis": via(proxy, redis_config)},
-            gateway_overrides={"admission": SHEDDING},
-        ) as stack,
-        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
-    ):
-        conversations = gateway_pb2_grpc.ConversationServiceStub(channel)
-        cid = (
-            await conversations.CreateDirect(
-                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
-            )
-        ).conversation.id
-        chat: gateway_pb2_grpc.ChatServiceAsyncStub = gateway_pb2_grpc.ChatServiceStub(channel)
+    async with shedding_stack(redis_config, proxy, SHEDDING) as (chat, cid):
         with paused(proxy):
             held = [
                 asyncio.ensure_future(chat.Send(send_request(cid, f"held-{i}"), metadata=metadata(u)))
@@ -128,21 +134,7 @@ async def test_sends_past_the_bound_are_refused_at_once_and_store_nothing(
 
 async def test_one_user_cannot_take_the_whole_budget(redis_config: RedisConfig, proxy: TcpProxy) -> None:
     fair = dataclasses.replace(SHEDDING, max_in_flight=10, per_user_in_flight=1)
-    async with (
-        running_stack(
-            redis_config,
-            router_overrides={"redis": via(proxy, redis_config)},
-            gateway_overrides={"admission": fair},
-        ) as stack,
-        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
-    ):
-        conversations = gateway_pb2_grpc.ConversationServiceStub(channel)
-        cid = (
-            await conversations.CreateDirect(
-                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
-            )
-        ).conversation.id
-        chat: gateway_pb2_grpc.ChatServiceAsyncStub = gateway_pb2_grpc.ChatServiceStub(channel)
+    async with shedding_stack(redis_config, proxy, fair) as (chat, cid):
         with paused(proxy):
             noisy = asyncio.ensure_future(chat.Send(send_request(cid, "noisy-1"), metadata=metadata("alice")))
             shed, _ = await first_shed(chat, cid, "alice")

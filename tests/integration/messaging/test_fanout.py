@@ -101,3 +101,32 @@ async def test_trim_keeps_what_a_group_has_not_acked(
         await redis_client.xack(log_key, HISTORY_GROUP, *ids[4:])
         assert await fanout.trim(keys.partition(cid)) == 2
         assert await redis_client.xlen(log_key) == 5
+
+
+async def test_a_malformed_log_entry_is_skipped_and_does_not_stall_its_partition(
+    redis_config: RedisConfig, redis_client: aioredis.Redis
+) -> None:
+    keys = Keys(redis_config.key_prefix, PARTITIONS)
+    async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
+        conv = gateway_pb2_grpc.ConversationServiceStub(channel)
+        cid = (
+            await conv.CreateDirect(
+                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
+            )
+        ).conversation.id
+        bob = await RawSession(channel, "bob").open()
+        log_key = keys.log(keys.partition(cid))
+        # Only a bug could write these: no message field, and a conversation id that is not UTF-8.
+        await redis_client.xadd(log_key, {"c": cid, "s": "1"})
+        await redis_client.xadd(log_key, {"c": b"\xff\xfe", "s": "1", "m": b""})
+        chat = gateway_pb2_grpc.ChatServiceStub(channel)
+        await chat.Send(
+            gateway_pb2.SendRequest(conversation_id=cid, client_message_id="after-bad", body=b"still flows"),
+            metadata=metadata("alice"),
+        )
+        (got,) = await bob.messages(1, timeout=10)
+        assert got.body == b"still flows"
+        fanout: Fanout = stack.router.spec.components[1]  # type: ignore[assignment]
+        assert fanout.malformed_total == 2
+        assert (await redis_client.xpending(log_key, FANOUT_GROUP))["pending"] == 0
+        await bob.close()

@@ -89,3 +89,12 @@ async def test_health_serving_then_not_serving_on_drain_and_in_flight_rpc_comple
         await stub.Append(router_pb2.AppendRequest(conversation_id="slow"), timeout=2)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     await channel.close()
+
+
+async def test_health_watch_streams_through_the_error_boundary() -> None:
+    # Watch is a coroutine that writes with context.write, not an async generator.
+    async with serving(spec()) as running, grpc.aio.insecure_channel(running.address) as channel:
+        call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        first = await asyncio.wait_for(call.read(), 5)
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        call.cancel()

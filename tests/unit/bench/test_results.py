@@ -10,7 +10,7 @@ import pytest
 
 from bench.hist import Latency
 from bench.profile import top_functions
-from bench.results import markdown_summary, merge_worker_steps, write_results
+from bench.results import _overload_table, markdown_summary, merge_worker_steps, write_results
 from bench.runner import headline
 from bench.scenarios import SCENARIOS, step_verdict
 
@@ -204,3 +204,33 @@ def test_merged_step_keeps_the_encoded_distributions() -> None:
     merged, hists = merge_worker_steps([_report(0), _report(1)])
     restored = Latency.decode(merged["histograms"]["send_to_delivery"])
     assert restored.count == hists["send_to_delivery"].count == 20
+
+
+def _overload_report(*, unacked: int = 0, admitted_ms: float = 20.0) -> dict[str, Any]:
+    report = _report(0, delivery_ms=900.0)  # from the intended time: includes waiting to be admitted
+    report["errors"] = {"ERROR_CODE_OVERLOADED": 40}
+    report["retries"] = 40
+    report["loss"]["unacked"] = unacked
+    report["hist"]["admitted_ack"] = _latency([admitted_ms / 2] * 10).encode()
+    report["hist"]["admitted_delivery"] = _latency([admitted_ms] * 10).encode()
+    return report
+
+
+def test_overload_verdict_judges_admitted_latency_and_eventual_delivery() -> None:
+    shed, _ = merge_worker_steps([_overload_report()])
+    assert shed["retries"] == 40
+    # Refusals and slow intended-time latency are expected under overload: it passes ...
+    assert step_verdict(shed, p99_limit_ms=200, retry_shed=True) == []
+    assert step_verdict(shed, p99_limit_ms=200)  # ... but would not as a capacity step.
+    slow, _ = merge_worker_steps([_overload_report(admitted_ms=400.0)])
+    assert any("admitted" in r for r in step_verdict(slow, p99_limit_ms=200, retry_shed=True))
+    gave_up, _ = merge_worker_steps([_overload_report(unacked=3)])
+    assert any("never acked" in r for r in step_verdict(gave_up, p99_limit_ms=200, retry_shed=True))
+
+
+def test_overload_table_shows_refusals_resends_and_the_p99_ratio() -> None:
+    first, _ = merge_worker_steps([_overload_report(admitted_ms=20.0)])
+    second, _ = merge_worker_steps([_overload_report(admitted_ms=30.0)])
+    lines = _overload_table([first, second])
+    assert "OVERLOADED 40" in lines[2]
+    assert "1.00x" in lines[2] and "1.50x" in lines[3]
