@@ -12,6 +12,9 @@ from parley.auth import AuthConfig
 from parley.config import ConfigError, Env, RedisConfig, ServerConfig, TelemetryConfig
 from parley.limits import MAX_BODY_BYTES_CEILING
 
+# Streams one client connection may hold at the gateway (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+PUBLIC_MAX_CONCURRENT_STREAMS = 1_000
+
 
 @dataclass(frozen=True)
 class LimitsConfig:
@@ -79,7 +82,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
     if presence_lease > 30.0:
         raise ConfigError("PARLEY_PRESENCE_LEASE_SECONDS must be at most 30 (users go offline within it)")
     return GatewayConfig(
-        server=ServerConfig.from_env(env, "PARLEY_GATEWAY", 50051),
+        server=ServerConfig.from_env(
+            env, "PARLEY_GATEWAY", 50051, max_concurrent_streams=PUBLIC_MAX_CONCURRENT_STREAMS
+        ),
         redis=RedisConfig.from_env(env),
         telemetry=TelemetryConfig.from_env(env, "parley-gateway"),
         auth=AuthConfig.from_env(env),

@@ -187,8 +187,10 @@ class ServerConfig:
     # How long SIGTERM waits for in-flight RPCs and streams before cancelling them.
     drain_seconds: float = 10.0
     # Connection limits (parley.server turns them into gRPC server options).
-    # Streams one HTTP/2 connection may hold at once: bounds what one socket pins.
-    max_concurrent_streams: int = 1_000
+    # Streams one HTTP/2 connection may hold at once: bounds what one socket pins. The
+    # gateway (public) uses 1,000; internal services keep a high limit, since one
+    # gateway multiplexes all of its sessions' calls over one connection to them.
+    max_concurrent_streams: int = 100_000
     # Request metadata per call; larger headers are refused before any handler runs.
     max_metadata_bytes: int = 16 * 1024
     # Clients may ping this often without data (SDK keepalive is 30 s; mobile stacks
@@ -201,14 +203,16 @@ class ServerConfig:
     metrics_port: int = -1
 
     @classmethod
-    def from_env(cls, env: Env, prefix: str, default_port: int) -> ServerConfig:
+    def from_env(
+        cls, env: Env, prefix: str, default_port: int, *, max_concurrent_streams: int = 100_000
+    ) -> ServerConfig:
         port = env.int(f"{prefix}_PORT", default_port, minimum=0, maximum=65535)
         return cls(
             host=env.str(f"{prefix}_HOST", "127.0.0.1"),
             port=port,
             drain_seconds=env.float("PARLEY_DRAIN_SECONDS", cls.drain_seconds, minimum=0.0),
             max_concurrent_streams=env.int(
-                "PARLEY_GRPC_MAX_CONCURRENT_STREAMS", cls.max_concurrent_streams, minimum=1
+                "PARLEY_GRPC_MAX_CONCURRENT_STREAMS", max_concurrent_streams, minimum=1
             ),
             max_metadata_bytes=env.int(
                 "PARLEY_GRPC_MAX_METADATA_BYTES", cls.max_metadata_bytes, minimum=1024, maximum=1024 * 1024

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from gateway.config import LimitsConfig
+from gateway.config import LimitsConfig, load_config
 from parley.config import RedisConfig, ServerConfig
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.chat import RawSession, metadata
@@ -172,9 +172,12 @@ async def test_huge_metadata_is_refused_before_any_handler(redis_config: RedisCo
 
 
 def test_connection_limits_are_server_options() -> None:
-    options = dict(ServerConfig(host="127.0.0.1", port=0).grpc_options())
+    gateway = load_config({"PARLEY_ENV": "development"})
+    options = dict(gateway.server.grpc_options())
     assert options["grpc.max_metadata_size"] == options["grpc.absolute_max_metadata_size"] == 16 * 1024
     assert options["grpc.max_concurrent_streams"] == 1000
+    # Internal services: one gateway connection carries every session's calls.
+    assert dict(ServerConfig(host="127.0.0.1", port=0).grpc_options())["grpc.max_concurrent_streams"] > 1000
     # Clients pinging every 10 s (mobile minimum) never trip too_many_pings.
     assert options["grpc.http2.min_ping_interval_without_data_ms"] <= 10_000
     assert options["grpc.keepalive_permit_without_calls"] == 1
