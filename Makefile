@@ -5,6 +5,7 @@
 #   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it)
 #   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
 #   make lint     ruff, ruff format --check, mypy --strict, buf lint
+#   make chaos    the fault suite (several minutes; chaos-short is CI's form); SEED=... replays a run
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
@@ -35,7 +36,7 @@ TEST_TOOLS := grpcurl buf helm chromium prometheus
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check infra-up infra-down infra-status run \
-	test test-unit test-integration test-e2e lint lint-proto bench clean
+	test test-unit test-integration test-e2e lint lint-proto bench chaos chaos-short clean
 
 all: test
 
@@ -121,6 +122,18 @@ test-e2e: venv test-tools infra-up
 SCENARIO ?= smoke
 bench: venv infra-up
 	$(PY) -m bench $(SCENARIO) $(BENCH_ARGS)
+
+# The fault suite (tests/chaos/README.md): its own Redis (6390) and Cassandra
+# (9142/7100), the services under devstack, a nemesis killing them under a
+# steady workload, and a checker; fails when any count is not zero. infra-up
+# installs what it needs (redis-server, Java, the Cassandra jars it reuses).
+SEED ?=
+CHAOS_ARGS ?=
+chaos: venv infra-up
+	$(PY) -m tests.chaos --profile full $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
+
+chaos-short: venv infra-up
+	$(PY) -m tests.chaos --profile short $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -178,6 +178,10 @@ def base_env(scratch: Path, gc_stats_dir: Path | None = None) -> dict[str, str]:
     env.setdefault("PARLEY_LOG_FORMAT", "text")
     env.setdefault("PARLEY_LOG_LEVEL", "WARNING")
     env["PARLEY_SCRATCH"] = str(scratch)
+    # Plaintext at the edge and between services, as in the recorded results
+    # (their load generators speak plaintext gRPC).
+    env.setdefault("PARLEY_PLAINTEXT", "true")
+    env.setdefault("PARLEY_INTERNAL_INSECURE", "true")
     return env
 
 

@@ -77,4 +77,10 @@ def cassandra_config() -> CassandraConfig:
         pytest.fail(
             f"Cassandra is not running on port {CASSANDRA_PORT}: run `make infra-up` (make test does it)"
         )
-    return CassandraConfig(port=CASSANDRA_PORT, keyspace=CASSANDRA_KEYSPACE)
+    # A local node with authentication (cassandra.sh, PARLEY_CASSANDRA_AUTH=true): its service role.
+    return CassandraConfig(
+        port=CASSANDRA_PORT,
+        keyspace=CASSANDRA_KEYSPACE,
+        username=os.environ.get("PARLEY_TEST_CASSANDRA_USERNAME", ""),
+        password=os.environ.get("PARLEY_TEST_CASSANDRA_PASSWORD", ""),
+    )

@@ -21,6 +21,9 @@
 #   PARLEY_CASSANDRA_GROUP_WINDOW_MS group mode's fsync window (default 10)
 #   PARLEY_CASSANDRA_SYNC_PERIOD_MS  periodic mode's sync period (default 10000)
 #   PARLEY_CASSANDRA_LIB_DIR       where the jars are (default <state>/cassandra/lib)
+#   PARLEY_CASSANDRA_AUTH          true: PasswordAuthenticator, roles parley (services)
+#                                  and parley_admin (tools), passwords in
+#                                  <state>/cassandra/passwords (cassandra/auth.py)
 #
 # State lives in $PARLEY_STATE_DIR/cassandra/{lib,conf,data,logs}; the pid is
 # in $PARLEY_STATE_DIR/cassandra/cassandra.pid.
@@ -41,6 +44,7 @@ HEAP=${PARLEY_CASSANDRA_HEAP:-1G}
 COMMITLOG_SYNC=${PARLEY_CASSANDRA_COMMITLOG_SYNC:-group}
 GROUP_WINDOW_MS=${PARLEY_CASSANDRA_GROUP_WINDOW_MS:-10}
 PERIODIC_MS=${PARLEY_CASSANDRA_SYNC_PERIOD_MS:-10000}
+AUTH=${PARLEY_CASSANDRA_AUTH:-false}
 if [[ -n ${PARLEY_CASSANDRA_VERSION:-} ]]; then
     VERSIONS=("$PARLEY_CASSANDRA_VERSION")
 else
@@ -124,8 +128,9 @@ except Exception:  # ImportError, or no usable event loop (DependencyException)
 try:
     row = cluster.connect().execute("SELECT release_version FROM system.local", timeout=5).one()
     print(row.release_version)
-except Exception:
-    sys.exit(1)
+except Exception as exc:
+    # With authentication on, a refused login is an answer: the node is up.
+    sys.exit(0 if "Authentication" in repr(exc) else 1)
 finally:
     cluster.shutdown()
 '
@@ -241,6 +246,15 @@ check_settings() {
         die "PARLEY_CASSANDRA_GROUP_WINDOW_MS must be a positive integer, got '$GROUP_WINDOW_MS'"
     [[ $PERIODIC_MS =~ ^[0-9]+$ ]] && ((PERIODIC_MS >= 1)) ||
         die "PARLEY_CASSANDRA_SYNC_PERIOD_MS must be a positive integer, got '$PERIODIC_MS'"
+    [[ $AUTH == true || $AUTH == false ]] || die "PARLEY_CASSANDRA_AUTH must be true or false, got '$AUTH'"
+}
+
+# Roles and passwords (PARLEY_CASSANDRA_AUTH=true), idempotent: run after every start.
+ensure_roles() {
+    [[ $AUTH == true ]] || return 0
+    pick_probe_python
+    [[ -n $PROBE_PYTHON ]] || die "PARLEY_CASSANDRA_AUTH=true needs a Python with cassandra-driver (make venv)"
+    "$PROBE_PYTHON" "$TEMPLATES/auth.py" "$NATIVE_PORT" "$CASS_DIR/passwords"
 }
 
 check_ports_free() {
@@ -326,6 +340,8 @@ render_conf() {
         -e "s|@COMMITLOG_SYNC@|$sync|" \
         -e "s|@NATIVE_PORT@|$NATIVE_PORT|g" \
         -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" \
+        -e "s|@AUTHENTICATOR@|$([[ $AUTH == true ]] && echo PasswordAuthenticator || echo AllowAllAuthenticator)|" \
+        -e "s|@AUTHORIZER@|$([[ $AUTH == true ]] && echo CassandraAuthorizer || echo AllowAllAuthorizer)|" \
         "$TEMPLATES/cassandra.yaml" >"$CONF_DIR/cassandra.yaml"
     cp "$TEMPLATES/logback.xml" "$CONF_DIR/logback.xml"
 }
@@ -357,11 +373,13 @@ cmd_up() {
         pick_probe_python
         if is_ready "$NATIVE_PORT"; then
             log "already running and answering (pid $pid, port $NATIVE_PORT)"
+            ensure_roles
             return 0
         fi
         # Alive but not answering yet: most likely still starting.
         log "already running (pid $pid) but not answering yet"
         wait_ready "$NATIVE_PORT"
+        ensure_roles
         return
     fi
     rm -f "$PID_FILE"
@@ -436,6 +454,7 @@ cmd_up() {
         rm -f "$PID_FILE"
         return 1
     fi
+    ensure_roles
 }
 
 # SIGTERM runs Cassandra's shutdown hook (drains and flushes memtables);

@@ -1,16 +1,46 @@
 #!/usr/bin/env bash
 # Local Redis for Parley: Debian's redis-server on loopback, its own port and
 # data folder, AOF on. Usage: redis.sh up|down|status
+#
+# PARLEY_REDIS_ACL=true: no anonymous access. An ACL file gives each service
+# its own user (gateway, router, presence, history: passwords made once in
+# $DIR/passwords/<user>, mode 0600) that may not run admin or dangerous
+# commands, and a "parley-admin" user for tests and tools. The devstack hands
+# each service its user when the password files exist. Redis reads the ACL
+# file at start: an existing data directory is fine, the next start applies it.
 set -euo pipefail
 # shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PORT="${PARLEY_REDIS_PORT:-6380}"
-# everysec: at most one second of acknowledged writes lost on a machine crash
-# (not on a process crash). "always" trades throughput for zero loss.
-FSYNC="${PARLEY_REDIS_APPENDFSYNC:-everysec}"
+# always (default): Redis fsyncs the AOF before it answers, so an acknowledged
+# send survives any crash. everysec is not enough on a lone node: while a
+# background fsync runs (a busy disk), Redis 7 postpones its AOF write but still
+# answers, and a SIGKILL then loses acknowledged appends whose seqs are later
+# handed out again (the fault suite found it: tests/chaos/README.md).
+FSYNC="${PARLEY_REDIS_APPENDFSYNC:-always}"
 DIR="$PARLEY_STATE_DIR/redis"
 PIDFILE="$DIR/redis.pid"
+ACL="${PARLEY_REDIS_ACL:-false}"
+SERVICE_USERS="gateway router presence history"
+
+password_of() {
+  local file="$DIR/passwords/$1"
+  if [ ! -s "$file" ]; then
+    mkdir -p "$DIR/passwords"; chmod 700 "$DIR/passwords"
+    (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > "$file")
+  fi
+  cat "$file"
+}
+
+# redis-cli as the admin user when ACLs are on (the password through the environment, not argv).
+cli() {
+  if [ -s "$DIR/passwords/parley-admin" ]; then
+    REDISCLI_AUTH="$(cat "$DIR/passwords/parley-admin")" redis-cli --user parley-admin -p "$PORT" "$@"
+  else
+    redis-cli -p "$PORT" "$@"
+  fi
+}
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
@@ -39,9 +69,26 @@ save ""
 # Streams and routing tables are our data: never evict.
 maxmemory-policy noeviction
 CONF
+    case "$ACL" in
+      true)
+        {
+          echo "user default off"
+          echo "user parley-admin on >$(password_of parley-admin) ~* &* +@all"
+          for user in $SERVICE_USERS; do
+            # Keys are shared between the services by design (the router writes the
+            # gateways' inboxes, presence and the gateway share the change stream).
+            echo "user $user on >$(password_of "$user") ~* &* +@all -@admin -@dangerous"
+          done
+        } > "$DIR/users.acl"
+        chmod 600 "$DIR/users.acl"
+        echo "aclfile $DIR/users.acl" >> "$DIR/redis.conf"
+        ;;
+      false) rm -f "$DIR/passwords/parley-admin" ;;
+      *) die "PARLEY_REDIS_ACL must be true or false (got '$ACL')";;
+    esac
     redis-server "$DIR/redis.conf"
     for _ in $(seq 1 50); do
-      redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG && { echo "redis: up on 127.0.0.1:$PORT"; exit 0; }
+      cli ping 2>/dev/null | grep -q PONG && { echo "redis: up on 127.0.0.1:$PORT (ACL users: $ACL)"; exit 0; }
       sleep 0.1
     done
     tail -n 20 "$DIR/redis.log" >&2 || true
@@ -49,7 +96,7 @@ CONF
     ;;
   down)
     if running; then
-      redis-cli -p "$PORT" shutdown >/dev/null 2>&1 || kill "$(cat "$PIDFILE")" 2>/dev/null || true
+      cli shutdown >/dev/null 2>&1 || kill "$(cat "$PIDFILE")" 2>/dev/null || true
       for _ in $(seq 1 50); do running || break; sleep 0.1; done
     fi
     echo "redis: stopped"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -124,5 +125,10 @@ async def _backfill(repair: HistoryRepair, cids: Sequence[str], first: int, last
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    config = load_config()
+    # The history service's settings; internal TLS is irrelevant here (this
+    # tool serves no RPC), so its absence is not an error.
+    environ = dict(os.environ)
+    if not any(k.startswith("PARLEY_INTERNAL_TLS_") or k == "PARLEY_INTERNAL_CA_FILE" for k in environ):
+        environ.setdefault("PARLEY_INTERNAL_INSECURE", "true")
+    config = load_config(environ)
     sys.exit(asyncio.run(_run(args, config)))

@@ -20,7 +20,7 @@ from gateway.presence_leases import SessionLeases
 from gateway.servicer import Caller, ChatServicer, ConversationServicer, HistoryServicer, PresenceServicer
 from gateway.websocket import WEB_DIR, WebSocketBridge
 from parley.auth import Authenticator
-from parley.grpcclient import insecure_channel
+from parley.grpcclient import service_channel
 from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2_grpc
 from parley.keys import Keys
 from parley.redisclient import connect
@@ -54,9 +54,9 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
     redis = connect(config.redis, max_connections=128)
     keys = Keys(prefix=config.redis.key_prefix, partitions=config.partitions)
     clients = Clients(redis)
-    router_channel = insecure_channel(config.router_addr)
-    presence_channel = insecure_channel(config.presence_addr)
-    history_channel = insecure_channel(config.history_addr)
+    router_channel = service_channel(config.router_addr, "router", config.internal_tls)
+    presence_channel = service_channel(config.presence_addr, "presence", config.internal_tls)
+    history_channel = service_channel(config.history_addr, "history", config.internal_tls)
     clients.channels += [router_channel, presence_channel, history_channel]
     backends = Backends(
         router=router_pb2_grpc.RouterServiceStub(router_channel),
@@ -91,7 +91,14 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
     if config.ws_port >= 0:
         # Last: stopped first, so its sessions end while the hub and Redis are still up.
         components.append(
-            WebSocketBridge(chat, Authenticator(config.auth), config.ws_host, config.ws_port, WEB_DIR)
+            WebSocketBridge(
+                chat,
+                Authenticator(config.auth),
+                config.ws_host,
+                config.ws_port,
+                WEB_DIR,
+                ssl_context=config.edge_tls.reloading_ssl_context() if config.edge_tls else None,
+            )
         )
     return ServiceSpec(
         name="gateway",
@@ -99,4 +106,5 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         register=register,
         components=components,
         recycle_connections=False,
+        tls=config.edge_tls,
     )

@@ -11,6 +11,7 @@ from gateway.admission import AdmissionConfig
 from parley.auth import AuthConfig
 from parley.config import ConfigError, Env, RedisConfig, ServerConfig, TelemetryConfig
 from parley.limits import MAX_BODY_BYTES_CEILING
+from parley.tls import InternalTLS, ServerTLS, edge_tls_from_env
 
 # Streams one client connection may hold at the gateway (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
 PUBLIC_MAX_CONCURRENT_STREAMS = 1_000
@@ -60,6 +61,10 @@ class GatewayConfig:
     # WebSocket bridge for browsers; port -1 disables it.
     ws_host: str = "127.0.0.1"
     ws_port: int = 8080
+    # TLS of the public gRPC port and the WebSocket bridge; None: plaintext.
+    edge_tls: ServerTLS | None = None
+    # Mutual TLS to router, presence and history; None: plaintext, unauthenticated.
+    internal_tls: InternalTLS | None = None
     # Load shedding of sends (gateway.admission).
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
@@ -100,6 +105,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         presence_lease_s=presence_lease,
         ws_host=env.str("PARLEY_WS_HOST", "127.0.0.1"),
         ws_port=env.int("PARLEY_WS_PORT", 8080, minimum=-1, maximum=65535),
+        edge_tls=edge_tls_from_env(env),
+        internal_tls=InternalTLS.from_env(env),
         admission=AdmissionConfig(
             max_in_flight=env.int("PARLEY_GATEWAY_MAX_INFLIGHT_SENDS", 64, minimum=1),
             per_user_in_flight=env.int("PARLEY_GATEWAY_MAX_INFLIGHT_SENDS_PER_USER", 8, minimum=1),

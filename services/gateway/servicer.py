@@ -516,6 +516,7 @@ class HistoryServicer(gateway_pb2_grpc.HistoryServiceServicer):
             self._backends.history.GetHistory(
                 history_pb2.GetHistoryRequest(
                     conversation_id=request.conversation_id,
+                    user_id=user,
                     # Presence is passed on: after_seq = 0 means "from the first message".
                     before_seq=request.before_seq if request.HasField("before_seq") else None,
                     after_seq=request.after_seq if request.HasField("after_seq") else None,

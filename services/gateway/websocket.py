@@ -49,6 +49,7 @@ import http
 import json
 import logging
 import mimetypes
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +209,7 @@ class WebSocketBridge:
         ping_interval_s: float = 20.0,
         ping_timeout_s: float = 20.0,
         close_timeout_s: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._chat = chat
         self._auth = authenticator
@@ -218,6 +220,8 @@ class WebSocketBridge:
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
         self._close_timeout_s = close_timeout_s
+        # TLS (wss:// and https:// for the page); None: plaintext.
+        self._ssl_context = ssl_context
         self._static: dict[str, StaticFile] = {}
         self._server: Server | None = None
 
@@ -246,8 +250,15 @@ class WebSocketBridge:
             create_connection=_Connection,
             # No version banner.
             server_header=None,
+            ssl=self._ssl_context,
         )
-        log.info("WebSocket bridge on %s:%d", self._host, self.port, extra={"fields": {"ws_port": self.port}})
+        log.info(
+            "WebSocket bridge on %s:%d (%s)",
+            self._host,
+            self.port,
+            "TLS" if self._ssl_context is not None else "plaintext",
+            extra={"fields": {"ws_port": self.port}},
+        )
 
     async def stop(self) -> None:
         if self._server is None:

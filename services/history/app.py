@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2
 from history.config import HistoryConfig
 from history.db import Database
 from history.guard import KeyspaceGuard
+from history.membership import Membership
 from history.reader import HistoryReader
 from history.servicer import HistoryServicer
 from history.store import STATEMENTS, HistoryStore
@@ -111,7 +112,8 @@ class History:
         self.store = HistoryStore(self.db, write_concurrency=config.writer.concurrency)
         self.writer = HistoryWriter(self.redis, self.store, self.keys, config.writer, health=self.health)
         self.reader = HistoryReader(self.store)
-        self.servicer = HistoryServicer(self.reader, self.writer, self.db)
+        self.membership = Membership(self.redis, self.keys, self.store)
+        self.servicer = HistoryServicer(self.reader, self.writer, self.db, self.membership)
 
 
 def spec_of(parts: History) -> ServiceSpec:
@@ -127,7 +129,7 @@ def spec_of(parts: History) -> ServiceSpec:
         register=register,
         components=[RedisLifecycle(parts.redis), parts.db, parts.writer],
         health_hooks=[parts.health.bind],
-    )
+    ).secure_internal(parts.config.internal_tls)
 
 
 async def build(config: HistoryConfig, *, setup_telemetry: bool = True) -> ServiceSpec:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from parley.config import CassandraConfig, ConfigError, Env, RedisConfig, ServerConfig, TelemetryConfig
+from parley.tls import InternalTLS
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class HistoryConfig:
     # Per-request timeout of Cassandra statements.
     cassandra_timeout_s: float = 5.0
     writer: WriterSettings = field(default_factory=WriterSettings)
+    # Mutual TLS for internal calls (server, and client where it calls others); None: plaintext.
+    internal_tls: InternalTLS | None = None
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> HistoryConfig:
@@ -93,4 +96,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> HistoryConfig:
         bucket_size=env.int("PARLEY_HISTORY_BUCKET_SIZE", 1000, minimum=1, maximum=1_000_000),
         cassandra_timeout_s=env.float("PARLEY_HISTORY_CASSANDRA_TIMEOUT_SECONDS", 5.0, minimum=0.1),
         writer=writer,
+        internal_tls=InternalTLS.from_env(env),
     )

@@ -34,12 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from cassandra import ConsistencyLevel, OperationTimedOut, ProtocolVersion, RequestExecutionException
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
     Cluster,
@@ -109,6 +111,17 @@ class _HostEvents(HostStateListener):  # type: ignore[misc]
 
     def on_remove(self, host: Any) -> None:
         self.changes += 1
+
+
+def cluster_security(config: CassandraConfig) -> dict[str, Any]:
+    """Authentication (PasswordAuthenticator) and TLS settings of a driver Cluster, as configured."""
+    options: dict[str, Any] = {}
+    if config.username:
+        options["auth_provider"] = PlainTextAuthProvider(username=config.username, password=config.password)
+    if config.tls or config.ca_file:
+        context = ssl.create_default_context(cafile=config.ca_file or None)
+        options["ssl_context"] = context
+    return options
 
 
 class Database:
@@ -321,6 +334,7 @@ class Database:
             reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
             connect_timeout=self._connect_timeout_s,
             control_connection_timeout=self._connect_timeout_s,
+            **cluster_security(self._config),
         )
 
     # --- use ----------------------------------------------------------------------------------

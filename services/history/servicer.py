@@ -1,6 +1,7 @@
 """The history service's gRPC boundary (parley.internal.v1.HistoryService).
 
-Callers are trusted services that already checked membership. Errors are
+Callers are authenticated services (mutual TLS, see parley.tls) acting for a
+user; GetHistory checks that user's membership itself. Errors are
 parley.errors types, mapped to gRPC by the server's ErrorBoundary; Cassandra
 being unreachable (or timing out) is UNAVAILABLE, so callers retry or fall
 back, and the writer keeps the log pending meanwhile.
@@ -11,7 +12,8 @@ from __future__ import annotations
 from redis.exceptions import RedisError
 
 from history.db import TRANSIENT_ERRORS, Database
-from history.reader import HistoryReader
+from history.membership import Membership
+from history.reader import HistoryReader, validate
 from history.writer import HistoryWriter
 from parley import errors
 from parley.internal.v1 import history_pb2, history_pb2_grpc
@@ -19,19 +21,25 @@ from parley.server import ServicerContext
 
 
 class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
-    def __init__(self, reader: HistoryReader, writer: HistoryWriter, db: Database) -> None:
+    def __init__(
+        self, reader: HistoryReader, writer: HistoryWriter, db: Database, membership: Membership
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._db = db
+        self._membership = membership
 
     async def GetHistory(
         self, request: history_pb2.GetHistoryRequest, context: ServicerContext
     ) -> history_pb2.GetHistoryResponse:
+        after_seq = request.after_seq if request.HasField("after_seq") else None
+        validate(request.conversation_id, request.before_seq, after_seq)
         try:
+            await self._membership.check(request.conversation_id, request.user_id)
             page = await self._reader.page(
                 request.conversation_id,
                 before_seq=request.before_seq,
-                after_seq=request.after_seq if request.HasField("after_seq") else None,
+                after_seq=after_seq,
                 limit=request.limit,
             )
         except TRANSIENT_ERRORS as exc:

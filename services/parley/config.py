@@ -99,13 +99,36 @@ class RedisConfig:
     url: str = "redis://127.0.0.1:6380/0"
     # Prefix of every key Parley writes; tests use a unique one per test.
     key_prefix: str = "parley"
+    # An ACL user and its password (override any in the URL); empty: the URL's, or none.
+    username: str = ""
+    password: str = ""
+    # CA of the server's certificate for rediss:// URLs; empty: the system roots.
+    ca_file: str = ""
 
     @classmethod
     def from_env(cls, env: Env) -> RedisConfig:
         return cls(
             url=env.str("PARLEY_REDIS_URL", cls.url),
             key_prefix=env.str("PARLEY_REDIS_PREFIX", cls.key_prefix),
+            username=env.str("PARLEY_REDIS_USERNAME", ""),
+            password=secret(env, "PARLEY_REDIS_PASSWORD"),
+            ca_file=env.str("PARLEY_REDIS_CA_FILE", ""),
         )
+
+
+def secret(env: Env, name: str) -> str:
+    """``name`` or the content of the file named by ``name``_FILE (a mounted Secret), not both."""
+    value = env.str(name, "")
+    path = env.str(f"{name}_FILE", "")
+    if value and path:
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
+    if not path:
+        return value
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE={path}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -117,6 +140,12 @@ class CassandraConfig:
     # SimpleStrategy with RF 1 for a single local node; a cluster sets
     # NetworkTopologyStrategy and per-DC factors, e.g. "dc1:3,dc2:3".
     replication: str = "SimpleStrategy:1"
+    # PasswordAuthenticator credentials; empty: no authentication.
+    username: str = ""
+    password: str = ""
+    # TLS to Cassandra (client_encryption_options on the nodes); ca_file: the nodes' CA.
+    tls: bool = False
+    ca_file: str = ""
 
     @classmethod
     def from_env(cls, env: Env) -> CassandraConfig:
@@ -126,6 +155,10 @@ class CassandraConfig:
             keyspace=env.str("PARLEY_CASSANDRA_KEYSPACE", cls.keyspace),
             local_dc=env.str("PARLEY_CASSANDRA_LOCAL_DC", cls.local_dc),
             replication=env.str("PARLEY_CASSANDRA_REPLICATION", cls.replication),
+            username=env.str("PARLEY_CASSANDRA_USERNAME", ""),
+            password=secret(env, "PARLEY_CASSANDRA_PASSWORD"),
+            tls=env.bool("PARLEY_CASSANDRA_TLS", False),
+            ca_file=env.str("PARLEY_CASSANDRA_CA_FILE", ""),
         )
 
 
@@ -199,6 +232,9 @@ class ServerConfig:
     # A connection with no call for this long is closed (gracefully, GOAWAY): idle
     # sockets of clients that opened nothing cost nothing for long.
     max_connection_idle_s: float = 600.0
+    # A plaintext port serving only health checking and reflection, for probes
+    # that cannot speak TLS (Kubernetes' gRPC probes); -1: none.
+    health_port: int = -1
     # Prometheus /metrics over HTTP on the same host; -1: none (in-process test servers).
     metrics_port: int = -1
 
@@ -223,6 +259,7 @@ class ServerConfig:
             max_connection_idle_s=env.float(
                 "PARLEY_GRPC_MAX_CONNECTION_IDLE_SECONDS", cls.max_connection_idle_s, minimum=1.0
             ),
+            health_port=env.int(f"{prefix}_HEALTH_PORT", -1, minimum=-1, maximum=65535),
             metrics_port=env.int(f"{prefix}_METRICS_PORT", metrics_port_for(port), minimum=-1, maximum=65535),
         )
 

@@ -27,6 +27,12 @@ Settings (environment, or the matching command-line flag):
 - ``PARLEY_DEVSTACK_READY_SECONDS`` (default 90): how long start-up may take
   before the stack gives up and exits non-zero.
 - ``PARLEY_DEVSTACK_SKIP_INFRA_CHECK`` (default false).
+- ``PARLEY_DEVSTACK_TLS`` (default true): the gateway serves TLS (gRPC and the
+  WebSocket bridge) with a certificate of the development CA in
+  ``$PARLEY_STATE_DIR/pki`` (made on first start, see parley.pki), which the
+  ``parley`` CLI trusts by default. false: plaintext, as a deployment behind a
+  TLS-terminating proxy would run. Internal calls always use mutual TLS with
+  the same CA: each service presents its own certificate.
 
 Every other variable (``PARLEY_REDIS_URL``, ``PARLEY_CASSANDRA_PORT``,
 ``PARLEY_LOG_LEVEL``, ...) is passed through to the services unchanged.
@@ -52,6 +58,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.config import CassandraConfig, ConfigError, Env, RedisConfig, metrics_port_for
+from parley.pki import ensure_dev_pki
+from parley.tls import ClientTLS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -103,6 +111,10 @@ class StackConfig:
     stop_seconds: float = 15.0
     ready_seconds: float = 90.0
     skip_infra_check: bool = False
+    # TLS at the edge (internal calls are mutual TLS regardless).
+    tls: bool = True
+    # The development CA and certificates (parley.pki).
+    pki_dir: Path = REPO_ROOT / ".state" / "pki"
 
     @classmethod
     def from_env(cls, env: Env) -> StackConfig:
@@ -114,6 +126,8 @@ class StackConfig:
             stop_seconds=env.float("PARLEY_DEVSTACK_STOP_SECONDS", cls.stop_seconds, minimum=0.1),
             ready_seconds=env.float("PARLEY_DEVSTACK_READY_SECONDS", cls.ready_seconds, minimum=1.0),
             skip_infra_check=env.bool("PARLEY_DEVSTACK_SKIP_INFRA_CHECK", cls.skip_infra_check),
+            tls=env.bool("PARLEY_DEVSTACK_TLS", cls.tls),
+            pki_dir=dev_pki_dir(env),
         )
 
     def instances(self) -> list[Instance]:
@@ -129,11 +143,42 @@ class StackConfig:
         return out
 
 
+def dev_pki_dir(env: Env) -> Path:
+    """Where the development CA lives: ``$PARLEY_STATE_DIR/pki`` (the CLI looks there too)."""
+    return Path(env.str("PARLEY_STATE_DIR", str(REPO_ROOT / ".state"))) / "pki"
+
+
 def child_environment(
-    instance: Instance, stack: list[Instance], environ: Mapping[str, str]
+    instance: Instance, stack: list[Instance], environ: Mapping[str, str], config: StackConfig | None = None
 ) -> dict[str, str]:
-    """The environment of one child: the caller's, plus where it and its peers listen."""
+    """The environment of one child: the caller's, where it and its peers listen, its certificates."""
+    config = config or StackConfig()
     env = dict(environ)
+    pki = config.pki_dir
+    env["PARLEY_INTERNAL_TLS_CERT_FILE"] = str(pki / f"{instance.module}.crt")
+    env["PARLEY_INTERNAL_TLS_KEY_FILE"] = str(pki / f"{instance.module}.key")
+    env["PARLEY_INTERNAL_CA_FILE"] = str(pki / "ca.crt")
+    env.pop("PARLEY_INTERNAL_INSECURE", None)
+    # A local Redis with ACL users (deploy/local/redis.sh, PARLEY_REDIS_ACL=true):
+    # each service logs in as its own user.
+    passwords = config.pki_dir.parent / "redis" / "passwords"
+    if (passwords / "parley-admin").is_file() and "PARLEY_REDIS_USERNAME" not in env:
+        env["PARLEY_REDIS_USERNAME"] = instance.module
+        env["PARLEY_REDIS_PASSWORD_FILE"] = str(passwords / instance.module)
+    # A local Cassandra with PasswordAuthenticator (cassandra.sh, PARLEY_CASSANDRA_AUTH=true).
+    cassandra_password = config.pki_dir.parent / "cassandra" / "passwords" / "parley"
+    if cassandra_password.is_file() and "PARLEY_CASSANDRA_USERNAME" not in env:
+        env["PARLEY_CASSANDRA_USERNAME"] = "parley"
+        env["PARLEY_CASSANDRA_PASSWORD_FILE"] = str(cassandra_password)
+    if instance.module == "gateway":
+        if config.tls:
+            env["PARLEY_TLS_CERT_FILE"] = str(pki / "edge.crt")
+            env["PARLEY_TLS_KEY_FILE"] = str(pki / "edge.key")
+            env.pop("PARLEY_PLAINTEXT", None)
+        else:
+            env["PARLEY_PLAINTEXT"] = "true"
+            env.pop("PARLEY_TLS_CERT_FILE", None)
+            env.pop("PARLEY_TLS_KEY_FILE", None)
     # The import root is services/ (+ the SDK); the venv has them installed
     # editable, but a plain checkout run with the venv's python works too.
     roots = [str(REPO_ROOT / "services"), str(REPO_ROOT / "clients" / "python")]
@@ -178,9 +223,19 @@ def infra_problems(environ: Mapping[str, str]) -> list[str]:
     return problems
 
 
-async def check_serving(address: str, rpc_timeout: float = 1.0) -> bool:
+def probe_channel(address: str, tls: ClientTLS | None, server_name: str = "") -> grpc.aio.Channel:
+    """A channel for health checks: TLS without a client certificate (health needs none) or plaintext."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address)
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.aio.secure_channel(address, tls.grpc_credentials(), options=options)
+
+
+async def check_serving(
+    address: str, rpc_timeout: float = 1.0, *, tls: ClientTLS | None = None, server_name: str = ""
+) -> bool:
     """True when the server at ``address`` reports overall health SERVING."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with probe_channel(address, tls, server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=rpc_timeout)
@@ -243,9 +298,13 @@ class DevStack:
         self._web_port = Env(environ).int("PARLEY_WS_PORT", 8080, minimum=-1, maximum=65535)
         self._output = output
         self._children = [
-            Child(instance, child_environment(instance, self._instances, environ))
+            Child(instance, child_environment(instance, self._instances, environ, config))
             for instance in self._instances
         ]
+        pki = config.pki_dir
+        # Internal ports require a client certificate; the probe one reaches health checks only.
+        self._probe_tls = ClientTLS(str(pki / "ca.crt"), str(pki / "probe.crt"), str(pki / "probe.key"))
+        self._edge_tls = ClientTLS(str(pki / "ca.crt"))
         self._stopping = asyncio.Event()
         self._signals = 0
         # setpriv --pdeathsig makes a child get SIGTERM if this supervisor dies
@@ -378,7 +437,14 @@ class DevStack:
     async def _watch_ready(self, child: Child) -> None:
         """Marks the child ready once it answers SERVING; tells when a restarted one is back."""
         while True:
-            if await check_serving(child.instance.address):
+            instance = child.instance
+            edge = instance.module == "gateway"
+            if await check_serving(
+                instance.address,
+                tls=(self._edge_tls if self._config.tls else None) if edge else self._probe_tls,
+                # Internal certificates name the service; the gateway's names 127.0.0.1.
+                server_name="" if edge else instance.module,
+            ):
                 child.ready.set()
                 if child.starts > 1:
                     self._output.say(f"{child.instance.name} is SERVING again on {child.instance.address}")
@@ -436,10 +502,17 @@ class DevStack:
         for instance in self._instances:
             self._output.say(f"  {instance.name:<12} {instance.address}")
         self._output.say("try:")
-        self._output.say(f"  {grpcurl} -plaintext {gateway.address} list")
-        self._output.say(f"  {grpcurl} -plaintext {gateway.address} grpc.health.v1.Health/Check")
+        tls = f"-cacert {self._config.pki_dir / 'ca.crt'}" if self._config.tls else "-plaintext"
+        self._output.say(f"  {grpcurl} {tls} {gateway.address} list")
+        self._output.say(f"  {grpcurl} {tls} {gateway.address} grpc.health.v1.Health/Check")
         if self._web_port > 0:
-            self._output.say(f"web chat page and WebSocket bridge: http://{HOST}:{self._web_port}/")
+            scheme = "https" if self._config.tls else "http"
+            self._output.say(f"web chat page and WebSocket bridge: {scheme}://{HOST}:{self._web_port}/")
+            if self._config.tls:
+                self._output.say(
+                    f"  (TLS by the development CA {self._config.pki_dir / 'ca.crt'}: import it in the "
+                    "browser, or PARLEY_DEVSTACK_TLS=false for plaintext)"
+                )
         self._output.say("Ctrl-C stops everything.")
         self._output.say(READY_MARKER)
 
@@ -516,6 +589,8 @@ def parse_args(argv: Sequence[str], defaults: StackConfig) -> StackConfig:
         stop_seconds=defaults.stop_seconds,
         ready_seconds=defaults.ready_seconds,
         skip_infra_check=defaults.skip_infra_check,
+        tls=defaults.tls,
+        pki_dir=defaults.pki_dir,
     )
 
 
@@ -526,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"devstack: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     output = Output([i.name for i in config.instances()])
+    ensure_dev_pki(config.pki_dir)
     if not config.skip_infra_check:
         problems = infra_problems(os.environ)
         if problems:

@@ -1,4 +1,4 @@
-"""Client channels between services: tracing interceptors and keepalive."""
+"""Client channels between services: tracing interceptors, keepalive and mutual TLS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from parley.metrics import GrpcClientMetrics
+from parley.tls import InternalTLS
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 20_000),
@@ -33,5 +34,23 @@ def insecure_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         target_of(address),
         options=CHANNEL_OPTIONS,
+        interceptors=[*aio_client_interceptors(), GrpcClientMetrics()],
+    )
+
+
+def service_channel(address: str, service: str, tls: InternalTLS | None) -> grpc.aio.Channel:
+    """A channel to an internal ``service``: mutual TLS with this service's certificate, or plaintext.
+
+    The server's certificate must name ``service`` (whatever address it was
+    reached at: pod IPs, headless-service names), so a client never talks
+    to an impostor, and presents ours so the server knows who calls.
+    """
+    if tls is None:
+        return insecure_channel(address)
+    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", service)]
+    return grpc.aio.secure_channel(
+        target_of(address),
+        tls.client.grpc_credentials(),
+        options=options,
         interceptors=[*aio_client_interceptors(), GrpcClientMetrics()],
     )

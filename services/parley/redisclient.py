@@ -62,8 +62,16 @@ class InstrumentedRedis(aioredis.Redis):  # type: ignore[misc]
 
 def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis:
     """A pooled client. Bytes in and out: payloads are protobuf."""
+    credentials: dict[str, Any] = {}
+    if config.username:
+        credentials["username"] = config.username
+    if config.password:
+        credentials["password"] = config.password
+    if config.ca_file:
+        credentials["ssl_ca_certs"] = config.ca_file
     pool = aioredis.BlockingConnectionPool.from_url(
         config.url,
+        **credentials,
         max_connections=max_connections,
         # Bounded wait for a free connection rather than an unbounded queue.
         timeout=5,

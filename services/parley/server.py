@@ -30,6 +30,7 @@ from parley.config import ServerConfig
 from parley.errors import INTERNAL_MESSAGE, InvalidArgument, ParleyError, Unavailable, trailing_metadata
 from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
 from parley.telemetry import traced_rpcs
+from parley.tls import ALLOWED_CALLERS, InternalTLS, ServerTLS, ServiceIdentityGuard, TLSOnly
 from parley.wire import Undecodable, safe_deserializer
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,16 @@ class ServiceSpec:
     # Called once with the health servicer after it is added, so a component can
     # publish health of its own (e.g. the history writer's Cassandra status).
     health_hooks: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
+    # TLS of the service port; None serves plaintext. Internal services use
+    # their internal certificate (see secure_internal), the gateway its public one.
+    tls: ServerTLS | None = None
+
+    def secure_internal(self, tls: InternalTLS | None) -> ServiceSpec:
+        """Serves over mutual TLS and admits only this service's allowed callers (unless tls is None)."""
+        if tls is not None:
+            self.tls = tls.server
+            self.interceptors.append(ServiceIdentityGuard(self.name, ALLOWED_CALLERS[self.name]))
+        return self
 
 
 class ErrorBoundary(grpc.aio.ServerInterceptor):
@@ -189,11 +200,20 @@ RECYCLE_OPTIONS: list[tuple[str, Any]] = [
 class RunningServer:
     """A started service: its bound port and the means to stop it (used by tests too)."""
 
-    def __init__(self, spec: ServiceSpec, server: grpc.aio.Server, health_servicer: Any, port: int) -> None:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        server: grpc.aio.Server,
+        health_servicer: Any,
+        port: int,
+        health_port: int = -1,
+    ) -> None:
         self.spec = spec
         self.server = server
         self.health = health_servicer
         self.port = port
+        # The plaintext probe port, -1 if none.
+        self.health_port = health_port
         self._stopped = False
 
     @property
@@ -220,11 +240,14 @@ class RunningServer:
 
 
 async def start_service(spec: ServiceSpec) -> RunningServer:
+    # With TLS, a plaintext connection (the probe port) reaches health checks only.
+    guards: list[grpc.aio.ServerInterceptor] = [TLSOnly()] if spec.tls is not None else []
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(filter_=traced_rpcs()),
             GrpcServerMetrics(),
             ErrorBoundary(),
+            *guards,
             *spec.interceptors,
         ],
         options=SERVER_OPTIONS
@@ -235,9 +258,18 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(spec.config.address)
+    if spec.tls is not None:
+        port = server.add_secure_port(spec.config.address, spec.tls.grpc_credentials())
+    else:
+        port = server.add_insecure_port(spec.config.address)
     if port == 0:
         raise RuntimeError(f"{spec.name}: could not bind {spec.config.address}")
+    health_port = -1
+    if spec.config.health_port >= 0:
+        health_address = f"{spec.config.host}:{spec.config.health_port}"
+        health_port = server.add_insecure_port(health_address)
+        if health_port == 0:
+            raise RuntimeError(f"{spec.name}: could not bind the health port {health_address}")
     started: list[Component] = []
     try:
         for component in spec.components:
@@ -256,8 +288,15 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     for hook in spec.health_hooks:
         await hook(health_servicer)
     watch_health(spec.name, health_servicer)
-    log.info("%s serving on %s:%d", spec.name, spec.config.host, port, extra={"fields": {"port": port}})
-    return RunningServer(spec, server, health_servicer, port)
+    log.info(
+        "%s serving on %s:%d (%s)",
+        spec.name,
+        spec.config.host,
+        port,
+        "TLS" if spec.tls is not None else "plaintext",
+        extra={"fields": {"port": port, "tls": spec.tls is not None, "health_port": health_port}},
+    )
+    return RunningServer(spec, server, health_servicer, port, health_port)
 
 
 async def _set_serving(health_servicer: Any, name: str) -> None:

@@ -47,4 +47,4 @@ async def build(config: PresenceConfig, *, setup_telemetry: bool = True) -> Serv
     # Redis first: reachable before the reaper starts, closed after it stops.
     return ServiceSpec(
         name="presence", config=config.server, register=register, components=[RedisLifecycle(client), reaper]
-    )
+    ).secure_internal(config.internal_tls)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from parley.config import ConfigError, Env, RedisConfig, ServerConfig, TelemetryConfig
+from parley.tls import InternalTLS
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class PresenceConfig:
     reap_batch: int = 200
     # Approximate length the change stream is trimmed to (PARLEY_PRESENCE_CHANGES_MAXLEN).
     changes_maxlen: int = 100_000
+    # Mutual TLS for internal calls (server, and client where it calls others); None: plaintext.
+    internal_tls: InternalTLS | None = None
 
     @property
     def default_lease_ms(self) -> int:
@@ -65,4 +68,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> PresenceConfig:
         changes_maxlen=env.int(
             "PARLEY_PRESENCE_CHANGES_MAXLEN", PresenceConfig.changes_maxlen, minimum=100, maximum=10_000_000
         ),
+        internal_tls=InternalTLS.from_env(env),
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import grpc
 import redis.asyncio as aioredis
 
-from parley.grpcclient import insecure_channel
+from parley.grpcclient import service_channel
 from parley.internal.v1 import history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.keys import Keys
 from parley.redisclient import connect
@@ -64,7 +64,7 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
     channels: list[grpc.aio.Channel] = []
     history: history_pb2_grpc.HistoryServiceAsyncStub | None = None
     if config.history_addr:
-        channel = insecure_channel(config.history_addr)
+        channel = service_channel(config.history_addr, "history", config.internal_tls)
         channels.append(channel)
         history = history_pb2_grpc.HistoryServiceStub(channel)
     servicer = RouterServicer(store, deliverer, history)
@@ -77,4 +77,4 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
     # Closer first: started first (Redis reachable before fan-out), stopped last.
     return ServiceSpec(
         name="router", config=config.server, register=register, components=[Closer(redis, channels), fanout]
-    )
+    ).secure_internal(config.internal_tls)

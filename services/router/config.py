@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from parley.config import Env, RedisConfig, ServerConfig, TelemetryConfig
+from parley.tls import InternalTLS
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class RouterConfig:
     history_addr: str = ""
     # How often the partition logs are trimmed below what every consumer group has acked.
     trim_interval_s: float = 5.0
+    # Mutual TLS for internal calls (server, and client where it calls others); None: plaintext.
+    internal_tls: InternalTLS | None = None
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> RouterConfig:
@@ -52,4 +55,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> RouterConfig:
         max_group_members=env.int("PARLEY_MAX_GROUP_MEMBERS", 1_000, minimum=2),
         history_addr=env.str("PARLEY_HISTORY_ADDR", ""),
         trim_interval_s=env.float("PARLEY_TRIM_INTERVAL_SECONDS", 5.0, minimum=0.1),
+        internal_tls=InternalTLS.from_env(env),
     )

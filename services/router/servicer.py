@@ -76,7 +76,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         held_from = result.first_held_seq or result.last_seq + 1
         if wanted_from < held_from and wanted_from <= result.last_seq:
             # Older than what Redis keeps: the history service has it.
-            older = await self._from_history(request.conversation_id, request.after_seq, limit)
+            older = await self._from_history(
+                request.conversation_id, request.user_id, request.after_seq, limit
+            )
             older = [m for m in older if m.seq < held_from]
             if older and older[-1].seq + 1 < held_from:
                 # History's page ended short of what Redis holds (it is cut by bytes
@@ -90,14 +92,14 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         return router_pb2.FetchResponse(messages=messages, last_seq=result.last_seq)
 
     async def _from_history(
-        self, conversation_id: str, after_seq: int, limit: int
+        self, conversation_id: str, user_id: str, after_seq: int, limit: int
     ) -> list[messages_pb2.Message]:
         if self._history is None:
             raise errors.Unavailable("messages older than the Redis retention need the history service")
         try:
             reply = await self._history.GetHistory(
                 history_pb2.GetHistoryRequest(
-                    conversation_id=conversation_id, after_seq=after_seq, limit=limit
+                    conversation_id=conversation_id, user_id=user_id, after_seq=after_seq, limit=limit
                 ),
                 timeout=10,
             )

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import psutil
 import pytest
 
@@ -118,6 +119,38 @@ def alive(pid: int) -> bool:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
+
+
+PKI_DIR = STATE_DIR / "pki"
+
+
+def grpcurl_tls(module: str) -> list[str]:
+    """grpcurl's TLS options for an instance of the stack, as a developer passes them.
+
+    The gateway: verify it against the development CA. Internal services
+    require a client certificate: the probe one reaches health and
+    reflection only, and their certificates name the service, not the address.
+    """
+    ca = ["-cacert", str(PKI_DIR / "ca.crt")]
+    if module == "gateway":
+        return ca
+    probe = ["-cert", str(PKI_DIR / "probe.crt"), "-key", str(PKI_DIR / "probe.key")]
+    return [*ca, *probe, "-servername", module]
+
+
+def secure_channel(module: str, address: str) -> grpc.aio.Channel:
+    """A grpcio channel to an instance of the stack, with the TLS a real client of it uses.
+
+    The gateway: verified against the development CA. Internal services:
+    the probe certificate (health and reflection only) and their service name.
+    """
+    ca = (PKI_DIR / "ca.crt").read_bytes()
+    if module == "gateway":
+        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca))
+    credentials = grpc.ssl_channel_credentials(
+        ca, (PKI_DIR / "probe.key").read_bytes(), (PKI_DIR / "probe.crt").read_bytes()
+    )
+    return grpc.aio.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", module)])
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from parley.auth import mint_dev_token
 from parley.config import CassandraConfig
 from parley_client import ParleyClient
 from tests.conftest import keyspace_for
-from tests.e2e.devstack_helpers import Stack, devstack
+from tests.e2e.devstack_helpers import PKI_DIR, Stack, devstack
 
 pytestmark = pytest.mark.e2e
 
@@ -126,7 +126,7 @@ def test_issue3_parallel_sends_arrive_gap_free_then_a_restarted_listener_prints_
 
     def send(i: int) -> str:
         result = parley(env, "send", "--as", alice, "--to", bob, f"message {i}")
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, f"{result.stderr}\n{stack.tail()}"
         return result.stdout
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # 4 parallel sender processes
@@ -183,7 +183,8 @@ def test_issue5_killed_gateway_lets_its_users_go_offline_within_the_lease(stack:
     share_a_conversation(env, "observer", bob)
 
     async def connect_and_kill() -> None:
-        channel = grpc.aio.insecure_channel(gateway(stack))
+        credentials = grpc.ssl_channel_credentials((PKI_DIR / "ca.crt").read_bytes())
+        channel = grpc.aio.secure_channel(gateway(stack), credentials)
         session = await RawSession(channel, bob).open()
         assert presence_of(env, "observer", bob)["status"] == "online"
         gateway_pids = [pid for pid, cmd in stack.child_pids().items() if cmd.endswith("-m gateway")]
@@ -213,7 +214,9 @@ def test_issue4_history_pages_back_through_300_and_cqlsh_counts_the_rows(
     alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
 
     async def send_300() -> str:
-        async with ParleyClient(gateway(stack), token=mint_dev_token(alice)) as client:
+        async with ParleyClient(
+            gateway(stack), token=mint_dev_token(alice), ca_file=str(PKI_DIR / "ca.crt")
+        ) as client:
             cid = (await client.create_direct(bob)).id
             for i in range(300):
                 await client.send(cid, f"h{i}")

@@ -21,14 +21,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 import yaml
 
 from parley.config import CassandraConfig
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.chat import RawSession, metadata
-from tests.e2e.devstack_helpers import Stack, devstack
+from tests.e2e.devstack_helpers import Stack, devstack, secure_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +153,7 @@ def test_prometheus_scrapes_every_instance(stack: Stack, prometheus: Prometheus)
 
 async def test_workload_shows_in_promql(stack: Stack, prometheus: Prometheus) -> None:
     gateway = stack.addresses()["gateway"]
-    async with grpc.aio.insecure_channel(gateway) as channel:
+    async with secure_channel("gateway", gateway) as channel:
         conv = gateway_pb2_grpc.ConversationServiceStub(channel)
         created = await conv.CreateGroup(
             gateway_pb2.CreateGroupRequest(name="metrics", member_ids=list(CLIENTS[1:])),

@@ -27,7 +27,15 @@ from parley.config import CassandraConfig
 from parley.devstack import StackConfig
 from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
 from parley.v1 import gateway_pb2
-from tests.e2e.devstack_helpers import PRESENCE_REPLICAS, STATE_DIR, STOP_SECONDS, Stack, alive, devstack
+from tests.e2e.devstack_helpers import (
+    PRESENCE_REPLICAS,
+    STATE_DIR,
+    STOP_SECONDS,
+    Stack,
+    alive,
+    devstack,
+    grpcurl_tls,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -45,9 +53,9 @@ PROTO_SERVICES = {
 }
 
 
-def grpcurl(*args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+def grpcurl(module: str, *args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(GRPCURL), "-plaintext", "-max-time", "5", *args],
+        [str(GRPCURL), *grpcurl_tls(module), "-max-time", "5", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -55,8 +63,8 @@ def grpcurl(*args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[st
     )
 
 
-def health_status(address: str, service: str = "") -> str:
-    result = grpcurl("-d", json.dumps({"service": service}), address, f"{HEALTH_SERVICE}/Check")
+def health_status(module: str, address: str, service: str = "") -> str:
+    result = grpcurl(module, "-d", json.dumps({"service": service}), address, f"{HEALTH_SERVICE}/Check")
     if result.returncode != 0:
         return f"grpcurl failed ({result.returncode}): {result.stderr.strip()}"
     return str(json.loads(result.stdout).get("status", "UNKNOWN"))
@@ -73,7 +81,7 @@ def stack(redis_url: str, cassandra_config: CassandraConfig) -> Iterator[Stack]:
 def test_every_instance_lists_its_services_through_reflection(stack: Stack) -> None:
     modules = stack.modules()
     for name, address in stack.addresses().items():
-        result = grpcurl(address, "list")
+        result = grpcurl(modules[name], address, "list")
         assert result.returncode == 0, f"{name}: grpcurl list failed: {result.stderr}\n{stack.tail()}"
         listed = set(result.stdout.split())
         expected = {*PROTO_SERVICES[modules[name]], HEALTH_SERVICE}
@@ -86,7 +94,7 @@ def test_every_service_can_be_described_through_reflection(stack: Stack) -> None
     modules = stack.modules()
     for name, address in stack.addresses().items():
         for service in PROTO_SERVICES[modules[name]]:
-            result = grpcurl(address, "describe", service)
+            result = grpcurl(modules[name], address, "describe", service)
             assert result.returncode == 0, f"{name}: describe {service} failed: {result.stderr}"
             assert f"service {service.rsplit('.', 1)[1]} {{" in result.stdout, result.stdout
 
@@ -94,9 +102,70 @@ def test_every_service_can_be_described_through_reflection(stack: Stack) -> None
 def test_every_instance_and_service_reports_serving(stack: Stack) -> None:
     modules = stack.modules()
     for name, address in stack.addresses().items():
-        assert health_status(address) == "SERVING", f"{name} overall health\n{stack.tail()}"
+        assert health_status(modules[name], address) == "SERVING", f"{name} overall health\n{stack.tail()}"
         for service in PROTO_SERVICES[modules[name]]:
-            assert health_status(address, service) == "SERVING", f"{name}: {service}"
+            assert health_status(modules[name], address, service) == "SERVING", f"{name}: {service}"
+
+
+def test_internal_services_refuse_calls_without_a_service_certificate(stack: Stack) -> None:
+    # `make run` as an attacker on the machine finds it: plaintext and the probe
+    # certificate are refused, the gateway's own certificate gets through.
+    modules = stack.modules()
+    for name, address in stack.addresses().items():
+        module = modules[name]
+        if module == "gateway":
+            plaintext = subprocess.run(
+                [str(GRPCURL), "-plaintext", "-max-time", "5", address, "list"],
+                capture_output=True,
+                text=True,
+                timeout=15,
+                check=False,
+            )
+            assert plaintext.returncode != 0, f"{name} answered plaintext"
+            continue
+        service = PROTO_SERVICES[module][0]
+        method = "GetWriterStatus" if module == "history" else "GetPresence"
+        if module == "router":
+            method = "ListConversations"
+        path = f"{service}/{method}"
+        plaintext = subprocess.run(
+            [str(GRPCURL), "-plaintext", "-max-time", "5", "-d", "{}", address, path],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+        assert plaintext.returncode != 0 and "Failed to dial" in plaintext.stderr, (name, plaintext.stderr)
+        probe = grpcurl(module, "-d", "{}", address, path)
+        assert "PermissionDenied" in probe.stderr, (name, probe.stderr)
+        pki = STATE_DIR / "pki"
+        as_gateway = subprocess.run(
+            [
+                str(GRPCURL),
+                "-max-time",
+                "5",
+                "-cacert",
+                str(pki / "ca.crt"),
+                "-cert",
+                str(pki / "gateway.crt"),
+                "-key",
+                str(pki / "gateway.key"),
+                "-servername",
+                module,
+                "-d",
+                "{}",
+                address,
+                path,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+        assert "PermissionDenied" not in as_gateway.stderr and "Failed to dial" not in as_gateway.stderr, (
+            name,
+            as_gateway.stderr,
+        )
 
 
 def test_a_crashed_service_is_restarted_and_serves_again(stack: Stack) -> None:
@@ -110,7 +179,7 @@ def test_a_crashed_service_is_restarted_and_serves_again(stack: Stack) -> None:
     while time.monotonic() < deadline:
         after = [pid for pid, cmd in stack.child_pids().items() if cmd.endswith("-m router")]
         if after and after != before:
-            status = health_status(address)
+            status = health_status("router", address)
             if status == "SERVING":
                 break
         time.sleep(0.3)

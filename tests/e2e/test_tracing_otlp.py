@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from parley.config import CassandraConfig
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.chat import RawSession, metadata
-from tests.e2e.devstack_helpers import Stack, devstack
+from tests.e2e.devstack_helpers import Stack, devstack, secure_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -106,8 +106,9 @@ async def test_health_checks_make_no_spans_and_one_send_makes_one_trace(
     stack: Stack, collector: tuple[Collector, int]
 ) -> None:
     received, _ = collector
-    for address in stack.addresses().values():
-        async with grpc.aio.insecure_channel(address) as channel:
+    modules = stack.modules()
+    for name, address in stack.addresses().items():
+        async with secure_channel(modules[name], address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for _ in range(HEALTH_CHECKS_PER_INSTANCE):
                 reply = await health.Check(health_pb2.HealthCheckRequest())
@@ -120,7 +121,7 @@ async def test_health_checks_make_no_spans_and_one_send_makes_one_trace(
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await call.read()
 
-    async with grpc.aio.insecure_channel(stack.addresses()["gateway"]) as channel:
+    async with secure_channel("gateway", stack.addresses()["gateway"]) as channel:
         conv = gateway_pb2_grpc.ConversationServiceStub(channel)
         created = await conv.CreateDirect(
             gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")

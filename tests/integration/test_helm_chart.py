@@ -43,6 +43,7 @@ KUBE_VERSION = "1.30.0"
 RELEASE = "chat"
 NAMESPACE = "messaging"
 PORTS = {"gateway": 50051, "router": 50052, "presence": 50053, "history": 50054}
+HEALTH_PORT = 8090
 # Stands in for the Secret's content when a container's environment is replayed.
 SECRET_VALUE = "a-production-secret-from-the-cluster"
 
@@ -220,16 +221,20 @@ def test_every_service_is_replicated_and_presence_has_at_least_two(chart: Render
     assert replicas["history"] == 2
 
 
-def test_probes_are_native_grpc_on_each_containers_grpc_port(chart: Rendered) -> None:
+def test_probes_are_native_grpc_on_each_containers_plaintext_health_port(chart: Rendered) -> None:
+    # The gRPC ports speak TLS (edge, internal mutual TLS), which the kubelet's
+    # gRPC probes cannot: they use the health-only plaintext port.
     for component, port in PORTS.items():
         container = chart.container(component)
         environ = env_list(container)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["grpc"] == port
+        assert ports["health"] == HEALTH_PORT
         assert environ[f"PARLEY_{component.upper()}_PORT"]["value"] == str(port)
+        assert environ[f"PARLEY_{component.upper()}_HEALTH_PORT"]["value"] == str(HEALTH_PORT)
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             spec = container[probe]
-            assert spec["grpc"]["port"] == port, f"{component} {probe}"
+            assert spec["grpc"]["port"] == HEALTH_PORT, f"{component} {probe}"
             # grpc.health.v1 overall status (""), not the history writer's own health name.
             assert spec["grpc"].get("service", "") == ""
             assert not {"httpGet", "tcpSocket", "exec"} & spec.keys()
@@ -431,6 +436,7 @@ def test_the_jwt_secret_is_required_with_a_clear_message(helm_env: dict[str, str
         helm_env,
         "redis.url=redis://redis:6379/0",
         "cassandra.hosts={cassandra-0}",
+        "tls.edge.existingSecret=parley-gateway-tls",
         values=False,
     )
 
@@ -461,7 +467,7 @@ def test_bad_values_fail_the_render_with_a_message(
 def test_the_websocket_bridge_can_be_disabled(helm_env: dict[str, str]) -> None:
     rendered = render(helm_env, "gateway.wsPort=-1")
 
-    assert [p["name"] for p in rendered.container("gateway")["ports"]] == ["grpc", "metrics"]
+    assert [p["name"] for p in rendered.container("gateway")["ports"]] == ["grpc", "metrics", "health"]
     service = rendered.one("Service", f"{RELEASE}-parley-gateway")
     assert [p["name"] for p in service["spec"]["ports"]] == ["grpc"]
     assert env_list(rendered.container("gateway"))["PARLEY_WS_PORT"]["value"] == "-1"
@@ -508,6 +514,168 @@ def test_without_the_secret_the_gateway_would_refuse_to_start(chart: Rendered) -
         load_gateway_config(environ)
 
 
+# ---- TLS, mutual TLS, NetworkPolicy, Ingress -----------------------------------------------------
+
+
+def volume_secrets(chart: Rendered, component: str) -> dict[str, str]:
+    """Mount path -> Secret name of a component's secret volumes."""
+    spec = chart.deployment(component)["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    mounts = spec["containers"][0]["volumeMounts"]
+    return {m["mountPath"]: secrets[m["name"]] for m in mounts if m["name"] in secrets}
+
+
+def test_the_gateway_serves_tls_from_a_secret_and_every_service_has_its_internal_certificate(
+    chart: Rendered,
+) -> None:
+    gateway = container_environ(chart, "gateway")
+    assert (gateway["PARLEY_TLS_CERT_FILE"], gateway["PARLEY_TLS_KEY_FILE"]) == (
+        "/etc/parley/edge-tls/tls.crt",
+        "/etc/parley/edge-tls/tls.key",
+    )
+    assert "PARLEY_PLAINTEXT" not in gateway
+    assert volume_secrets(chart, "gateway")["/etc/parley/edge-tls"] == "parley-gateway-tls"
+    for component in PORTS:
+        environ = container_environ(chart, component)
+        assert environ["PARLEY_INTERNAL_TLS_CERT_FILE"] == "/etc/parley/internal-tls/tls.crt"
+        assert environ["PARLEY_INTERNAL_CA_FILE"] == "/etc/parley/internal-tls/ca.crt"
+        assert "PARLEY_INTERNAL_INSECURE" not in environ
+        # cert-manager's layout: one Secret per service, named after it unless set.
+        assert volume_secrets(chart, component)["/etc/parley/internal-tls"] == (
+            f"{RELEASE}-parley-{component}-internal-tls"
+        )
+    gateway_config = load_gateway_config(gateway)
+    assert gateway_config.edge_tls is not None and gateway_config.internal_tls is not None
+    assert load_history_config(container_environ(chart, "history")).internal_tls is not None
+
+
+def test_plaintext_only_when_switched_off_explicitly(helm_env: dict[str, str]) -> None:
+    rendered = render(helm_env, "tls.edge.enabled=false", "tls.internal.enabled=false")
+
+    gateway = container_environ(rendered, "gateway")
+    assert gateway["PARLEY_PLAINTEXT"] == "true" and "PARLEY_TLS_CERT_FILE" not in gateway
+    assert load_gateway_config(gateway).edge_tls is None
+    for component, port in PORTS.items():
+        container = rendered.container(component)
+        assert container["readinessProbe"]["grpc"]["port"] == port
+        assert env_list(container)["PARLEY_INTERNAL_INSECURE"]["value"] == "true"
+        assert volume_secrets(rendered, component) == {}
+
+
+def test_the_edge_certificate_secret_is_required_with_a_clear_message(helm_env: dict[str, str]) -> None:
+    stderr = render_error(
+        helm_env,
+        "redis.url=redis://redis:6379/0",
+        "cassandra.hosts={cassandra-0}",
+        "auth.existingSecret=parley-jwt",
+        values=False,
+    )
+    assert "tls.edge.existingSecret is required" in stderr
+
+
+def test_internal_secret_names_can_be_set_per_service(helm_env: dict[str, str]) -> None:
+    rendered = render(helm_env, "tls.internal.secrets.router=router-mtls")
+    assert volume_secrets(rendered, "router")["/etc/parley/internal-tls"] == "router-mtls"
+
+
+def test_each_service_admits_only_its_real_callers(chart: Rendered) -> None:
+    def component_of(peer: Manifest) -> str:
+        return str(peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"])
+
+    expected = {"router": {"gateway"}, "presence": {"gateway"}, "history": {"gateway", "router"}}
+    for component, callers in expected.items():
+        policy = chart.one("NetworkPolicy", f"{RELEASE}-parley-{component}")
+        assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        rules = policy["spec"]["ingress"]
+        grpc_rule = next(r for r in rules if r["ports"][0]["port"] == PORTS[component])
+        assert {component_of(peer) for peer in grpc_rule["from"]} == callers
+        # The only rules without "from": metrics (Prometheus) and the health port (kubelet probes).
+        assert [r["ports"][0]["port"] for r in rules if "from" not in r] == [
+            PORTS[component] + 1000,
+            HEALTH_PORT,
+        ]
+    gateway = chart.one("NetworkPolicy", f"{RELEASE}-parley-gateway")
+    public = gateway["spec"]["ingress"][0]
+    assert {p["port"] for p in public["ports"]} == {50051, 8080}
+
+    def egress_ports(component: str) -> set[int]:
+        policy = chart.one("NetworkPolicy", f"{RELEASE}-parley-{component}")
+        return {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+
+    assert egress_ports("gateway") == {53, 6379, 50052, 50053, 50054}
+    assert egress_ports("router") == {53, 6379, 50054}
+    assert egress_ports("presence") == {53, 6379}
+    assert egress_ports("history") == {53, 6379, 9042}
+
+
+def test_an_ingress_speaks_grpc_over_tls_to_the_gateway(helm_env: dict[str, str]) -> None:
+    rendered = render(
+        helm_env,
+        "gateway.ingress.enabled=true",
+        "gateway.ingress.className=nginx",
+        "gateway.ingress.tlsSecret=chat-tls",
+    )
+    ingress = rendered.one("Ingress", f"{RELEASE}-parley-gateway")
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPCS"
+    assert ingress["spec"]["tls"] == [{"hosts": ["chat.example.com"], "secretName": "chat-tls"}]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{RELEASE}-parley-gateway", "port": {"name": "grpc"}}
+
+
+def test_a_grpcroute_attaches_the_gateway_to_a_gateway_api_listener(helm_env: dict[str, str]) -> None:
+    rendered = render(
+        helm_env,
+        "gateway.grpcRoute.enabled=true",
+        "gateway.grpcRoute.parentRefs[0].name=public",
+        "gateway.grpcRoute.hostnames={chat.example.com}",
+    )
+    route = rendered.one("GRPCRoute", f"{RELEASE}-parley-gateway")
+    assert route["spec"]["parentRefs"] == [{"name": "public"}]
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": f"{RELEASE}-parley-gateway", "port": 50051}]
+
+
+def test_cert_manager_issues_each_services_internal_certificate(helm_env: dict[str, str]) -> None:
+    rendered = render(
+        helm_env,
+        "tls.internal.certManager.enabled=true",
+        "tls.internal.certManager.issuerRef.name=parley-internal-ca",
+        "tls.internal.certManager.issuerRef.kind=Issuer",
+    )
+    for component in PORTS:
+        certificate = rendered.one("Certificate", f"{RELEASE}-parley-{component}-internal")["spec"]
+        assert certificate["commonName"] == component and certificate["dnsNames"] == [component]
+        assert {"server auth", "client auth"} <= set(certificate["usages"])
+        assert certificate["issuerRef"] == {"name": "parley-internal-ca", "kind": "Issuer"}
+        # The Secret the pod mounts.
+        assert volume_secrets(rendered, component)["/etc/parley/internal-tls"] == certificate["secretName"]
+    assert not render(helm_env).all("Certificate")
+
+
+def test_redis_acl_users_and_cassandra_authentication_come_from_secrets(helm_env: dict[str, str]) -> None:
+    rendered = render(
+        helm_env,
+        "redis.usersSecret=parley-redis-users",
+        "redis.caSecret=redis-ca",
+        "cassandra.authSecret=parley-cassandra",
+        "cassandra.caSecret=cassandra-ca",
+    )
+    for component in PORTS:
+        environ = env_list(rendered.container(component))
+        assert environ["PARLEY_REDIS_USERNAME"]["value"] == component
+        assert environ["PARLEY_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "parley-redis-users",
+            "key": f"{component}-password",
+        }
+        assert volume_secrets(rendered, component)["/etc/parley/redis-ca"] == "redis-ca"
+    history = container_environ(rendered, "history")
+    config = load_history_config(history)
+    assert (config.cassandra.username, config.cassandra.password) == (SECRET_VALUE, SECRET_VALUE)
+    assert config.cassandra.tls and config.cassandra.ca_file == "/etc/parley/cassandra-ca/ca.crt"
+    assert config.redis.username == "history" and config.redis.ca_file == "/etc/parley/redis-ca/ca.crt"
+    assert "PARLEY_CASSANDRA_USERNAME" not in container_environ(rendered, "router")
+
+
 # ---- NOTES.txt ------------------------------------------------------------------------------------
 
 
@@ -526,7 +694,7 @@ def test_notes_render_with_grpcurl_instructions(helm_env: dict[str, str], tmp_pa
 
     notes: str = yaml.safe_load(result.stdout)["data"]["notes"]
     assert f"port-forward svc/{RELEASE}-parley-gateway 50051:50051" in notes
-    assert "grpcurl -plaintext 127.0.0.1:50051 list" in notes
+    assert "grpcurl -cacert ca.crt -servername <the certificate's host name> 127.0.0.1:50051 list" in notes
     assert "grpc.health.v1.Health/Check" in notes
     assert "get secret parley-jwt -o jsonpath='{.data.jwt-key}'" in notes
 

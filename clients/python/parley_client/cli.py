@@ -9,7 +9,8 @@ Examples::
     parley history --as bob --with alice --all
     parley presence --as alice bob
 
-Connection options (``--as``/``--token``, ``--gateway``, ``--timeout``) may
+Connection options (``--as``/``--token``, ``--gateway``, ``--timeout``,
+``--tls``/``--plaintext``, ``--ca-file``) may
 come before or after the command. Failures print ``parley: <STATUS>: <message>``
 on stderr and exit 1; usage errors exit 2.
 """
@@ -32,7 +33,7 @@ import jwt
 from parley.auth import DEV_SECRET, mint_dev_token, valid_user_id
 from parley.v1 import messages_pb2
 from parley_client import output
-from parley_client.client import DEFAULT_TARGET, ParleyClient
+from parley_client.client import DEFAULT_TARGET, ParleyClient, split_target
 from parley_client.cursors import CursorStoreError, JsonFileCursorStore
 from parley_client.errors import ParleyError, RateLimitedError
 from parley_client.events import ConnectedEvent, DisconnectedEvent, MessageEvent, SyncCompleteEvent
@@ -43,6 +44,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 MAX_HISTORY_PAGE = 200
+# A source checkout (the CLI installed editable): where `make run` keeps its development CA.
+CHECKOUT_ROOT = Path(__file__).resolve().parents[3]
 
 
 class UsageError(Exception):
@@ -82,6 +85,30 @@ def _connection_options(*, nested: bool) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--timeout", type=_positive_float, metavar="SECONDS", default=default, help="per-call timeout (10)"
+    )
+    tls = group.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls",
+        dest="tls",
+        action="store_const",
+        const=True,
+        default=default,
+        help="connect with TLS (the default; or a gateway address https://HOST:PORT)",
+    )
+    tls.add_argument(
+        "--plaintext",
+        dest="tls",
+        action="store_const",
+        const=False,
+        default=default,
+        help="connect without TLS (env PARLEY_PLAINTEXT=true; or a gateway address http://HOST:PORT)",
+    )
+    group.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        default=default,
+        help="CA certificate(s) the gateway's certificate must chain to (env PARLEY_CA_FILE; default: "
+        "the system's roots, or the local development CA for a gateway on this machine)",
     )
     return parser
 
@@ -223,6 +250,45 @@ def resolve_identity(args: argparse.Namespace, environ: Mapping[str, str]) -> Id
 
 def resolve_gateway(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
     return getattr(args, "gateway", None) or environ.get("PARLEY_GATEWAY") or DEFAULT_TARGET
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def dev_ca_file(environ: Mapping[str, str]) -> Path:
+    """The local stack's CA (parley.pki): ``$PARLEY_STATE_DIR/pki/ca.crt``, else the checkout's ``.state``."""
+    state = environ.get("PARLEY_STATE_DIR")
+    return Path(state) / "pki" / "ca.crt" if state else CHECKOUT_ROOT / ".state" / "pki" / "ca.crt"
+
+
+@dataclass(frozen=True)
+class Transport:
+    tls: bool
+    ca_file: str | None
+
+
+def resolve_transport(args: argparse.Namespace, gateway: str, environ: Mapping[str, str]) -> Transport:
+    """TLS unless asked otherwise; which CA to trust.
+
+    A gateway on this machine is trusted with the local development CA when
+    one exists and no CA was given, so `make run` needs no flags.
+    """
+    address, scheme_tls = split_target(gateway)
+    tls: bool | None = getattr(args, "tls", None)
+    if tls is None:
+        tls = scheme_tls
+    if tls is None:
+        plaintext = environ.get("PARLEY_PLAINTEXT", "").strip().lower() in ("1", "true", "yes", "on")
+        tls = not plaintext
+    ca_file: str | None = getattr(args, "ca_file", None) or environ.get("PARLEY_CA_FILE") or None
+    if tls and ca_file is None:
+        host = address.rsplit(":", 1)[0]
+        dev_ca = dev_ca_file(environ)
+        if host in LOOPBACK_HOSTS and dev_ca.is_file():
+            ca_file = str(dev_ca)
+    if ca_file is not None and not Path(ca_file).is_file():
+        raise UsageError(f"CA file {ca_file} not found")
+    return Transport(tls=tls, ca_file=ca_file)
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -382,8 +448,15 @@ async def _run(args: argparse.Namespace) -> int:
     timeout = getattr(args, "timeout", None) or 10.0
     # A CLI call should fail within seconds when the gateway is down, not retry at length.
     credentials: dict[str, Any] = {"token_provider": me.minter} if me.minter else {"token": me.token}
+    gateway = resolve_gateway(args, os.environ)
+    transport = resolve_transport(args, gateway, os.environ)
     async with ParleyClient(
-        resolve_gateway(args, os.environ), timeout=timeout, send_attempts=3, **credentials
+        gateway,
+        timeout=timeout,
+        send_attempts=3,
+        tls=transport.tls,
+        ca_file=transport.ca_file,
+        **credentials,
     ) as client:
         return await COMMANDS[args.command](args, client, me)
 
@@ -392,6 +465,8 @@ def _describe(exc: ParleyError) -> str:
     text = f"{exc.status.name}: {exc.message}"
     if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
         text += f" (retry after {exc.retry_after:.1f}s)"
+    if "CERTIFICATE_VERIFY_FAILED" in exc.message:
+        text += " (the gateway's certificate is not trusted: pass the CA that issued it with --ca-file)"
     return text
 
 

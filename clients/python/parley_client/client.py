@@ -12,6 +12,12 @@
 Every call carries ``authorization: Bearer <JWT>``; the token is fetched
 from ``token_provider`` per call (and per reconnect), so a provider can
 refresh it. Failures raise :mod:`parley_client.errors` types.
+
+The connection is TLS and verifies the gateway's certificate: against the
+system's trusted roots, or a CA of your own with ``ca_file=`` (a private
+deployment, the local development CA in ``.state/pki/ca.crt``). Plaintext
+only when asked for: ``tls=False``, or a target ``http://host:port``
+(``https://host:port`` forces TLS).
 """
 
 from __future__ import annotations
@@ -51,7 +57,12 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 # gateway comes back; gRPC's default grows to 2 minutes, far beyond the session's backoff.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
+    # Despite its name, gRPC core uses this as the shortest time a connection
+    # attempt (TCP, TLS handshake, HTTP/2 settings) is given. 200 ms made TLS
+    # handshakes on a busy machine fail ("Handshake read failed (Endpoint
+    # closing)"); a refused connection still fails at once and is retried
+    # after the initial backoff above.
+    ("grpc.min_reconnect_backoff_ms", 10_000),
     ("grpc.max_reconnect_backoff_ms", 5_000),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -68,6 +79,14 @@ class HistoryPage:
     has_more: bool
 
 
+def split_target(target: str) -> tuple[str, bool | None]:
+    """``https://host:port`` -> (host:port, TLS); ``http://`` -> plaintext; no scheme -> undecided."""
+    for scheme, tls in (("https://", True), ("grpcs://", True), ("http://", False), ("grpc://", False)):
+        if target.startswith(scheme):
+            return target[len(scheme) :].rstrip("/"), tls
+    return target, None
+
+
 class ParleyClient:
     def __init__(
         self,
@@ -80,6 +99,10 @@ class ParleyClient:
         timeout: float = 10.0,
         send_attempts: int = 5,
         channel_options: Sequence[tuple[str, Any]] = (),
+        tls: bool = True,
+        ca_file: str | None = None,
+        root_certificates: bytes | None = None,
+        server_name: str | None = None,
     ) -> None:
         if (token is None) == (token_provider is None):
             raise ValueError("pass exactly one of token= or token_provider=")
@@ -90,10 +113,20 @@ class ParleyClient:
         self._timeout = timeout
         self._send_attempts = max(1, send_attempts)
         options = [*CHANNEL_OPTIONS, *channel_options]
+        address, scheme_tls = split_target(target)
+        tls = tls if scheme_tls is None else scheme_tls
+        if credentials is None and tls:
+            if ca_file is not None:
+                with open(ca_file, "rb") as f:
+                    root_certificates = f.read()
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        if server_name:
+            # The name the certificate must carry, when it differs from the address dialled.
+            options.append(("grpc.ssl_target_name_override", server_name))
         self._channel = (
-            grpc.aio.secure_channel(target, credentials, options=options)
+            grpc.aio.secure_channel(address, credentials, options=options)
             if credentials is not None
-            else grpc.aio.insecure_channel(target, options=options)
+            else grpc.aio.insecure_channel(address, options=options)
         )
         self._chat: ChatServiceAsyncStub = gateway_pb2_grpc.ChatServiceStub(self._channel)
         self._conversations: ConversationServiceAsyncStub = gateway_pb2_grpc.ConversationServiceStub(

@@ -36,6 +36,8 @@ class ClientStack:
         return self.gateway.address
 
     def client(self, user: str, **kwargs: Any) -> ParleyClient:
+        # The in-process stack serves plaintext (TLS is covered by tests/security).
+        kwargs.setdefault("tls", False)
         return ParleyClient(self.target, token=mint_dev_token(user), **kwargs)
 
     async def restart_gateway(self, down_for: float = 0.0) -> None:

@@ -28,7 +28,8 @@ def cli_env(target: str, state_dir: Path) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if k not in ("PARLEY_TOKEN", "PARLEY_JWT_KEY", "PARLEY_DEVICE_ID")
     }
-    env.update(PARLEY_GATEWAY=target, PARLEY_CLI_STATE_DIR=str(state_dir))
+    # The in-process stack serves plaintext (TLS is covered by tests/security).
+    env.update(PARLEY_GATEWAY=target, PARLEY_CLI_STATE_DIR=str(state_dir), PARLEY_PLAINTEXT="true")
     return env
 
 

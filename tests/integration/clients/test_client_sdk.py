@@ -203,7 +203,7 @@ async def test_failures_become_typed_errors(redis_config: RedisConfig) -> None:
         client_stack(redis_config) as stack,
         stack.client(alice) as ca,
         stack.client(mallory) as cm,
-        ParleyClient(stack.target, token="not-a-jwt") as anonymous,
+        ParleyClient(stack.target, token="not-a-jwt", tls=False) as anonymous,
     ):
         cid = (await ca.create_direct(bob)).id
         with pytest.raises(PermissionDeniedError) as denied:

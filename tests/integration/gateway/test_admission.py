@@ -182,7 +182,7 @@ async def test_shed_sends_are_retried_by_the_sdk_and_delivered_once(
             gateway_overrides={"admission": tight},
         ) as stack,
     ):
-        clients = [ParleyClient(stack.gateway_addr, token=mint_dev_token(name)) for name in names]
+        clients = [ParleyClient(stack.gateway_addr, token=mint_dev_token(name), tls=False) for name in names]
         try:
             group = await clients[0].create_group("load", [*senders[1:], reader])
             sessions = [client.session() for client in clients]

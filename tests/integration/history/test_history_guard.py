@@ -179,7 +179,7 @@ async def test_wiped_keyspace_is_refused_then_repaired_from_redis(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await history_pb2_grpc.HistoryServiceStub(channel).GetHistory(
-                    history_pb2.GetHistoryRequest(conversation_id=cid)
+                    history_pb2.GetHistoryRequest(conversation_id=cid, user_id="alice")
                 )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "refusing" in (refused.value.details() or "")

@@ -64,7 +64,7 @@ async def test_down_at_start_then_up(
     ):
         stub = history_pb2_grpc.HistoryServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await stub.GetHistory(history_pb2.GetHistoryRequest(conversation_id=c))
+            await stub.GetHistory(history_pb2.GetHistoryRequest(conversation_id=c, user_id="alice"))
         assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
 
         await wait_for(lambda: reported_down(stub, channel), timeout=10)
@@ -81,7 +81,9 @@ async def test_down_at_start_then_up(
 
         await wait_for(caught_up, timeout=30)
         assert await writer_health(channel) == health_pb2.HealthCheckResponse.SERVING
-        reply = await stub.GetHistory(history_pb2.GetHistoryRequest(conversation_id=c, limit=100))
+        reply = await stub.GetHistory(
+            history_pb2.GetHistoryRequest(conversation_id=c, user_id="alice", limit=100)
+        )
         assert [m.seq for m in reply.messages] == list(range(1, 31))
 
 
@@ -119,12 +121,14 @@ async def test_outage_while_running_loses_nothing(
         s = await status(stub)
         assert s.lag_entries == 25 and s.written_total == 20  # kept in the log, not acked
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await stub.GetHistory(history_pb2.GetHistoryRequest(conversation_id=c))
+            await stub.GetHistory(history_pb2.GetHistoryRequest(conversation_id=c, user_id="alice"))
         assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
         assert parts.writer.running  # the writer did not give up
 
         await proxy.start()
         await wait_for(lambda: written(45), timeout=40)
         assert await writer_health(channel) == health_pb2.HealthCheckResponse.SERVING
-        reply = await stub.GetHistory(history_pb2.GetHistoryRequest(conversation_id=c, limit=100))
+        reply = await stub.GetHistory(
+            history_pb2.GetHistoryRequest(conversation_id=c, user_id="alice", limit=100)
+        )
         assert [m.seq for m in reply.messages] == list(range(1, 46))

@@ -42,7 +42,9 @@ async def test_messages_appended_by_the_router_script_are_stored_and_served(
         async with grpc.aio.insecure_channel(running.address) as channel:
             stub = history_pb2_grpc.HistoryServiceStub(channel)
             for c in conversations:
-                reply = await stub.GetHistory(history_pb2.GetHistoryRequest(conversation_id=c, limit=200))
+                reply = await stub.GetHistory(
+                    history_pb2.GetHistoryRequest(conversation_id=c, user_id="alice", limit=200)
+                )
                 assert [m.seq for m in reply.messages] == list(range(1, 51))
                 assert not reply.has_more
                 # Exactly what the router appended (the script added the seq to the payload).
@@ -130,9 +132,9 @@ async def test_a_malformed_entry_is_acked_without_blocking_the_partition(
 @pytest.mark.parametrize(
     "request_",
     [
-        history_pb2.GetHistoryRequest(conversation_id=""),
-        history_pb2.GetHistoryRequest(conversation_id="c", before_seq=5, after_seq=2),
-        history_pb2.GetHistoryRequest(conversation_id="c", after_seq=2**63),
+        history_pb2.GetHistoryRequest(user_id="alice", conversation_id=""),
+        history_pb2.GetHistoryRequest(user_id="alice", conversation_id="c", before_seq=5, after_seq=2),
+        history_pb2.GetHistoryRequest(user_id="alice", conversation_id="c", after_seq=2**63),
     ],
 )
 async def test_bad_requests_are_invalid_argument(

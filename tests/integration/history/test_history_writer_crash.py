@@ -38,6 +38,8 @@ def start_writer(
         "PARLEY_HISTORY_BATCH": "100",
         "PARLEY_HISTORY_CLAIM_MIN_IDLE_MS": "300",
         "PARLEY_LOG_FORMAT": "text",
+        # Only its writer is exercised; nobody calls its gRPC API here.
+        "PARLEY_INTERNAL_INSECURE": "true",
     }
     with log_path.open("ab") as log_file:
         return subprocess.Popen(

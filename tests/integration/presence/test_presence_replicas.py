@@ -60,6 +60,8 @@ async def replica(
         "PARLEY_PRESENCE_REAP_INTERVAL_S": "0.05",
         "PARLEY_PRESENCE_GRACE_S": "0.5",
         "PARLEY_LOG_FORMAT": "text",
+        # The test calls the replicas directly in plaintext (mutual TLS: tests/security).
+        "PARLEY_INTERNAL_INSECURE": "true",
     }
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(

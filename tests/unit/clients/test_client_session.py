@@ -40,7 +40,7 @@ async def connected(
 ) -> AsyncIterator[tuple[FakeChat, Session, FakeConnection]]:
     async with (
         fake_gateway() as (chat, target),
-        ParleyClient(target, token="t0k", device_id="dev-1") as client,
+        ParleyClient(target, tls=False, token="t0k", device_id="dev-1") as client,
     ):
         chat.heartbeat_s = heartbeat_s
         session = client.session(
@@ -256,7 +256,7 @@ async def test_gap_that_does_not_fill_triggers_a_resync_by_reconnecting() -> Non
 
 
 async def test_unauthenticated_is_fatal_not_retried() -> None:
-    async with fake_gateway() as (chat, target), ParleyClient(target, token="bad") as client:
+    async with fake_gateway() as (chat, target), ParleyClient(target, tls=False, token="bad") as client:
         chat.refuse = grpc.StatusCode.UNAUTHENTICATED
         session = client.session(backoff=FAST)
         async with session:
@@ -268,7 +268,7 @@ async def test_unauthenticated_is_fatal_not_retried() -> None:
 
 
 async def test_unavailable_at_connect_is_retried_with_backoff() -> None:
-    async with fake_gateway() as (chat, target), ParleyClient(target, token="t") as client:
+    async with fake_gateway() as (chat, target), ParleyClient(target, tls=False, token="t") as client:
         chat.refuse = grpc.StatusCode.UNAVAILABLE
         async with client.session(backoff=FAST) as session:
             first = await next_of(session, DisconnectedEvent)

@@ -14,7 +14,7 @@ NO_WAIT = Backoff(initial=0.001, maximum=0.001)
 
 
 async def test_send_retries_unavailable_with_the_same_client_message_id() -> None:
-    async with fake_gateway() as (chat, target), ParleyClient(target, token="t") as client:
+    async with fake_gateway() as (chat, target), ParleyClient(target, tls=False, token="t") as client:
         chat.send_failures = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED]
         ack = await client.send("c1", "hello", backoff=NO_WAIT)
         assert ack.seq == 3
@@ -24,7 +24,10 @@ async def test_send_retries_unavailable_with_the_same_client_message_id() -> Non
 
 
 async def test_send_gives_up_after_its_attempts() -> None:
-    async with fake_gateway() as (chat, target), ParleyClient(target, token="t", send_attempts=2) as client:
+    async with (
+        fake_gateway() as (chat, target),
+        ParleyClient(target, tls=False, token="t", send_attempts=2) as client,
+    ):
         chat.send_failures = [grpc.StatusCode.UNAVAILABLE] * 5
         with pytest.raises(UnavailableError):
             await client.send("c1", "hello", backoff=NO_WAIT)
@@ -32,7 +35,7 @@ async def test_send_gives_up_after_its_attempts() -> None:
 
 
 async def test_send_does_not_retry_a_rejected_request() -> None:
-    async with fake_gateway() as (chat, target), ParleyClient(target, token="t") as client:
+    async with fake_gateway() as (chat, target), ParleyClient(target, tls=False, token="t") as client:
         chat.send_failures = [grpc.StatusCode.INVALID_ARGUMENT]
         with pytest.raises(InvalidArgumentError):
             await client.send("c1", "hello", client_message_id="mine", backoff=NO_WAIT)
@@ -45,13 +48,16 @@ async def test_token_provider_is_asked_on_every_call() -> None:
     async def fresh_token() -> str:
         return f"tok-{next(counter)}"
 
-    async with fake_gateway() as (chat, target), ParleyClient(target, token_provider=fresh_token) as client:
+    async with (
+        fake_gateway() as (chat, target),
+        ParleyClient(target, tls=False, token_provider=fresh_token) as client,
+    ):
         await client.send("c1", "a")
         await client.send("c1", "b")
         assert chat.send_tokens == ["Bearer tok-1", "Bearer tok-2"]
     async with (
         fake_gateway() as (chat, target),
-        ParleyClient(target, token_provider=lambda: "sync") as client,
+        ParleyClient(target, tls=False, token_provider=lambda: "sync") as client,
     ):
         await client.send("c1", "a")
         assert chat.send_tokens == ["Bearer sync"]

@@ -7,9 +7,12 @@ import pytest
 from history.config import load_config
 from parley.config import ConfigError
 
+# Internal mutual TLS is required unless explicitly declined (tested in tests/unit/parley/test_tls.py).
+INSECURE = {"PARLEY_INTERNAL_INSECURE": "true"}
+
 
 def test_defaults() -> None:
-    config = load_config({})
+    config = load_config(INSECURE)
     assert config.server.port == 50054
     assert config.bucket_size == 1000
     assert config.partitions == 16
@@ -20,6 +23,7 @@ def test_defaults() -> None:
 def test_overrides() -> None:
     config = load_config(
         {
+            **INSECURE,
             "PARLEY_HISTORY_BUCKET_SIZE": "5",
             "PARLEY_HISTORY_CONSUMER": "w1",
             "PARLEY_HISTORY_CLAIM_MIN_IDLE_MS": "250",
@@ -46,4 +50,4 @@ def test_overrides() -> None:
 )
 def test_bad_values_fail_loudly(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
-        load_config(environ)
+        load_config({**INSECURE, **environ})

@@ -45,7 +45,7 @@ def test_child_environment_points_every_service_at_its_peers() -> None:
     stack = config.instances()
     gateway = next(i for i in stack if i.name == "gateway")
     env = child_environment(
-        gateway, stack, {"PARLEY_LOG_FORMAT": "json", "PARLEY_ENV": "production", "KEEP": "1"}
+        gateway, stack, {"PARLEY_LOG_FORMAT": "json", "PARLEY_ENV": "production", "KEEP": "1"}, config
     )
     assert env["PARLEY_ENV"] == "development"
     assert env["PARLEY_GATEWAY_PORT"] == "30000"
@@ -57,6 +57,23 @@ def test_child_environment_points_every_service_at_its_peers() -> None:
     assert env["PARLEY_LOG_FORMAT"] == "json"
     assert env["KEEP"] == "1"
     assert env["PYTHONPATH"].split(":")[0].endswith("services")
+    # TLS at the edge and its own certificate for internal calls.
+    pki = config.pki_dir
+    assert env["PARLEY_TLS_CERT_FILE"] == str(pki / "edge.crt")
+    assert env["PARLEY_INTERNAL_TLS_CERT_FILE"] == str(pki / "gateway.crt")
+    assert env["PARLEY_INTERNAL_CA_FILE"] == str(pki / "ca.crt")
+    assert "PARLEY_PLAINTEXT" not in env
+
+
+def test_plaintext_edge_only_when_asked_and_internal_calls_stay_mutual_tls() -> None:
+    config = StackConfig(base_port=30000, tls=False)
+    stack = config.instances()
+    for instance in stack:
+        env = child_environment(instance, stack, {"PARLEY_INTERNAL_INSECURE": "true"}, config)
+        assert env["PARLEY_INTERNAL_TLS_CERT_FILE"] == str(config.pki_dir / f"{instance.module}.crt")
+        assert "PARLEY_INTERNAL_INSECURE" not in env
+        if instance.module == "gateway":
+            assert env["PARLEY_PLAINTEXT"] == "true" and "PARLEY_TLS_CERT_FILE" not in env
 
 
 def test_each_replica_listens_on_its_own_port() -> None:

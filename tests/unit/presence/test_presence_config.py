@@ -7,9 +7,12 @@ import pytest
 from parley.config import ConfigError
 from presence.config import load_config
 
+# Internal mutual TLS is required unless explicitly declined (tested in tests/unit/parley/test_tls.py).
+INSECURE = {"PARLEY_INTERNAL_INSECURE": "true"}
+
 
 def test_defaults() -> None:
-    config = load_config({})
+    config = load_config(INSECURE)
     assert config.server.port == 50053
     assert config.default_lease_ms == 30_000
     assert config.max_lease_ms == 30_000
@@ -23,6 +26,7 @@ def test_defaults() -> None:
 def test_environment_overrides() -> None:
     config = load_config(
         {
+            **INSECURE,
             "PARLEY_PRESENCE_PORT": "0",
             "PARLEY_PRESENCE_LEASE_S": "10",
             "PARLEY_PRESENCE_MAX_LEASE_S": "20",
@@ -40,7 +44,7 @@ def test_environment_overrides() -> None:
 
 
 def test_a_longer_default_lease_raises_the_default_maximum() -> None:
-    config = load_config({"PARLEY_PRESENCE_LEASE_S": "45"})
+    config = load_config({**INSECURE, "PARLEY_PRESENCE_LEASE_S": "45"})
     assert config.max_lease_ms == 45_000
 
 
@@ -56,4 +60,4 @@ def test_a_longer_default_lease_raises_the_default_maximum() -> None:
 )
 def test_bad_values_fail_loudly(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
-        load_config(env)
+        load_config({**INSECURE, **env})

@@ -114,9 +114,19 @@ reports these as [INFO] without failing, so the chart lints with its defaults.)
 {{- fail "gateway.autoscaling.minReplicas must not exceed maxReplicas" }}
 {{- end }}
 {{- /* Variables the chart owns: overriding them through env would break security or wiring. */}}
-{{- $reserved := list "PARLEY_ENV" "PARLEY_JWT_KEY" "PARLEY_JWT_KEY_FILE" "PARLEY_JWT_ALGORITHM" "PARLEY_REDIS_URL" "PARLEY_DRAIN_SECONDS" "PARLEY_WS_HOST" "PARLEY_WS_PORT" "PARLEY_ROUTER_ADDR" "PARLEY_PRESENCE_ADDR" "PARLEY_HISTORY_ADDR" "PARLEY_PARTITIONS" }}
+{{- $reserved := list "PARLEY_ENV" "PARLEY_JWT_KEY" "PARLEY_JWT_KEY_FILE" "PARLEY_JWT_ALGORITHM" "PARLEY_REDIS_URL" "PARLEY_DRAIN_SECONDS" "PARLEY_WS_HOST" "PARLEY_WS_PORT" "PARLEY_ROUTER_ADDR" "PARLEY_PRESENCE_ADDR" "PARLEY_HISTORY_ADDR" "PARLEY_PARTITIONS" "PARLEY_TLS_CERT_FILE" "PARLEY_TLS_KEY_FILE" "PARLEY_PLAINTEXT" "PARLEY_INTERNAL_TLS_CERT_FILE" "PARLEY_INTERNAL_TLS_KEY_FILE" "PARLEY_INTERNAL_CA_FILE" "PARLEY_INTERNAL_INSECURE" "PARLEY_REDIS_USERNAME" "PARLEY_REDIS_PASSWORD" "PARLEY_REDIS_CA_FILE" "PARLEY_CASSANDRA_USERNAME" "PARLEY_CASSANDRA_PASSWORD" "PARLEY_CASSANDRA_TLS" "PARLEY_CASSANDRA_CA_FILE" }}
 {{- range $name := splitList " " (include "parley.components" .) }}
-{{- $reserved = concat $reserved (list (printf "PARLEY_%s_HOST" (upper $name)) (printf "PARLEY_%s_PORT" (upper $name)) (printf "PARLEY_%s_METRICS_PORT" (upper $name))) }}
+{{- $reserved = concat $reserved (list (printf "PARLEY_%s_HOST" (upper $name)) (printf "PARLEY_%s_PORT" (upper $name)) (printf "PARLEY_%s_HEALTH_PORT" (upper $name)) (printf "PARLEY_%s_METRICS_PORT" (upper $name))) }}
+{{- end }}
+{{- if and $v.tls.edge.enabled (not $v.tls.edge.existingSecret) }}
+{{- fail "tls.edge.existingSecret is required: a Secret with the gateway's public certificate (tls.crt, tls.key), e.g. from a cert-manager Certificate; or tls.edge.enabled=false when TLS is terminated in front of the gateway" }}
+{{- end }}
+{{- $hp := int $v.tls.healthPort }}
+{{- if or (lt $hp 1) (gt $hp 65535) (has $hp (list (int $v.gateway.port) (int $v.gateway.wsPort) (int $v.router.port) (int $v.presence.port) (int $v.history.port) (int $v.gateway.metricsPort) (int $v.router.metricsPort) (int $v.presence.metricsPort) (int $v.history.metricsPort))) }}
+{{- fail (printf "tls.healthPort must be a port no service uses, got %d" $hp) }}
+{{- end }}
+{{- if and $v.gateway.ingress.enabled $v.gateway.grpcRoute.enabled }}
+{{- fail "gateway.ingress and gateway.grpcRoute are alternatives: enable one" }}
 {{- end }}
 {{- range $key, $_ := $v.env }}
 {{- if has $key $reserved }}
@@ -194,6 +204,22 @@ topologySpreadConstraints:
 {{- end }}
 {{- end }}
 
+{{/*
+Whether a component's gRPC port speaks TLS (the gateway: edge TLS; the
+others: internal mutual TLS); then its probes use the plaintext health port.
+*/}}
+{{- define "parley.serverTLS" -}}
+{{- if eq .component "gateway" }}{{ if .root.Values.tls.edge.enabled }}true{{ end }}
+{{- else }}{{ if .root.Values.tls.internal.enabled }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with a component's internal certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "parley.internalSecret" -}}
+{{- $name := index .root.Values.tls.internal.secrets .component -}}
+{{- default (printf "%s-internal-tls" (include "parley.componentName" .)) $name }}
+{{- end }}
+
 {{/* A gRPC probe on the container's gRPC port (grpc.health.v1.Health/Check, service ""). */}}
 {{- define "parley.probe" -}}
 grpc:
@@ -216,6 +242,9 @@ WebSocket bridge.
 {{- $c := index $root.Values $name -}}
 {{- $prefix := printf "PARLEY_%s" (upper $name) -}}
 {{- $isGateway := eq $name "gateway" -}}
+{{- $serverTLS := include "parley.serverTLS" . -}}
+{{- $probePort := $c.port -}}
+{{- if $serverTLS }}{{ $probePort = $root.Values.tls.healthPort }}{{ end -}}
 {{- $autoscaled := false -}}
 {{- if $isGateway }}{{ $autoscaled = $c.autoscaling.enabled }}{{ end -}}
 apiVersion: apps/v1
@@ -292,6 +321,11 @@ spec:
               containerPort: {{ int $c.wsPort }}
               protocol: TCP
             {{- end }}
+            {{- if $serverTLS }}
+            - name: health
+              containerPort: {{ int $root.Values.tls.healthPort }}
+              protocol: TCP
+            {{- end }}
           envFrom:
             - configMapRef:
                 name: {{ include "parley.fullname" $root }}
@@ -305,12 +339,77 @@ spec:
               value: {{ int $c.metricsPort | quote }}
             - name: PARLEY_DRAIN_SECONDS
               value: {{ include "parley.drainSeconds" . | quote }}
+            {{- if $serverTLS }}
+            # Plaintext, health checks only: the kubelet's gRPC probes cannot speak TLS.
+            - name: {{ $prefix }}_HEALTH_PORT
+              value: {{ int $root.Values.tls.healthPort | quote }}
+            {{- end }}
+            {{- if $root.Values.tls.internal.enabled }}
+            # This service's identity for internal calls (mutual TLS).
+            - name: PARLEY_INTERNAL_TLS_CERT_FILE
+              value: /etc/parley/internal-tls/tls.crt
+            - name: PARLEY_INTERNAL_TLS_KEY_FILE
+              value: /etc/parley/internal-tls/tls.key
+            - name: PARLEY_INTERNAL_CA_FILE
+              value: /etc/parley/internal-tls/ca.crt
+            {{- else }}
+            - name: PARLEY_INTERNAL_INSECURE
+              value: "true"
+            {{- end }}
+            {{- if $isGateway }}
+            {{- if $root.Values.tls.edge.enabled }}
+            - name: PARLEY_TLS_CERT_FILE
+              value: /etc/parley/edge-tls/tls.crt
+            - name: PARLEY_TLS_KEY_FILE
+              value: /etc/parley/edge-tls/tls.key
+            {{- else }}
+            # TLS is terminated in front of the gateway (tls.edge.enabled=false).
+            - name: PARLEY_PLAINTEXT
+              value: "true"
+            {{- end }}
+            {{- end }}
             {{- if $root.Values.redis.existingSecret }}
             - name: PARLEY_REDIS_URL
               valueFrom:
                 secretKeyRef:
                   name: {{ $root.Values.redis.existingSecret }}
                   key: {{ $root.Values.redis.existingSecretKey }}
+            {{- end }}
+            {{- with $root.Values.redis.usersSecret }}
+            # This service's Redis ACL user.
+            - name: PARLEY_REDIS_USERNAME
+              value: {{ $name }}
+            - name: PARLEY_REDIS_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $name }}-password
+            {{- end }}
+            {{- if $root.Values.redis.caSecret }}
+            - name: PARLEY_REDIS_CA_FILE
+              value: /etc/parley/redis-ca/ca.crt
+            {{- end }}
+            {{- if eq $name "history" }}
+            {{- with $root.Values.cassandra.authSecret }}
+            - name: PARLEY_CASSANDRA_USERNAME
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: username
+            - name: PARLEY_CASSANDRA_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: password
+            {{- end }}
+            {{- if or $root.Values.cassandra.tls $root.Values.cassandra.caSecret }}
+            - name: PARLEY_CASSANDRA_TLS
+              value: "true"
+            {{- end }}
+            {{- if $root.Values.cassandra.caSecret }}
+            - name: PARLEY_CASSANDRA_CA_FILE
+              value: /etc/parley/cassandra-ca/ca.crt
+            {{- end }}
             {{- end }}
             {{- if $isGateway }}
             # Never the development secret: the key only ever comes from a Secret.
@@ -347,11 +446,11 @@ spec:
           # service answers NOT_SERVING: readiness drops it from endpoints
           # (and from the headless Service's DNS) at once.
           startupProbe:
-            {{- include "parley.probe" (dict "port" $c.port "probe" $root.Values.probes.startup "failureThreshold" $c.startupFailureThreshold) | nindent 12 }}
+            {{- include "parley.probe" (dict "port" $probePort "probe" $root.Values.probes.startup "failureThreshold" $c.startupFailureThreshold) | nindent 12 }}
           readinessProbe:
-            {{- include "parley.probe" (dict "port" $c.port "probe" $root.Values.probes.readiness) | nindent 12 }}
+            {{- include "parley.probe" (dict "port" $probePort "probe" $root.Values.probes.readiness) | nindent 12 }}
           livenessProbe:
-            {{- include "parley.probe" (dict "port" $c.port "probe" $root.Values.probes.liveness) | nindent 12 }}
+            {{- include "parley.probe" (dict "port" $probePort "probe" $root.Values.probes.liveness) | nindent 12 }}
           {{- if gt (int $root.Values.preStopSleepSeconds) 0 }}
           lifecycle:
             # Endpoint removal races SIGTERM; keep serving a few seconds first.
@@ -366,11 +465,54 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if $root.Values.tls.internal.enabled }}
+            - name: internal-tls
+              mountPath: /etc/parley/internal-tls
+              readOnly: true
+            {{- end }}
+            {{- if and $isGateway $root.Values.tls.edge.enabled }}
+            - name: edge-tls
+              mountPath: /etc/parley/edge-tls
+              readOnly: true
+            {{- end }}
+            {{- if $root.Values.redis.caSecret }}
+            - name: redis-ca
+              mountPath: /etc/parley/redis-ca
+              readOnly: true
+            {{- end }}
+            {{- if and (eq $name "history") $root.Values.cassandra.caSecret }}
+            - name: cassandra-ca
+              mountPath: /etc/parley/cassandra-ca
+              readOnly: true
+            {{- end }}
       volumes:
         # The root filesystem is read-only; libraries may still want a scratch dir.
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        {{- if $root.Values.tls.internal.enabled }}
+        - name: internal-tls
+          secret:
+            secretName: {{ include "parley.internalSecret" . }}
+            defaultMode: 0440
+        {{- end }}
+        {{- if and $isGateway $root.Values.tls.edge.enabled }}
+        # Mounted as a directory (no subPath), so renewed certificates appear in place.
+        - name: edge-tls
+          secret:
+            secretName: {{ $root.Values.tls.edge.existingSecret }}
+            defaultMode: 0440
+        {{- end }}
+        {{- with $root.Values.redis.caSecret }}
+        - name: redis-ca
+          secret:
+            secretName: {{ . }}
+        {{- end }}
+        {{- if and (eq $name "history") $root.Values.cassandra.caSecret }}
+        - name: cassandra-ca
+          secret:
+            secretName: {{ $root.Values.cassandra.caSecret }}
+        {{- end }}
 {{- end }}
 
 {{/*
@@ -396,7 +538,7 @@ spec:
       port: {{ int $c.port }}
       targetPort: grpc
       protocol: TCP
-      appProtocol: kubernetes.io/h2c
+      appProtocol: {{ ternary "https" "kubernetes.io/h2c" .root.Values.tls.internal.enabled }}
 {{- end }}
 
 {{- define "parley.pdb" -}}

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from parley.v1 import messages_pb2 as parley_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n parley/internal/v1/history.proto\x12\x12parley.internal.v1\x1a\x18parley/v1/messages.proto\"\x89\x01\n\x11GetHistoryRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x17\n\nbefore_seq\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x04 \x01(\rB\r\n\x0b_before_seqB\x0c\n\n_after_seq\"a\n\x12GetHistoryResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x04\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x18\n\x16GetWriterStatusRequest\"s\n\x17GetWriterStatusResponse\x12\x13\n\x0blag_entries\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x61ssandra_up\x18\x02 \x01(\x08\x12\x15\n\rwritten_total\x18\x03 \x01(\x04\x12\x16\n\x0erefused_reason\x18\x04 \x01(\t2\xd9\x01\n\x0eHistoryService\x12[\n\nGetHistory\x12%.parley.internal.v1.GetHistoryRequest\x1a&.parley.internal.v1.GetHistoryResponse\x12j\n\x0fGetWriterStatus\x12*.parley.internal.v1.GetWriterStatusRequest\x1a+.parley.internal.v1.GetWriterStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n parley/internal/v1/history.proto\x12\x12parley.internal.v1\x1a\x18parley/v1/messages.proto\"\x9a\x01\n\x11GetHistoryRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x17\n\nbefore_seq\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x0f\n\x07user_id\x18\x05 \x01(\tB\r\n\x0b_before_seqB\x0c\n\n_after_seq\"a\n\x12GetHistoryResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x04\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x18\n\x16GetWriterStatusRequest\"s\n\x17GetWriterStatusResponse\x12\x13\n\x0blag_entries\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x61ssandra_up\x18\x02 \x01(\x08\x12\x15\n\rwritten_total\x18\x03 \x01(\x04\x12\x16\n\x0erefused_reason\x18\x04 \x01(\t2\xd9\x01\n\x0eHistoryService\x12[\n\nGetHistory\x12%.parley.internal.v1.GetHistoryRequest\x1a&.parley.internal.v1.GetHistoryResponse\x12j\n\x0fGetWriterStatus\x12*.parley.internal.v1.GetWriterStatusRequest\x1a+.parley.internal.v1.GetWriterStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.internal.v1.history_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETHISTORYREQUEST']._serialized_start=83
-  _globals['_GETHISTORYREQUEST']._serialized_end=220
-  _globals['_GETHISTORYRESPONSE']._serialized_start=222
-  _globals['_GETHISTORYRESPONSE']._serialized_end=319
-  _globals['_GETWRITERSTATUSREQUEST']._serialized_start=321
-  _globals['_GETWRITERSTATUSREQUEST']._serialized_end=345
-  _globals['_GETWRITERSTATUSRESPONSE']._serialized_start=347
-  _globals['_GETWRITERSTATUSRESPONSE']._serialized_end=462
-  _globals['_HISTORYSERVICE']._serialized_start=465
-  _globals['_HISTORYSERVICE']._serialized_end=682
+  _globals['_GETHISTORYREQUEST']._serialized_end=237
+  _globals['_GETHISTORYRESPONSE']._serialized_start=239
+  _globals['_GETHISTORYRESPONSE']._serialized_end=336
+  _globals['_GETWRITERSTATUSREQUEST']._serialized_start=338
+  _globals['_GETWRITERSTATUSREQUEST']._serialized_end=362
+  _globals['_GETWRITERSTATUSRESPONSE']._serialized_start=364
+  _globals['_GETWRITERSTATUSRESPONSE']._serialized_end=479
+  _globals['_HISTORYSERVICE']._serialized_start=482
+  _globals['_HISTORYSERVICE']._serialized_end=699
 # @@protoc_insertion_point(module_scope)

@@ -27,6 +27,7 @@ class GetHistoryRequest(_message.Message):
     BEFORE_SEQ_FIELD_NUMBER: _builtins.int
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     before_seq: _builtins.int
     """At most one of before_seq / after_seq; neither means the newest page.
@@ -35,6 +36,8 @@ class GetHistoryRequest(_message.Message):
     after_seq: _builtins.int
     limit: _builtins.int
     """Default 50, at most 200 (1000 for internal catch-up reads)."""
+    user_id: _builtins.str
+    """The user on whose behalf (required): must be a member of the conversation."""
     def __init__(
         self,
         *,
@@ -42,10 +45,11 @@ class GetHistoryRequest(_message.Message):
         before_seq: _builtins.int | None = ...,
         after_seq: _builtins.int | None = ...,
         limit: _builtins.int = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "_before_seq", b"_before_seq", "after_seq", b"after_seq", "before_seq", b"before_seq"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "_before_seq", b"_before_seq", "after_seq", b"after_seq", "before_seq", b"before_seq", "conversation_id", b"conversation_id", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "_before_seq", b"_before_seq", "after_seq", b"after_seq", "before_seq", b"before_seq", "conversation_id", b"conversation_id", "limit", b"limit", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__after_seq: _TypeAlias = _typing.Literal["after_seq"]  # noqa: Y015
     _WhichOneofArgType__after_seq: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq"]  # noqa: Y015

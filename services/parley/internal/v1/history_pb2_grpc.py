@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class HistoryServiceStub:
     """The history service writes every message from the router's log to
-    Cassandra and serves it back. Membership is checked by the caller.
+    Cassandra and serves it back. Callers are authenticated services (mutual
+    TLS); GetHistory still checks that the user it acts for is a member.
     """
 
     def __init__(self, channel):
@@ -50,7 +51,8 @@ class HistoryServiceStub:
 
 class HistoryServiceServicer:
     """The history service writes every message from the router's log to
-    Cassandra and serves it back. Membership is checked by the caller.
+    Cassandra and serves it back. Callers are authenticated services (mutual
+    TLS); GetHistory still checks that the user it acts for is a member.
     """
 
     def GetHistory(self, request, context):
@@ -89,7 +91,8 @@ def add_HistoryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class HistoryService:
     """The history service writes every message from the router's log to
-    Cassandra and serves it back. Membership is checked by the caller.
+    Cassandra and serves it back. Callers are authenticated services (mutual
+    TLS); GetHistory still checks that the user it acts for is a member.
     """
 
     @staticmethod

@@ -28,7 +28,8 @@ GRPC_VERSION: str
 
 class HistoryServiceStub:
     """The history service writes every message from the router's log to
-    Cassandra and serves it back. Membership is checked by the caller.
+    Cassandra and serves it back. Callers are authenticated services (mutual
+    TLS); GetHistory still checks that the user it acts for is a member.
     """
 
     @_typing.overload
@@ -42,7 +43,8 @@ class HistoryServiceStub:
 @_typing.type_check_only
 class HistoryServiceAsyncStub(HistoryServiceStub):
     """The history service writes every message from the router's log to
-    Cassandra and serves it back. Membership is checked by the caller.
+    Cassandra and serves it back. Callers are authenticated services (mutual
+    TLS); GetHistory still checks that the user it acts for is a member.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -52,7 +54,8 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
 
 class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The history service writes every message from the router's log to
-    Cassandra and serves it back. Membership is checked by the caller.
+    Cassandra and serves it back. Callers are authenticated services (mutual
+    TLS); GetHistory still checks that the user it acts for is a member.
     """
 
     @_abc_1.abstractmethod
