@@ -172,7 +172,9 @@ async def test_huge_metadata_is_refused_before_any_handler(redis_config: RedisCo
 
 
 def test_connection_limits_are_server_options() -> None:
-    gateway = load_config({"PARLEY_ENV": "development"})
+    gateway = load_config(
+        {"PARLEY_ENV": "development", "PARLEY_PLAINTEXT": "true", "PARLEY_INTERNAL_INSECURE": "true"}
+    )
     options = dict(gateway.server.grpc_options())
     assert options["grpc.max_metadata_size"] == options["grpc.absolute_max_metadata_size"] == 16 * 1024
     assert options["grpc.max_concurrent_streams"] == 1000
