@@ -50,7 +50,8 @@ async def fetch_messages(
     conversation_id: str,
     after_seq: int,
     limit: int,
-) -> list[messages_pb2.Message]:
+) -> tuple[list[messages_pb2.Message], int]:
+    """A page after ``after_seq`` (cut by count and by bytes) and the conversation's last seq."""
     reply = await rpc(
         router.Fetch(
             router_pb2.FetchRequest(
@@ -59,4 +60,25 @@ async def fetch_messages(
             timeout=INTERNAL_TIMEOUT_S,
         )
     )
-    return list(reply.messages)
+    return list(reply.messages), reply.last_seq
+
+
+async def list_conversations(
+    router: router_pb2_grpc.RouterServiceAsyncStub, user_id: str, *, omit_last_message: bool
+) -> list[router_pb2.ConversationState]:
+    """Every conversation of a user, following the router's pages (each cut by bytes)."""
+    out: list[router_pb2.ConversationState] = []
+    offset = 0
+    while True:
+        reply = await rpc(
+            router.ListConversations(
+                router_pb2.ListConversationsRequest(
+                    user_id=user_id, offset=offset, omit_last_message=omit_last_message
+                ),
+                timeout=INTERNAL_TIMEOUT_S,
+            )
+        )
+        out.extend(reply.conversations)
+        if not reply.next_offset or reply.next_offset <= offset:
+            return out
+        offset = reply.next_offset

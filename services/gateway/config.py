@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from gateway.admission import AdmissionConfig
 from parley.auth import AuthConfig
 from parley.config import ConfigError, Env, RedisConfig, ServerConfig, TelemetryConfig
+from parley.limits import MAX_BODY_BYTES_CEILING
 from parley.tls import InternalTLS, ServerTLS, edge_tls_from_env
+
+# Streams one client connection may hold at the gateway (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+PUBLIC_MAX_CONCURRENT_STREAMS = 1_000
 
 
 @dataclass(frozen=True)
@@ -20,13 +24,20 @@ class LimitsConfig:
     # Per-user sends per second (token bucket refill) and burst size, per gateway.
     send_rate_per_s: float = 20.0
     send_burst: int = 40
-    # A session's typing indicators for one conversation: at most one "typing" per interval.
+    # Typing indicators of one user in one conversation (all sessions): one "typing"
+    # per interval, and a "stopped" only after a forwarded "typing".
     typing_interval_s: float = 1.0
     # Frames queued for one session before it is considered too slow and dropped
     # (it reconnects and resumes by cursor, so nothing is lost).
     session_queue_max: int = 10_000
     # How long a new stream may take to send its hello.
     hello_timeout_s: float = 10.0
+    # Bytes of frames waiting for one session; beyond it the session is ended with
+    # ERROR_CODE_SLOW_CONSUMER and the client resumes from its cursors.
+    session_max_queued_bytes: int = 4 * 1024 * 1024
+    # Concurrent sessions of one user on one gateway; the newest beyond it is refused
+    # with ERROR_CODE_TOO_MANY_SESSIONS.
+    max_sessions_per_user: int = 50
 
 
 @dataclass(frozen=True)
@@ -61,18 +72,24 @@ class GatewayConfig:
 def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
     env = Env(environ)
     limits = LimitsConfig(
-        max_body_bytes=env.int("PARLEY_MAX_BODY_BYTES", 64 * 1024, minimum=1, maximum=4 * 1024 * 1024),
+        max_body_bytes=env.int("PARLEY_MAX_BODY_BYTES", 64 * 1024, minimum=1, maximum=MAX_BODY_BYTES_CEILING),
         send_rate_per_s=env.float("PARLEY_SEND_RATE_PER_SECOND", 20.0, minimum=0.001),
         send_burst=env.int("PARLEY_SEND_BURST", 40, minimum=1),
         typing_interval_s=env.float("PARLEY_TYPING_INTERVAL_SECONDS", 1.0, minimum=0.0),
         session_queue_max=env.int("PARLEY_SESSION_QUEUE_MAX", 10_000, minimum=10),
         hello_timeout_s=env.float("PARLEY_HELLO_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        session_max_queued_bytes=env.int(
+            "PARLEY_SESSION_MAX_QUEUED_BYTES", 4 * 1024 * 1024, minimum=2 * MAX_BODY_BYTES_CEILING
+        ),
+        max_sessions_per_user=env.int("PARLEY_MAX_SESSIONS_PER_USER", 50, minimum=1),
     )
     presence_lease = env.float("PARLEY_PRESENCE_LEASE_SECONDS", 30.0, minimum=1.0)
     if presence_lease > 30.0:
         raise ConfigError("PARLEY_PRESENCE_LEASE_SECONDS must be at most 30 (users go offline within it)")
     return GatewayConfig(
-        server=ServerConfig.from_env(env, "PARLEY_GATEWAY", 50051),
+        server=ServerConfig.from_env(
+            env, "PARLEY_GATEWAY", 50051, max_concurrent_streams=PUBLIC_MAX_CONCURRENT_STREAMS
+        ),
         redis=RedisConfig.from_env(env),
         telemetry=TelemetryConfig.from_env(env, "parley-gateway"),
         auth=AuthConfig.from_env(env),

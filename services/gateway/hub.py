@@ -18,6 +18,7 @@ from opentelemetry import trace
 
 from gateway import metrics
 from gateway.session import Session
+from parley import errors
 from parley.delivery import Inbox, RouteTable
 from parley.keys import Keys
 from parley.tasks import stop_tasks
@@ -59,8 +60,18 @@ class Hub:
 
     # --- sessions -------------------------------------------------------------------------
 
-    async def add(self, session: Session) -> None:
+    async def add(self, session: Session, *, max_per_user: int = 0) -> None:
+        """Registers a session; beyond ``max_per_user`` (0: no cap) the newest is refused.
+
+        Refusing the newest (not closing the oldest) keeps a user's working
+        sessions working when a stolen token or a buggy client opens many; the
+        cap is per gateway, like the send rate (no Redis round trip).
+        """
         sessions = self._by_user.setdefault(session.user_id, {})
+        if max_per_user and len(sessions) >= max_per_user:
+            raise errors.TooManySessions(
+                f"at most {max_per_user} concurrent sessions per user; close one before opening another"
+            )
         first = not sessions
         sessions[session.session_id] = session
         self._by_id[session.session_id] = session
@@ -137,5 +148,5 @@ class Hub:
             metrics.observe_delivery(frame)
             span.set_attribute("parley.sessions", len(targets))
             for session in targets:
-                session.push(frame)
+                session.push(frame, len(raw))
             self.delivered_frames += len(targets)

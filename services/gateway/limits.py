@@ -71,3 +71,43 @@ class SendLimiter:
             # Full buckets carry no state: drop them so idle users cost no memory.
             self._buckets = {u: b for u, b in self._buckets.items() if not b.full(now)}
             self._last_sweep = now
+
+
+class TypingLimiter:
+    """Typing indicators per (user, conversation), across all of the user's sessions here.
+
+    At most one "typing" per interval is forwarded, and a "stopped" only when the
+    last one forwarded was "typing" (a state change), so even alternating frames
+    reach the peers at no more than two per interval. Ephemeral and cheap to
+    drop: the excess is ignored, not an error. The table is bounded: stale keys
+    are swept, and when it is still full new keys are refused, so a flood of
+    conversation ids cannot grow gateway memory.
+    """
+
+    def __init__(self, interval_s: float, max_keys: int = 100_000) -> None:
+        self._interval = interval_s
+        self._max_keys = max_keys
+        # (user, conversation) -> (when the last "typing" was forwarded, last forwarded state)
+        self._last: dict[tuple[str, str], tuple[float, bool]] = {}
+        self.dropped = 0
+
+    def allow(self, user_id: str, conversation_id: str, typing: bool) -> bool:
+        now = time.monotonic()
+        key = (user_id, conversation_id)
+        last = self._last.get(key)
+        if last is None and len(self._last) >= self._max_keys:
+            self._last = {k: v for k, v in self._last.items() if v[1] or now - v[0] < self._interval}
+            if len(self._last) >= self._max_keys:
+                self.dropped += 1
+                return False
+        if typing:
+            if last is not None and now - last[0] < self._interval:
+                self.dropped += 1
+                return False
+            self._last[key] = (now, True)
+            return True
+        if last is None or not last[1]:
+            self.dropped += 1
+            return False
+        self._last[key] = (last[0], False)
+        return True

@@ -65,7 +65,7 @@ ERROR_FRAMES = Counter(
 
 _IN_KINDS = [f.name for f in gateway_pb2.ConnectRequest.DESCRIPTOR.oneofs_by_name["frame"].fields]
 _OUT_KINDS = [f.name for f in gateway_pb2.ConnectResponse.DESCRIPTOR.oneofs_by_name["frame"].fields]
-_FRAMES_IN = {kind: FRAMES_IN.labels(kind) for kind in [*_IN_KINDS, "empty"]}
+_FRAMES_IN = {kind: FRAMES_IN.labels(kind) for kind in [*_IN_KINDS, "empty", "undecodable"]}
 _FRAMES_OUT = {kind: FRAMES_OUT.labels(kind) for kind in [*_OUT_KINDS, "empty"]}
 for _transport in (GRPC, WEBSOCKET):
     SESSIONS.labels(_transport)
@@ -91,7 +91,11 @@ async def counted_requests(
     requests: AsyncIterator[gateway_pb2.ConnectRequest],
 ) -> AsyncIterator[gateway_pb2.ConnectRequest]:
     async for request in requests:
-        _FRAMES_IN[request.WhichOneof("frame") or "empty"].inc()
+        # An undecodable frame arrives as a parley.wire.Undecodable (answered by the session).
+        kind = (
+            request.WhichOneof("frame") if isinstance(request, gateway_pb2.ConnectRequest) else "undecodable"
+        )
+        _FRAMES_IN[kind or "empty"].inc()
         yield request
 
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from google.protobuf.duration_pb2 import Duration
@@ -23,26 +23,33 @@ from opentelemetry import trace
 from gateway import metrics
 from gateway.acks import AckCoalescer
 from gateway.admission import Admission, AdmissionConfig
-from gateway.backends import INTERNAL_TIMEOUT_S, Backends, fetch_messages, rpc
+from gateway.backends import INTERNAL_TIMEOUT_S, Backends, fetch_messages, list_conversations, rpc
 from gateway.config import LimitsConfig
 from gateway.hub import Hub
-from gateway.limits import SendLimiter, validate_body
+from gateway.limits import SendLimiter, TypingLimiter, validate_body
 from gateway.session import Session, SessionOverflow, SyncPlan, contacts_of
-from parley import errors
+from parley import errors, limits
 from parley.auth import Authenticator
 from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
 from parley.server import ServicerContext
 from parley.telemetry import SEND_ATTRIBUTES
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
+from parley.wire import Undecodable, accepts_undecodable
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
-MAX_DEVICE_ID = 128
 DEFAULT_HISTORY_LIMIT = 50
 MAX_HISTORY_LIMIT = 200
 MAX_PRESENCE_QUERY = 500
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 200
 HEARTBEAT_INTERVAL_S = 30
+# How long an unauthenticated stream may take to deliver its first frame before it is refused.
+UNAUTHENTICATED_DRAIN_S = 0.5
+SLOW_CONSUMER_MESSAGE = (
+    "the session did not read its stream fast enough; reconnect and resume from your cursors"
+)
 
 
 class PresenceHooks(Protocol):
@@ -96,6 +103,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self._acks = acks
         self._limits = limits
         self._sends = SendLimiter(limits.send_rate_per_s, limits.send_burst)
+        self._typing = TypingLimiter(limits.typing_interval_s)
         self._admission = admission or Admission(AdmissionConfig())
         self._send_deadline_s = self._admission.config.send_deadline_s
         self._presence: PresenceHooks = presence or NoPresence()
@@ -120,10 +128,9 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         client_message_id: str,
         body: bytes,
     ) -> messages_pb2.SendAck:
-        if not conversation_id:
-            raise errors.InvalidArgument("conversation_id is required")
-        if not client_message_id:
-            raise errors.InvalidArgument("client_message_id is required")
+        limits.check_conversation_id(conversation_id)
+        limits.check_client_message_id(client_message_id)
+        limits.check_device_id(device_id)
         validate_body(body, self._limits.max_body_bytes)
         self._sends.check(user)
         # One trace per send: router append, fan-out and each push join it
@@ -156,41 +163,66 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
 
     # --- the session stream ---------------------------------------------------------------
 
+    @accepts_undecodable
     async def Connect(
         self, request_iterator: AsyncIterator[gateway_pb2.ConnectRequest], context: ServicerContext
     ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
-        user = self._caller.user(context)
+        try:
+            user = self._caller.user(context)
+        except errors.Unauthenticated:
+            # Take the client's first frame (briefly) before refusing: a status sent while
+            # the client is still writing its hello reaches some clients as INTERNAL
+            # ("Internal error from Core") instead of UNAUTHENTICATED.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(anext(aiter(request_iterator)), UNAUTHENTICATED_DRAIN_S)
+            raise
         session = self.session_stream(user, metrics.counted_requests(request_iterator))
         async for frame in metrics.tracked_session(metrics.GRPC, session):
             yield frame
 
     async def session_stream(
-        self, user: str, request_iterator: AsyncIterator[gateway_pb2.ConnectRequest]
+        self,
+        user: str,
+        request_iterator: AsyncIterator[gateway_pb2.ConnectRequest],
     ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
         """The transport-neutral session: gRPC and the WebSocket bridge both run it.
 
         Raises ParleyError for what ends the session (no hello, a session too slow).
+        A slow consumer's queue is dropped at once when it outgrows its byte budget;
+        if the client reads nothing at all, its writer waits in one flow-controlled
+        write (bounded by the HTTP/2 window) and the client gets SLOW_CONSUMER as
+        soon as it reads again, or the stream ends when the connection does.
         """
         requests = request_iterator.__aiter__()
         try:
             first = await asyncio.wait_for(requests.__anext__(), self._limits.hello_timeout_s)
         except (StopAsyncIteration, TimeoutError):
             raise errors.HelloRequired("the first frame must be hello") from None
+        if isinstance(first, Undecodable):
+            log.warning(
+                "stream of %s: undecodable first frame (%d bytes) refused", limits.loggable(user), first.size
+            )
+            raise errors.InvalidArgument(first.reason)
         if first.WhichOneof("frame") != "hello":
             raise errors.HelloRequired("the first frame must be hello")
         hello = first.hello
-        if len(hello.device_id) > MAX_DEVICE_ID:
-            raise errors.InvalidArgument(f"device_id is longer than {MAX_DEVICE_ID}")
+        limits.check_device_id(hello.device_id)
+        _check_cursors(hello.sync.cursors, required=False)
 
-        async def fetch(cid: str, after: int, limit: int) -> list[messages_pb2.Message]:
+        async def fetch(cid: str, after: int, limit: int) -> tuple[list[messages_pb2.Message], int]:
             return await fetch_messages(self._router, user, cid, after, limit)
 
         session = Session(
-            user, hello.device_id or "default", queue_max=self._limits.session_queue_max, fetch=fetch
+            user,
+            hello.device_id or "default",
+            queue_max=self._limits.session_queue_max,
+            fetch=fetch,
+            max_queued_bytes=self._limits.session_max_queued_bytes,
         )
         # Registered (route written) before planning the sync: whatever is appended
         # from now on is queued for this session, so sync + live leaves no hole.
-        await self._hub.add(session)
+        # Refuses the newest session beyond the per-user cap (TOO_MANY_SESSIONS).
+        await self._hub.add(session, max_per_user=self._limits.max_sessions_per_user)
         reader: asyncio.Task[None] | None = None
         try:
             plan, conversations = await self._plan(user, hello.sync)
@@ -210,9 +242,13 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                 async for frame in session.frames(welcome, plan):
                     yield frame
             except SessionOverflow:
-                raise errors.RateLimited(
-                    "session fell too far behind; reconnect and resume from your cursors", retry_after_s=1.0
-                ) from None
+                log.warning(
+                    "session %s of %s ended: slow consumer (%d bytes waiting)",
+                    session.session_id,
+                    limits.loggable(user),
+                    session.peak_queued_bytes,
+                )
+                raise errors.SlowConsumer(SLOW_CONSUMER_MESSAGE) from None
         finally:
             session.close()
             if reader is not None:
@@ -226,15 +262,11 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
     async def _plan(
         self, user: str, sync: gateway_pb2.SyncFrame
     ) -> tuple[SyncPlan, list[messages_pb2.Conversation]]:
-        reply = await rpc(
-            self._router.ListConversations(
-                router_pb2.ListConversationsRequest(user_id=user), timeout=INTERNAL_TIMEOUT_S
-            )
-        )
+        states = await list_conversations(self._router, user, omit_last_message=True)
         asked = {c.conversation_id: c.seq for c in sync.cursors}
         start: dict[str, int] = {}
         until: dict[str, int] = {}
-        for state in reply.conversations:
+        for state in states:
             cid = state.summary.conversation.id
             last = state.summary.last_seq
             if cid in asked:
@@ -246,33 +278,46 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
             start[cid] = position
             if last > position:
                 until[cid] = last
-        return SyncPlan(start=start, until=until), [s.summary.conversation for s in reply.conversations]
+        return SyncPlan(start=start, until=until), [s.summary.conversation for s in states]
 
     async def _read_loop(self, session: Session, requests: AsyncIterator[gateway_pb2.ConnectRequest]) -> None:
-        typing_last: dict[str, float] = {}
         try:
             async for request in requests:
+                if isinstance(request, Undecodable):
+                    # Garbage between well-formed frames: refused, one warning line, the
+                    # stream goes on (the framing of the stream itself is intact).
+                    log.warning(
+                        "session %s of %s: undecodable frame (%d bytes) refused",
+                        session.session_id,
+                        limits.loggable(session.user_id),
+                        request.size,
+                    )
+                    session.push(
+                        gateway_pb2.ConnectResponse(
+                            error=errors.error_frame(errors.InvalidArgument(request.reason), "")
+                        )
+                    )
+                    continue
+                request_id = request.request_id if limits.valid_request_id(request.request_id) else ""
                 try:
-                    await self._handle(session, request, typing_last)
+                    if request_id != request.request_id:
+                        raise errors.InvalidArgument(
+                            f"request_id must be at most {limits.MAX_REQUEST_ID_LEN} printable characters"
+                        )
+                    await self._handle(session, request)
                 except errors.ParleyError as exc:
                     metrics.error_frame(exc)
-                    session.push(
-                        gateway_pb2.ConnectResponse(error=errors.error_frame(exc, request.request_id))
-                    )
+                    session.push(gateway_pb2.ConnectResponse(error=errors.error_frame(exc, request_id)))
                 except Exception:
                     log.exception("frame %s failed", request.WhichOneof("frame"))
                     internal = errors.ParleyError(errors.INTERNAL_MESSAGE)
-                    session.push(
-                        gateway_pb2.ConnectResponse(error=errors.error_frame(internal, request.request_id))
-                    )
+                    session.push(gateway_pb2.ConnectResponse(error=errors.error_frame(internal, request_id)))
             session.client_closed = True
         finally:
             # The client half-closed or went away: end the session's writer too.
             session.close()
 
-    async def _handle(
-        self, session: Session, request: gateway_pb2.ConnectRequest, typing_last: dict[str, float]
-    ) -> None:
+    async def _handle(self, session: Session, request: gateway_pb2.ConnectRequest) -> None:
         kind = request.WhichOneof("frame")
         if kind == "send":
             send = request.send
@@ -292,24 +337,21 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
             session.push(gateway_pb2.ConnectResponse(send_ack=ack, request_id=request.request_id))
         elif kind in ("ack", "read"):
             frame = request.ack if kind == "ack" else request.read
-            if not frame.conversation_id or frame.seq == 0:
-                raise errors.InvalidArgument(f"{kind} needs conversation_id and seq > 0")
+            limits.check_conversation_id(frame.conversation_id)
+            if frame.seq == 0:
+                raise errors.InvalidArgument(f"{kind} needs seq > 0")
+            limits.check_seq(frame.seq)
             receipt_kind = (
                 messages_pb2.RECEIPT_KIND_DELIVERED if kind == "ack" else messages_pb2.RECEIPT_KIND_READ
             )
             self._acks.add(session.user_id, frame.conversation_id, receipt_kind, frame.seq, session.device_id)
         elif kind == "typing":
             typing = request.typing
-            if not typing.conversation_id:
-                raise errors.InvalidArgument("typing needs conversation_id")
-            now = time.monotonic()
-            if typing.typing:
-                # Ephemeral and cheap to drop: excess indicators are ignored, not errors.
-                if now - typing_last.get(typing.conversation_id, -1e9) < self._limits.typing_interval_s:
-                    return
-                typing_last[typing.conversation_id] = now
-            else:
-                typing_last.pop(typing.conversation_id, None)
+            limits.check_conversation_id(typing.conversation_id)
+            # Per (user, conversation) across the user's sessions: a flood of
+            # indicators reaches the peers at one per interval (excess is dropped).
+            if not self._typing.allow(session.user_id, typing.conversation_id, typing.typing):
+                return
             await rpc(
                 self._router.PublishTyping(
                     router_pb2.PublishTypingRequest(
@@ -322,9 +364,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                 )
             )
         elif kind == "sync":
+            _check_cursors(request.sync.cursors, required=True)
             cursors = {c.conversation_id: c.seq for c in request.sync.cursors}
-            if not cursors or any(not cid for cid in cursors):
-                raise errors.InvalidArgument("sync needs cursors with conversation ids")
             for cid in cursors:
                 # Membership is checked per conversation by the router's Fetch; check
                 # up front so a bad cursor fails this frame, not the session's writer.
@@ -359,6 +400,7 @@ class ConversationServicer(gateway_pb2_grpc.ConversationServiceServicer):
         user = self._caller.user(context)
         if not request.peer_user_id:
             raise errors.InvalidArgument("peer_user_id is required")
+        limits.check_user_id(request.peer_user_id, "peer_user_id")
         reply = await rpc(
             self._router.CreateDirect(
                 router_pb2.CreateDirectRequest(user_id=user, peer_user_id=request.peer_user_id),
@@ -371,6 +413,8 @@ class ConversationServicer(gateway_pb2_grpc.ConversationServiceServicer):
         self, request: gateway_pb2.CreateGroupRequest, context: ServicerContext
     ) -> gateway_pb2.CreateGroupResponse:
         user = self._caller.user(context)
+        limits.check_group_name(request.name)
+        limits.check_user_ids(request.member_ids, "member_ids")
         reply = await rpc(
             self._router.CreateGroup(
                 router_pb2.CreateGroupRequest(user_id=user, name=request.name, member_ids=request.member_ids),
@@ -383,6 +427,8 @@ class ConversationServicer(gateway_pb2_grpc.ConversationServiceServicer):
         self, request: gateway_pb2.AddMembersRequest, context: ServicerContext
     ) -> gateway_pb2.AddMembersResponse:
         user = self._caller.user(context)
+        limits.check_conversation_id(request.conversation_id)
+        limits.check_user_ids(request.user_ids)
         reply = await rpc(
             self._router.AddMembers(
                 router_pb2.AddMembersRequest(
@@ -397,6 +443,8 @@ class ConversationServicer(gateway_pb2_grpc.ConversationServiceServicer):
         self, request: gateway_pb2.RemoveMembersRequest, context: ServicerContext
     ) -> gateway_pb2.RemoveMembersResponse:
         user = self._caller.user(context)
+        limits.check_conversation_id(request.conversation_id)
+        limits.check_user_ids(request.user_ids)
         reply = await rpc(
             self._router.RemoveMembers(
                 router_pb2.RemoveMembersRequest(
@@ -411,6 +459,7 @@ class ConversationServicer(gateway_pb2_grpc.ConversationServiceServicer):
         self, request: gateway_pb2.GetConversationRequest, context: ServicerContext
     ) -> gateway_pb2.GetConversationResponse:
         user = self._caller.user(context)
+        limits.check_conversation_id(request.conversation_id)
         reply = await rpc(
             self._router.GetConversation(
                 router_pb2.GetConversationRequest(user_id=user, conversation_id=request.conversation_id),
@@ -423,15 +472,21 @@ class ConversationServicer(gateway_pb2_grpc.ConversationServiceServicer):
         self, request: gateway_pb2.ListConversationsRequest, context: ServicerContext
     ) -> gateway_pb2.ListConversationsResponse:
         user = self._caller.user(context)
-        limit = request.limit or 50
-        if limit > 200:
-            raise errors.InvalidArgument("limit must be at most 200")
+        limit = request.limit or DEFAULT_LIST_LIMIT
+        if limit > MAX_LIST_LIMIT:
+            raise errors.InvalidArgument(f"limit must be at most {MAX_LIST_LIMIT}")
+        offset = _page_offset(request.page_token)
+        # Paged by count and by bytes (the router cuts a page that would outgrow a response).
         reply = await rpc(
             self._router.ListConversations(
-                router_pb2.ListConversationsRequest(user_id=user, limit=limit), timeout=INTERNAL_TIMEOUT_S
+                router_pb2.ListConversationsRequest(user_id=user, limit=limit, offset=offset),
+                timeout=INTERNAL_TIMEOUT_S,
             )
         )
-        return gateway_pb2.ListConversationsResponse(conversations=[s.summary for s in reply.conversations])
+        return gateway_pb2.ListConversationsResponse(
+            conversations=[s.summary for s in reply.conversations],
+            next_page_token=str(reply.next_offset) if reply.next_offset else "",
+        )
 
 
 class HistoryServicer(gateway_pb2_grpc.HistoryServiceServicer):
@@ -443,8 +498,11 @@ class HistoryServicer(gateway_pb2_grpc.HistoryServiceServicer):
         self, request: gateway_pb2.GetHistoryRequest, context: ServicerContext
     ) -> gateway_pb2.GetHistoryResponse:
         user = self._caller.user(context)
+        limits.check_conversation_id(request.conversation_id)
         if request.HasField("before_seq") and request.HasField("after_seq"):
             raise errors.InvalidArgument("give before_seq or after_seq, not both")
+        limits.check_seq(request.before_seq, "before_seq")
+        limits.check_seq(request.after_seq, "after_seq")
         limit = request.limit or DEFAULT_HISTORY_LIMIT
         if limit > MAX_HISTORY_LIMIT:
             raise errors.InvalidArgument(f"limit must be at most {MAX_HISTORY_LIMIT}")
@@ -480,14 +538,49 @@ class PresenceServicer(gateway_pb2_grpc.PresenceServiceServicer):
     async def GetPresence(
         self, request: gateway_pb2.GetPresenceRequest, context: ServicerContext
     ) -> gateway_pb2.GetPresenceResponse:
-        self._caller.user(context)
+        user = self._caller.user(context)
         if not request.user_ids:
             raise errors.InvalidArgument("user_ids is required")
         if len(request.user_ids) > MAX_PRESENCE_QUERY:
             raise errors.InvalidArgument(f"at most {MAX_PRESENCE_QUERY} user_ids per call")
-        reply = await rpc(
-            self._backends.presence.GetPresence(
-                presence_pb2.GetPresenceRequest(user_ids=request.user_ids), timeout=INTERNAL_TIMEOUT_S
+        limits.check_user_ids(request.user_ids)
+        # Presence is private to the people one talks with: only users who share a
+        # conversation with the caller (and the caller) are looked up. Anyone else
+        # reads as never seen, exactly like a user id that does not exist, so the
+        # answer reveals neither their status nor whether they exist.
+        states = await list_conversations(self._backends.router, user, omit_last_message=True)
+        visible = {user} | contacts_of((s.summary.conversation for s in states), user)
+        wanted = [u for u in dict.fromkeys(request.user_ids) if u in visible]
+        found: dict[str, messages_pb2.Presence] = {}
+        if wanted:
+            reply = await rpc(
+                self._backends.presence.GetPresence(
+                    presence_pb2.GetPresenceRequest(user_ids=wanted), timeout=INTERNAL_TIMEOUT_S
+                )
             )
+            found = {p.user_id: p for p in reply.presences}
+        return gateway_pb2.GetPresenceResponse(
+            presences=[found.get(u) or _never_seen(u) for u in dict.fromkeys(request.user_ids)]
         )
-        return gateway_pb2.GetPresenceResponse(presences=reply.presences)
+
+
+def _check_cursors(cursors: Sequence[messages_pb2.Cursor], *, required: bool) -> None:
+    if required and not cursors:
+        raise errors.InvalidArgument("sync needs at least one cursor")
+    if len(cursors) > limits.MAX_SYNC_CURSORS:
+        raise errors.InvalidArgument(f"at most {limits.MAX_SYNC_CURSORS} cursors per sync")
+    for cursor in cursors:
+        limits.check_conversation_id(cursor.conversation_id, "cursor conversation_id")
+        limits.check_seq(cursor.seq, "cursor seq")
+
+
+def _page_offset(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 9:
+        raise errors.InvalidArgument("page_token is not one this server issued")
+    return int(token)
+
+
+def _never_seen(user_id: str) -> messages_pb2.Presence:
+    return messages_pb2.Presence(user_id=user_id, status=messages_pb2.PRESENCE_STATUS_OFFLINE)

@@ -31,14 +31,15 @@ from parley.v1 import gateway_pb2, messages_pb2
 
 log = logging.getLogger(__name__)
 
-# Fetches messages of a conversation with seq > after_seq (at most limit), oldest first.
-FetchFn = Callable[[str, int, int], Awaitable[list[messages_pb2.Message]]]
+# Fetches messages of a conversation with seq > after_seq (at most limit, and at most a
+# response's worth of bytes), oldest first, with the conversation's last seq.
+FetchFn = Callable[[str, int, int], Awaitable[tuple[list[messages_pb2.Message], int]]]
 
 FETCH_PAGE = 500
 
 
 class SessionOverflow(Exception):
-    """The client reads slower than its messages arrive."""
+    """The client reads slower than its messages arrive (frames or bytes over budget)."""
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,28 @@ class ResyncRequest:
 
 
 class Session:
-    def __init__(self, user_id: str, device_id: str, *, queue_max: int, fetch: FetchFn) -> None:
+    def __init__(
+        self,
+        user_id: str,
+        device_id: str,
+        *,
+        queue_max: int,
+        fetch: FetchFn,
+        max_queued_bytes: int = 4 * 1024 * 1024,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
         self.session_id = uuid.uuid4().hex
         self.user_id = user_id
         self.device_id = device_id
         self._queue: asyncio.Queue[gateway_pb2.ConnectResponse | ResyncRequest | None] = asyncio.Queue()
         self._queue_max = queue_max
+        # Bytes of the frames waiting in the queue: a client that does not read its stream
+        # must not make the gateway buffer without bound. Over the budget the session
+        # ends (SLOW_CONSUMER) and the client resumes from its cursors.
+        self._max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0
+        self.peak_queued_bytes = 0
+        self._on_overflow = on_overflow
         self._fetch = fetch
         self._positions: dict[str, int] = {}
         # (conversation, client_message_id) of this session's sends not yet acknowledged:
@@ -77,15 +94,28 @@ class Session:
 
     # --- producers (hub, read loop) -------------------------------------------------------
 
-    def push(self, frame: gateway_pb2.ConnectResponse) -> None:
+    def push(self, frame: gateway_pb2.ConnectResponse, size: int | None = None) -> None:
         if self._closed:
             return
-        if self._queue.qsize() >= self._queue_max:
-            metrics.SLOW_CONSUMERS.inc()
-            self.overflowed = True
-            self.close()
+        size = frame.ByteSize() if size is None else size
+        if self._queue.qsize() >= self._queue_max or self.queued_bytes + size > self._max_queued_bytes:
+            self._overflow()
             return
+        self.queued_bytes += size
+        self.peak_queued_bytes = max(self.peak_queued_bytes, self.queued_bytes)
         self._queue.put_nowait(frame)
+
+    def _overflow(self) -> None:
+        """Drops what is queued (the client gets it again when it resumes) and ends the session."""
+        metrics.SLOW_CONSUMERS.inc()
+        self.overflowed = True
+        self._closed = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.queued_bytes = 0
+        self._queue.put_nowait(None)
+        if self._on_overflow is not None:
+            self._on_overflow()
 
     def sending(self, conversation_id: str, client_message_id: str) -> None:
         self._sending.add((conversation_id, client_message_id))
@@ -135,6 +165,7 @@ class Session:
                     yield out
                 continue
             frame = item
+            self.queued_bytes = max(0, self.queued_bytes - frame.ByteSize())
             kind = frame.WhichOneof("frame")
             if kind == "message":
                 async for out in self._ordered(frame.message.conversation_id, frame.message.seq, frame):
@@ -186,7 +217,7 @@ class Session:
         while until is None or self._positions.get(cid, 0) < until:
             after = self._positions.get(cid, 0)
             want = FETCH_PAGE if until is None else min(FETCH_PAGE, until - after)
-            page = await self._fetch(cid, after, want)
+            page, last_seq = await self._fetch(cid, after, want)
             if not page:
                 if until is not None:
                     log.warning("gap in %s after %d: nothing to fetch up to %d", cid, after, until)
@@ -198,7 +229,7 @@ class Session:
                 if message.sender_id == self.user_id and (cid, message.client_message_id) in self._sending:
                     continue  # our own send, still in flight: its ack follows
                 yield gateway_pb2.ConnectResponse(message=message)
-            if until is None and len(page) < want:
+            if until is None and self._positions.get(cid, 0) >= last_seq:
                 return
 
 

@@ -19,6 +19,11 @@ Pages (always ascending inside a page):
   before it with ``has_more`` set, so a caller following ``next_cursor``
   (the last seq returned, or A) never skips a message.
 
+Pages are also cut by bytes (parley.limits.MAX_RESPONSE_BYTES): a page of
+large messages holds fewer than ``limit``, with ``has_more`` and
+``next_cursor`` continuing it, so no response outgrows what a client can
+receive.
+
 Limits: 0 means 50. Backward pages are clamped to 200; forward pages, used by
 internal catch-up (the router's Fetch), to 1000. A larger limit is clamped,
 not refused: paging by ``next_cursor``/``has_more`` already copes with a
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from history import metrics
-from parley import errors
+from parley import errors, limits
 
 DEFAULT_LIMIT = 50
 MAX_PAGE_LIMIT = 200
@@ -110,6 +115,12 @@ class HistoryReader:
         if top < 1:
             return Page([], 0, False)
         first = max(1, top - limit + 1)
+        keep = limits.fit_count(len(payload) for _seq, payload in reversed(rows))
+        if keep < len(rows):
+            # Too many bytes for one response: the newest that fit; the older ones
+            # are the next page (never an overflowing response the client cannot read).
+            rows = rows[len(rows) - keep :]
+            first = rows[0][0]
         has_more = first > 1
         return Page(rows, first if has_more else 0, has_more)
 
@@ -126,6 +137,8 @@ class HistoryReader:
                 break  # a hole: that seq is not written yet
             contiguous.append((seq, payload))
             expected += 1
-        cursor = expected - 1
+        # Cut by bytes as well as by count; the next page starts after the last one kept.
+        contiguous = contiguous[: limits.fit_count(len(payload) for _seq, payload in contiguous)]
+        cursor = contiguous[-1][0] if contiguous else after_seq
         highest = max(head or 0, rows[-1][0] if rows else 0)
         return Page(contiguous, cursor, highest > cursor)

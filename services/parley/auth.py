@@ -12,14 +12,18 @@ from dataclasses import dataclass
 
 import jwt
 
+from parley import limits
 from parley.config import ConfigError, Env
 from parley.errors import Unauthenticated
 
 # Well known on purpose: it lets `parley --as alice` mint tokens locally.
 DEV_SECRET = "parley-development-secret-do-not-use-in-production"
 AUTH_METADATA = "authorization"
-# User ids are opaque strings; this bounds them and keeps them safe inside Redis keys.
-MAX_USER_ID_LEN = 128
+
+
+# Kept here for callers of parley.auth; the limits live in parley.limits with every other one.
+MAX_USER_ID_LEN = limits.MAX_USER_ID_LEN
+valid_user_id = limits.valid_user_id
 
 
 @dataclass(frozen=True)
@@ -99,14 +103,6 @@ class Authenticator:
         if not isinstance(sub, str) or not valid_user_id(sub):
             raise Unauthenticated("token subject is not a valid user id")
         return sub
-
-
-def valid_user_id(user_id: str) -> bool:
-    return (
-        0 < len(user_id) <= MAX_USER_ID_LEN
-        and user_id.isprintable()
-        and not any(c in user_id for c in " ,|{}")
-    )
 
 
 def mint_dev_token(user_id: str, *, ttl_seconds: int = 24 * 3600, secret: str = DEV_SECRET) -> str:

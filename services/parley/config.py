@@ -219,6 +219,19 @@ class ServerConfig:
     port: int
     # How long SIGTERM waits for in-flight RPCs and streams before cancelling them.
     drain_seconds: float = 10.0
+    # Connection limits (parley.server turns them into gRPC server options).
+    # Streams one HTTP/2 connection may hold at once: bounds what one socket pins. The
+    # gateway (public) uses 1,000; internal services keep a high limit, since one
+    # gateway multiplexes all of its sessions' calls over one connection to them.
+    max_concurrent_streams: int = 100_000
+    # Request metadata per call; larger headers are refused before any handler runs.
+    max_metadata_bytes: int = 16 * 1024
+    # Clients may ping this often without data (SDK keepalive is 30 s; mobile stacks
+    # clamp theirs to >= 10 s), so no client is ever sent GOAWAY too_many_pings.
+    min_client_ping_interval_s: float = 5.0
+    # A connection with no call for this long is closed (gracefully, GOAWAY): idle
+    # sockets of clients that opened nothing cost nothing for long.
+    max_connection_idle_s: float = 600.0
     # A plaintext port serving only health checking and reflection, for probes
     # that cannot speak TLS (Kubernetes' gRPC probes); -1: none.
     health_port: int = -1
@@ -226,15 +239,41 @@ class ServerConfig:
     metrics_port: int = -1
 
     @classmethod
-    def from_env(cls, env: Env, prefix: str, default_port: int) -> ServerConfig:
+    def from_env(
+        cls, env: Env, prefix: str, default_port: int, *, max_concurrent_streams: int = 100_000
+    ) -> ServerConfig:
         port = env.int(f"{prefix}_PORT", default_port, minimum=0, maximum=65535)
         return cls(
             host=env.str(f"{prefix}_HOST", "127.0.0.1"),
             port=port,
             drain_seconds=env.float("PARLEY_DRAIN_SECONDS", cls.drain_seconds, minimum=0.0),
+            max_concurrent_streams=env.int(
+                "PARLEY_GRPC_MAX_CONCURRENT_STREAMS", max_concurrent_streams, minimum=1
+            ),
+            max_metadata_bytes=env.int(
+                "PARLEY_GRPC_MAX_METADATA_BYTES", cls.max_metadata_bytes, minimum=1024, maximum=1024 * 1024
+            ),
+            min_client_ping_interval_s=env.float(
+                "PARLEY_GRPC_MIN_CLIENT_PING_INTERVAL_SECONDS", cls.min_client_ping_interval_s, minimum=0.0
+            ),
+            max_connection_idle_s=env.float(
+                "PARLEY_GRPC_MAX_CONNECTION_IDLE_SECONDS", cls.max_connection_idle_s, minimum=1.0
+            ),
             health_port=env.int(f"{prefix}_HEALTH_PORT", -1, minimum=-1, maximum=65535),
             metrics_port=env.int(f"{prefix}_METRICS_PORT", metrics_port_for(port), minimum=-1, maximum=65535),
         )
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """The connection limits as gRPC server options."""
+        return [
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            # Soft and hard limit equal: every request over it is refused, none at random.
+            ("grpc.max_metadata_size", self.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
+            ("grpc.http2.min_ping_interval_without_data_ms", int(self.min_client_ping_interval_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_connection_idle_ms", int(self.max_connection_idle_s * 1000)),
+        ]
 
     @property
     def address(self) -> str:

@@ -85,6 +85,20 @@ class RateLimited(ParleyError):
         self.retry_after_s = retry_after_s
 
 
+class TooManySessions(ParleyError):
+    """The user holds the maximum number of sessions on this gateway (the newest is refused)."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = errors_pb2.ERROR_CODE_TOO_MANY_SESSIONS
+
+
+class SlowConsumer(ParleyError):
+    """The session's unsent frames outgrew its byte budget; the client resumes by cursor."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = errors_pb2.ERROR_CODE_SLOW_CONSUMER
+
+
 class Overloaded(RateLimited):
     """Shed before any work: the server (or the caller's share of it) is at capacity."""
 
@@ -122,13 +136,15 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> ParleyError:
     trailing = err.trailing_metadata() or ()
     meta = {k: v for k, v in trailing if isinstance(v, str)}
     status = err.code()
+    out: ParleyError
     if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
         limited = Overloaded if meta.get(ERROR_CODE_METADATA) == "ERROR_CODE_OVERLOADED" else RateLimited
-        return limited(err.details() or "rate limited", float(meta.get(RETRY_AFTER_METADATA, "1000")) / 1000)
-    cls = _PASSTHROUGH.get(status)
-    if cls is None:
-        return ParleyError(INTERNAL_MESSAGE)
-    out = cls(err.details() or status.name.lower())
+        out = limited(err.details() or "rate limited", float(meta.get(RETRY_AFTER_METADATA, "1000")) / 1000)
+    else:
+        cls = _PASSTHROUGH.get(status)
+        if cls is None:
+            return ParleyError(INTERNAL_MESSAGE)
+        out = cls(err.details() or status.name.lower())
     name = meta.get(ERROR_CODE_METADATA)
     if name is not None and name in errors_pb2.ErrorCode.keys():  # noqa: SIM118 (an enum wrapper, not a dict)
         out.code = errors_pb2.ErrorCode.Value(name)

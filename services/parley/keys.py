@@ -13,7 +13,14 @@ Layout (``<prefix>`` is ``PARLEY_REDIS_PREFIX``, default ``parley``):
 - ``<prefix>:{pN}:seq:<cid>``           last assigned seq of a conversation (string int)
 - ``<prefix>:{pN}:msgs:<cid>``          recent messages of a conversation (stream, entry id ``<seq>-0``),
                                         trimmed to a bounded length; older ones are in Cassandra
-- ``<prefix>:{pN}:dedupe:<cid>:<sender>:<client_message_id>``  seq of an idempotent send (TTL'd)
+- ``<prefix>:{pN}:dd:<cid>:<len(sender)>:<sender>:<client_message_id>``  seq of an idempotent send
+                                        (TTL'd 48 h). The sender id is length-prefixed, so
+                                        no two (sender, client_message_id) pairs share a key
+                                        even when ids contain ':'.
+- ``<prefix>:{pN}:dedupe:<cid>:<sender>:<client_message_id>``  the same, before the length
+                                        prefix (ambiguous: "p:q"+"m1" = "p"+"q:m1"). Only read,
+                                        never written, so retries of sends made before the
+                                        upgrade still dedupe; remove 48 h after deploying.
 - ``<prefix>:{pN}:meta:<cid>``          conversation metadata (hash)
 - ``<prefix>:{pN}:members:<cid>``       members (set)
 - ``<prefix>:{pN}:cursors:<cid>``       per-member positions (hash: ``d:<uid>`` delivered, ``r:<uid>`` read)
@@ -114,6 +121,12 @@ class Keys:
         return f"{self._tag(conversation_id)}:msgs:{conversation_id}"
 
     def dedupe(self, conversation_id: str, sender_id: str, client_message_id: str) -> str:
+        # Length-prefixed sender: the key determines (sender, client_message_id) uniquely.
+        tag = self._tag(conversation_id)
+        return f"{tag}:dd:{conversation_id}:{len(sender_id)}:{sender_id}:{client_message_id}"
+
+    def dedupe_legacy(self, conversation_id: str, sender_id: str, client_message_id: str) -> str:
+        """The pre-length-prefix dedupe key: read (never written) for 48 h after the upgrade."""
         return f"{self._tag(conversation_id)}:dedupe:{conversation_id}:{sender_id}:{client_message_id}"
 
     def meta(self, conversation_id: str) -> str:

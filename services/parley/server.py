@@ -27,10 +27,11 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from parley.config import ServerConfig
-from parley.errors import INTERNAL_MESSAGE, ParleyError, Unavailable, trailing_metadata
+from parley.errors import INTERNAL_MESSAGE, InvalidArgument, ParleyError, Unavailable, trailing_metadata
 from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
 from parley.telemetry import traced_rpcs
 from parley.tls import ALLOWED_CALLERS, InternalTLS, ServerTLS, ServiceIdentityGuard, TLSOnly
+from parley.wire import Undecodable, safe_deserializer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,12 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        # Undecodable requests become Undecodable values (parley.wire), refused below.
+        deserializer = safe_deserializer(handler.request_deserializer)
+
+        async def refuse_undecodable(request: Undecodable, context: ServicerContext) -> None:
+            log.warning("%s: undecodable request (%d bytes) refused", method, request.size)
+            await fail(InvalidArgument(request.reason), context)
 
         async def fail(exc: BaseException, context: ServicerContext) -> None:
             if isinstance(exc, TRANSIENT_ERRORS):
@@ -107,6 +114,8 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: ServicerContext) -> Any:
+                if isinstance(request, Undecodable):
+                    await refuse_undecodable(request, context)
                 try:
                     return await inner_uu(request, context)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -114,15 +123,25 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     await fail(exc, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, handler.response_serializer)
         if handler.stream_stream is not None:
             inner_ss = handler.stream_stream
 
+            # Streams that answer undecodable frames themselves (an error frame, the
+            # stream goes on) say so with @accepts_undecodable; others are ended.
+            tolerant = getattr(inner_ss, "accepts_undecodable", False)
+
+            async def refusing(request_iterator: Any) -> Any:
+                async for request in request_iterator:
+                    if isinstance(request, Undecodable):
+                        log.warning("%s: undecodable frame (%d bytes) refused", method, request.size)
+                        raise InvalidArgument(request.reason)
+                    yield request
+
             async def stream_stream(request_iterator: Any, context: ServicerContext) -> Any:
                 try:
-                    result = inner_ss(request_iterator, context)
+                    requests = request_iterator if tolerant else refusing(request_iterator)
+                    result = inner_ss(requests, context)
                     if hasattr(result, "__aiter__"):
                         async for item in result:
                             yield item
@@ -134,12 +153,14 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                     await fail(exc, context)
 
             return grpc.stream_stream_rpc_method_handler(
-                stream_stream, handler.request_deserializer, handler.response_serializer
+                stream_stream, deserializer, handler.response_serializer
             )
         if handler.unary_stream is not None:
             inner_us = handler.unary_stream
 
             async def unary_stream(request: Any, context: ServicerContext) -> Any:
+                if isinstance(request, Undecodable):
+                    await refuse_undecodable(request, context)
                 try:
                     result = inner_us(request, context)
                     if hasattr(result, "__aiter__"):
@@ -153,19 +174,16 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                     await fail(exc, context)
 
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
+                unary_stream, deserializer, handler.response_serializer
             )
         return handler
 
 
-# Keepalive: detect dead mobile connections within ~1 minute and allow
-# clients to ping every 20 s through NATs without being punished.
+# Keepalive: detect dead mobile connections within ~1 minute. What clients may
+# do (ping interval, streams, metadata, idle time) comes from ServerConfig.grpc_options.
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_concurrent_streams", 100_000),
     ("grpc.so_reuseport", 0),
 ]
 
@@ -232,7 +250,9 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
             *guards,
             *spec.interceptors,
         ],
-        options=SERVER_OPTIONS + (RECYCLE_OPTIONS if spec.recycle_connections else []),
+        options=SERVER_OPTIONS
+        + spec.config.grpc_options()
+        + (RECYCLE_OPTIONS if spec.recycle_connections else []),
     )
     names = list(spec.register(server))
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()

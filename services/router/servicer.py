@@ -11,7 +11,7 @@ import time
 
 import grpc
 
-from parley import errors
+from parley import errors, limits
 from parley.internal.v1 import history_pb2, history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.server import ServicerContext
 from parley.telemetry import inject_traceparent
@@ -68,6 +68,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         limit = request.limit or DEFAULT_FETCH_LIMIT
         if limit > MAX_FETCH_LIMIT:
             raise errors.InvalidArgument(f"limit must be at most {MAX_FETCH_LIMIT}")
+        limits.check_seq(request.after_seq, "after_seq")
         await self._store.check_member(request.conversation_id, request.user_id)
         result = await self._store.fetch(request.conversation_id, request.after_seq, limit)
         messages = result.messages
@@ -79,7 +80,15 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 request.conversation_id, request.user_id, request.after_seq, limit
             )
             older = [m for m in older if m.seq < held_from]
-            messages = (older + [m for m in messages if m.seq >= held_from])[:limit]
+            if older and older[-1].seq + 1 < held_from:
+                # History's page ended short of what Redis holds (it is cut by bytes
+                # too): stop there, the caller continues from its last seq.
+                messages = older[:limit]
+            else:
+                messages = (older + [m for m in messages if m.seq >= held_from])[:limit]
+        # Bounded by bytes too (500 messages of 64 KiB would be 32 MiB): the caller
+        # pages on by last_seq, so a short page loses nothing.
+        messages = messages[: limits.fit_count(m.ByteSize() for m in messages)]
         return router_pb2.FetchResponse(messages=messages, last_seq=result.last_seq)
 
     async def _from_history(
@@ -104,6 +113,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         _require(request.user_id, "user_id")
         if request.kind not in (messages_pb2.RECEIPT_KIND_DELIVERED, messages_pb2.RECEIPT_KIND_READ):
             raise errors.InvalidArgument("kind must be DELIVERED or READ")
+        limits.check_seq(request.seq)
         read = request.kind == messages_pb2.RECEIPT_KIND_READ
         position, advanced = await self._store.update_cursor(
             request.conversation_id, request.user_id, read, request.seq
@@ -139,8 +149,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.ListConversationsRequest, context: ServicerContext
     ) -> router_pb2.ListConversationsResponse:
         _require(request.user_id, "user_id")
-        states = await self._store.list_for_user(request.user_id, request.limit)
-        return router_pb2.ListConversationsResponse(conversations=states)
+        states, next_offset = await self._store.list_page(
+            request.user_id,
+            limit=request.limit,
+            offset=request.offset,
+            omit_last_message=request.omit_last_message,
+        )
+        return router_pb2.ListConversationsResponse(conversations=states, next_offset=next_offset)
 
     async def CreateDirect(
         self, request: router_pb2.CreateDirectRequest, context: ServicerContext
@@ -185,3 +200,4 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 def _require(value: str, name: str) -> None:
     if not value:
         raise errors.InvalidArgument(f"{name} is required")
+    limits.check_user_id(value, name)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from parley import errors
-from parley.auth import valid_user_id
-from parley.ids import direct_conversation_id, new_group_id, new_message_id, valid_conversation_id
+from parley import errors, limits
+from parley.ids import direct_conversation_id, new_group_id, new_message_id
 from parley.internal.v1 import router_pb2
 from parley.keys import KIND_JOIN, KIND_LEAVE, Keys
 from parley.redisclient import load_script
@@ -28,8 +27,6 @@ _KINDS = {
     KIND_DIRECT: messages_pb2.CONVERSATION_KIND_DIRECT,
     KIND_GROUP: messages_pb2.CONVERSATION_KIND_GROUP,
 }
-MAX_GROUP_NAME = 200
-MAX_CLIENT_MESSAGE_ID = 128
 
 
 def timestamp_ms(ms: int) -> Timestamp:
@@ -80,8 +77,8 @@ class ConversationStore:
         traceparent: str = "",
     ) -> messages_pb2.SendAck:
         _check_conversation_id(conversation_id)
-        if not client_message_id or len(client_message_id) > MAX_CLIENT_MESSAGE_ID:
-            raise errors.InvalidArgument(f"client_message_id must be 1-{MAX_CLIENT_MESSAGE_ID} characters")
+        limits.check_client_message_id(client_message_id)
+        limits.check_device_id(sender_device_id)
         server_ms = int(time.time() * 1000)
         message_id = new_message_id(server_ms)
         # Serialized without seq: the script appends the seq field it assigns.
@@ -103,6 +100,7 @@ class ConversationStore:
                 k.log_of(conversation_id),
                 k.members(conversation_id),
                 k.meta(conversation_id),
+                k.dedupe_legacy(conversation_id, sender_id, client_message_id),
             ],
             args=[
                 sender_id,
@@ -116,10 +114,8 @@ class ConversationStore:
                 conversation_id,
             ],
         )
-        if status == b"not_found":
-            raise errors.ConversationNotFound(f"conversation {conversation_id} not found")
-        if status == b"not_member":
-            raise errors.NotAMember(f"{sender_id} is not a member of {conversation_id}")
+        if status in (b"not_found", b"not_member"):
+            raise _not_member(sender_id, conversation_id)
         return messages_pb2.SendAck(
             client_message_id=client_message_id,
             conversation_id=conversation_id,
@@ -171,7 +167,7 @@ class ConversationStore:
             args=[user_id, "r" if read else "d", seq, conversation_id],
         )
         if status == b"not_member":
-            raise errors.NotAMember(f"{user_id} is not a member of {conversation_id}")
+            raise _not_member(user_id, conversation_id)
         return int(position), bool(advanced)
 
     # --- conversations --------------------------------------------------------------------
@@ -189,8 +185,7 @@ class ConversationStore:
     async def create_group(
         self, user_id: str, name: str, member_ids: Iterable[str]
     ) -> messages_pb2.Conversation:
-        if not name.strip() or len(name) > MAX_GROUP_NAME:
-            raise errors.InvalidArgument(f"group name must be 1-{MAX_GROUP_NAME} characters")
+        limits.check_group_name(name)
         members = _unique([user_id, *member_ids])
         for member in members:
             _check_user(member)
@@ -293,10 +288,8 @@ class ConversationStore:
 
     async def require_member(self, cid: str, user_id: str) -> messages_pb2.Conversation:
         conversation = await self.get(cid)
-        if conversation is None:
-            raise errors.ConversationNotFound(f"conversation {cid} not found")
-        if user_id not in conversation.member_ids:
-            raise errors.NotAMember(f"{user_id} is not a member of {cid}")
+        if conversation is None or user_id not in conversation.member_ids:
+            raise _not_member(user_id, cid)
         return conversation
 
     async def check_member(self, cid: str, user_id: str) -> None:
@@ -305,10 +298,8 @@ class ConversationStore:
         pipe.exists(self._keys.meta(cid))
         pipe.sismember(self._keys.members(cid), user_id)
         exists, member = await pipe.execute()
-        if not exists:
-            raise errors.ConversationNotFound(f"conversation {cid} not found")
-        if not member:
-            raise errors.NotAMember(f"{user_id} is not a member of {cid}")
+        if not exists or not member:
+            raise _not_member(user_id, cid)
 
     async def members(self, cid: str) -> list[str]:
         return sorted(m.decode() for m in await self._redis.smembers(self._keys.members(cid)))
@@ -319,7 +310,8 @@ class ConversationStore:
             pipe.smembers(self._keys.members(cid))
         return [[m.decode() for m in members] for members in await pipe.execute()]
 
-    async def list_for_user(self, user_id: str, limit: int = 0) -> list[router_pb2.ConversationState]:
+    async def list_for_user(self, user_id: str) -> list[router_pb2.ConversationState]:
+        """All of the user's conversations, most recently active first."""
         cids = [c.decode() for c in await self._redis.zrange(self._keys.user_conversations(user_id), 0, -1)]
         if not cids:
             return []
@@ -354,7 +346,25 @@ class ConversationStore:
             return s.conversation.created_at.ToMilliseconds()
 
         states.sort(key=activity, reverse=True)
-        return states[:limit] if limit else states
+        return states
+
+    async def list_page(
+        self, user_id: str, *, limit: int = 0, offset: int = 0, omit_last_message: bool = False
+    ) -> tuple[list[router_pb2.ConversationState], int]:
+        """One page of :meth:`list_for_user` cut by ``limit`` (0: none) and by response bytes.
+
+        Returns the page and the offset of the next one (0 when this is the last):
+        a user in many busy groups (each summary may carry a 64 KiB last message)
+        must still get a list that every client can receive.
+        """
+        states = (await self.list_for_user(user_id))[offset:]
+        if omit_last_message:
+            for state in states:
+                state.summary.ClearField("last_message")
+        end = len(states) if not limit else min(limit, len(states))
+        count = limits.fit_count(state.ByteSize() for state in states[:end])
+        more = count < len(states)
+        return states[:count], (offset + count) if more else 0
 
 
 def _unique(values: Iterable[str]) -> list[str]:
@@ -365,10 +375,18 @@ def _unique(values: Iterable[str]) -> list[str]:
 
 
 def _check_user(user_id: str) -> None:
-    if not valid_user_id(user_id):
-        raise errors.InvalidArgument(f"invalid user id {user_id!r}")
+    limits.check_user_id(user_id)
 
 
 def _check_conversation_id(cid: str) -> None:
-    if not valid_conversation_id(cid):
-        raise errors.InvalidArgument(f"invalid conversation id {cid!r}")
+    limits.check_conversation_id(cid)
+
+
+def _not_member(user_id: str, cid: str) -> errors.NotAMember:
+    """The one answer for a conversation the user may not see, whether or not it exists.
+
+    A stranger must not learn which conversations exist (e.g. probe whether two
+    users have a direct conversation, whose id is computable): a missing
+    conversation and someone else's both read PERMISSION_DENIED, same message.
+    """
+    return errors.NotAMember(f"{user_id} is not a member of conversation {cid}")

@@ -104,6 +104,12 @@ class Listener:
         self.process.wait(10)
 
 
+def share_a_conversation(env: dict[str, str], asker: str, user: str) -> None:
+    """Presence is visible only to users who share a conversation (issue 10)."""
+    result = parley(env, "group", "create", "--as", asker, "watchers", "--members", user)
+    assert result.returncode == 0, result.stderr
+
+
 def presence_of(env: dict[str, str], asker: str, user: str) -> dict[str, object]:
     result = parley(env, "presence", "--as", asker, user, "--json")
     assert result.returncode == 0, result.stderr
@@ -149,6 +155,7 @@ def test_issue5_presence_online_while_listening_offline_after_listener_killed(
 ) -> None:
     alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     env = cli_env(stack, tmp_path / "state")
+    share_a_conversation(env, alice, bob)
     assert presence_of(env, alice, bob)["status"] == "offline"
     listener = Listener(env, bob)
     assert listener.ready.wait(30)
@@ -173,6 +180,7 @@ def test_issue5_killed_gateway_lets_its_users_go_offline_within_the_lease(stack:
 
     bob = f"bob-{uuid.uuid4().hex[:6]}"
     env = cli_env(stack, Path("/nonexistent"))
+    share_a_conversation(env, "observer", bob)
 
     async def connect_and_kill() -> None:
         credentials = grpc.ssl_channel_credentials((PKI_DIR / "ca.crt").read_bytes())

@@ -198,11 +198,23 @@ class ParleyClient:
         return response.conversation
 
     async def list_conversations(self, limit: int = 50) -> list[messages_pb2.ConversationSummary]:
-        """The caller's conversations, most recently active first."""
-        response = await self._call(
-            self._conversations.ListConversations, gateway_pb2.ListConversationsRequest(limit=limit)
-        )
-        return list(response.conversations)
+        """The caller's conversations, most recently active first (up to ``limit``).
+
+        The server may cut a page short to stay under its response size limit;
+        the pages are followed by next_page_token until ``limit`` is reached.
+        """
+        out: list[messages_pb2.ConversationSummary] = []
+        token = ""
+        while len(out) < limit:
+            response = await self._call(
+                self._conversations.ListConversations,
+                gateway_pb2.ListConversationsRequest(limit=min(200, limit - len(out)), page_token=token),
+            )
+            out.extend(response.conversations)
+            if not response.next_page_token or response.next_page_token == token:
+                break
+            token = response.next_page_token
+        return out[:limit]
 
     # ---- history and presence ----------------------------------------------------------------
 

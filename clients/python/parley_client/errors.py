@@ -135,6 +135,10 @@ _CLASS_BY_CODE: dict[int, type[ParleyError]] = {
     errors_pb2.ERROR_CODE_CONVERSATION_NOT_FOUND: NotFoundError,
     errors_pb2.ERROR_CODE_FAILED_PRECONDITION: FailedPreconditionError,
     errors_pb2.ERROR_CODE_HELLO_REQUIRED: FailedPreconditionError,
+    # Both end a session with RESOURCE_EXHAUSTED; the session reconnects after a backoff
+    # and resumes from its cursors (nothing is lost).
+    errors_pb2.ERROR_CODE_TOO_MANY_SESSIONS: RateLimitedError,
+    errors_pb2.ERROR_CODE_SLOW_CONSUMER: RateLimitedError,
     errors_pb2.ERROR_CODE_UNAVAILABLE: UnavailableError,
     errors_pb2.ERROR_CODE_INTERNAL: InternalError,
     errors_pb2.ERROR_CODE_OVERLOADED: OverloadedError,
@@ -165,6 +169,8 @@ _STATUS_BY_CODE: dict[int, grpc.StatusCode] = {
     errors_pb2.ERROR_CODE_CONVERSATION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     errors_pb2.ERROR_CODE_FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     errors_pb2.ERROR_CODE_HELLO_REQUIRED: grpc.StatusCode.FAILED_PRECONDITION,
+    errors_pb2.ERROR_CODE_TOO_MANY_SESSIONS: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors_pb2.ERROR_CODE_SLOW_CONSUMER: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors_pb2.ERROR_CODE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     errors_pb2.ERROR_CODE_INTERNAL: grpc.StatusCode.INTERNAL,
     errors_pb2.ERROR_CODE_OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,

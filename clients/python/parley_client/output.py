@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,9 +18,28 @@ def iso_time(ts: Timestamp) -> str | None:
     return ts.ToJsonString()
 
 
+# What a terminal may act on instead of printing: C0 and C1 control characters
+# (ESC sequences, CSI) and the bidi overrides that reorder what is shown.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """Text from other users made safe to print: control characters become visible escapes.
+
+    A group name, user id or message body may carry terminal escapes (e.g. to
+    rewrite the screen or the window title); printed raw they would act on the
+    reader's terminal. Backslashes are doubled so an escape cannot be faked.
+    """
+    if not _UNSAFE.search(text) and "\\" not in text:
+        return text
+    text = text.replace("\\", "\\\\")
+    return _UNSAFE.sub(lambda m: _NAMED.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
+
+
 def one_line(text: str) -> str:
-    """Keeps one message per output line."""
-    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+    """Keeps one message per output line, with control characters escaped."""
+    return escape_controls(text)
 
 
 def message_dict(message: messages_pb2.Message) -> dict[str, Any]:
@@ -38,7 +58,8 @@ def message_dict(message: messages_pb2.Message) -> dict[str, Any]:
 def message_line(message: messages_pb2.Message) -> str:
     when = iso_time(message.server_time) or "-"
     text = one_line(decode_body(message.body))
-    return f"[{message.conversation_id} #{message.seq}] {when} {message.sender_id}: {text}"
+    sender = escape_controls(message.sender_id)
+    return f"[{escape_controls(message.conversation_id)} #{message.seq}] {when} {sender}: {text}"
 
 
 def send_ack_dict(ack: messages_pb2.SendAck) -> dict[str, Any]:
@@ -53,7 +74,8 @@ def send_ack_dict(ack: messages_pb2.SendAck) -> dict[str, Any]:
 
 
 def send_ack_line(ack: messages_pb2.SendAck) -> str:
-    line = f"conversation={ack.conversation_id} seq={ack.seq} message_id={ack.message_id}"
+    cid, mid = escape_controls(ack.conversation_id), escape_controls(ack.message_id)
+    line = f"conversation={cid} seq={ack.seq} message_id={mid}"
     return line + " duplicate=true" if ack.duplicate else line
 
 
@@ -97,14 +119,14 @@ def summary_dict(summary: messages_pb2.ConversationSummary, me: str | None) -> d
 def summary_line(summary: messages_pb2.ConversationSummary, me: str | None) -> str:
     conversation = summary.conversation
     kind = KIND_NAMES.get(conversation.kind, "?")
-    title = conversation_title(conversation, me)
+    title = escape_controls(conversation_title(conversation, me))
     last = "-"
     if summary.HasField("last_message"):
         message = summary.last_message
-        last = f"#{message.seq} {message.sender_id}: {one_line(decode_body(message.body))}"
+        last = f"#{message.seq} {escape_controls(message.sender_id)}: {one_line(decode_body(message.body))}"
         if len(last) > 80:
             last = last[:77] + "..."
-    return f"{conversation.id}\t{kind}\t{title}\tunread={summary.unread_count}\t{last}"
+    return f"{escape_controls(conversation.id)}\t{kind}\t{title}\tunread={summary.unread_count}\t{last}"
 
 
 STATUS_NAMES = {
@@ -125,8 +147,11 @@ def presence_dict(presence: messages_pb2.Presence) -> dict[str, Any]:
 
 def presence_line(presence: messages_pb2.Presence) -> str:
     status = STATUS_NAMES.get(presence.status, "unknown")
-    return f"{presence.user_id} {status} last_seen={iso_time(presence.last_seen) or 'never'}"
+    return f"{escape_controls(presence.user_id)} {status} last_seen={iso_time(presence.last_seen) or 'never'}"
 
 
 def dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    # json escapes C0 controls itself; C1 controls and bidi overrides are escaped too
+    # (as \uXXXX, valid JSON), so a JSON line is as safe to print as a text line.
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -49,6 +49,15 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """Unexpected server error; logged with a traceback server-side (gRPC INTERNAL)."""
     ERROR_CODE_HELLO_REQUIRED: _ErrorCode.ValueType  # 12
     """The stream's first frame must be `hello` (FAILED_PRECONDITION)."""
+    ERROR_CODE_TOO_MANY_SESSIONS: _ErrorCode.ValueType  # 13
+    """The user already holds the maximum number of sessions on this gateway; the
+    newest session is refused (RESOURCE_EXHAUSTED). Close another session first.
+    """
+    ERROR_CODE_SLOW_CONSUMER: _ErrorCode.ValueType  # 14
+    """The session did not read its stream fast enough: more than the per-session
+    outbound byte budget was waiting for it, so the server ended the stream
+    (RESOURCE_EXHAUSTED). Reconnect and resume from your cursors; nothing is lost.
+    """
     ERROR_CODE_OVERLOADED: _ErrorCode.ValueType  # 40
     """Codes 40-49: load shedding. Both are safe to retry with the same
     client_message_id (a send that was in fact stored gets its seq back).
@@ -94,6 +103,15 @@ ERROR_CODE_INTERNAL: ErrorCode.ValueType  # 11
 """Unexpected server error; logged with a traceback server-side (gRPC INTERNAL)."""
 ERROR_CODE_HELLO_REQUIRED: ErrorCode.ValueType  # 12
 """The stream's first frame must be `hello` (FAILED_PRECONDITION)."""
+ERROR_CODE_TOO_MANY_SESSIONS: ErrorCode.ValueType  # 13
+"""The user already holds the maximum number of sessions on this gateway; the
+newest session is refused (RESOURCE_EXHAUSTED). Close another session first.
+"""
+ERROR_CODE_SLOW_CONSUMER: ErrorCode.ValueType  # 14
+"""The session did not read its stream fast enough: more than the per-session
+outbound byte budget was waiting for it, so the server ended the stream
+(RESOURCE_EXHAUSTED). Reconnect and resume from your cursors; nothing is lost.
+"""
 ERROR_CODE_OVERLOADED: ErrorCode.ValueType  # 40
 """Codes 40-49: load shedding. Both are safe to retry with the same
 client_message_id (a send that was in fact stored gets its seq back).

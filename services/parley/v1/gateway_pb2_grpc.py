@@ -28,6 +28,14 @@ if _version_not_supported:
 class ChatServiceStub:
     """Every call needs `authorization: Bearer <JWT>` metadata (sub = user id).
 
+    Size limit: every response and every server frame is smaller than 2 MiB, half
+    of gRPC's default 4 MiB receive limit, so a client with default settings can
+    always receive it. Lists that could grow past it are paged by bytes as well
+    as by count: a sync backlog is sent one message per frame, a history page
+    returns fewer messages with has_more set, and the conversation list returns
+    next_page_token. Request metadata is limited to 16 KiB. The limits of every
+    field are listed in docs/SECURITY.md ("Input and abuse limits").
+
     The real-time session: one bidirectional stream per device.
     """
 
@@ -51,6 +59,14 @@ class ChatServiceStub:
 
 class ChatServiceServicer:
     """Every call needs `authorization: Bearer <JWT>` metadata (sub = user id).
+
+    Size limit: every response and every server frame is smaller than 2 MiB, half
+    of gRPC's default 4 MiB receive limit, so a client with default settings can
+    always receive it. Lists that could grow past it are paged by bytes as well
+    as by count: a sync backlog is sent one message per frame, a history page
+    returns fewer messages with has_more set, and the conversation list returns
+    next_page_token. Request metadata is limited to 16 KiB. The limits of every
+    field are listed in docs/SECURITY.md ("Input and abuse limits").
 
     The real-time session: one bidirectional stream per device.
     """
@@ -95,6 +111,14 @@ def add_ChatServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ChatService:
     """Every call needs `authorization: Bearer <JWT>` metadata (sub = user id).
+
+    Size limit: every response and every server frame is smaller than 2 MiB, half
+    of gRPC's default 4 MiB receive limit, so a client with default settings can
+    always receive it. Lists that could grow past it are paged by bytes as well
+    as by count: a sync backlog is sent one message per frame, a history page
+    returns fewer messages with has_more set, and the conversation list returns
+    next_page_token. Request metadata is limited to 16 KiB. The limits of every
+    field are listed in docs/SECURITY.md ("Input and abuse limits").
 
     The real-time session: one bidirectional stream per device.
     """

@@ -29,6 +29,14 @@ GRPC_VERSION: str
 class ChatServiceStub:
     """Every call needs `authorization: Bearer <JWT>` metadata (sub = user id).
 
+    Size limit: every response and every server frame is smaller than 2 MiB, half
+    of gRPC's default 4 MiB receive limit, so a client with default settings can
+    always receive it. Lists that could grow past it are paged by bytes as well
+    as by count: a sync backlog is sent one message per frame, a history page
+    returns fewer messages with has_more set, and the conversation list returns
+    next_page_token. Request metadata is limited to 16 KiB. The limits of every
+    field are listed in docs/SECURITY.md ("Input and abuse limits").
+
     The real-time session: one bidirectional stream per device.
     """
 
@@ -49,6 +57,14 @@ class ChatServiceStub:
 class ChatServiceAsyncStub(ChatServiceStub):
     """Every call needs `authorization: Bearer <JWT>` metadata (sub = user id).
 
+    Size limit: every response and every server frame is smaller than 2 MiB, half
+    of gRPC's default 4 MiB receive limit, so a client with default settings can
+    always receive it. Lists that could grow past it are paged by bytes as well
+    as by count: a sync backlog is sent one message per frame, a history page
+    returns fewer messages with has_more set, and the conversation list returns
+    next_page_token. Request metadata is limited to 16 KiB. The limits of every
+    field are listed in docs/SECURITY.md ("Input and abuse limits").
+
     The real-time session: one bidirectional stream per device.
     """
 
@@ -64,6 +80,14 @@ class ChatServiceAsyncStub(ChatServiceStub):
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """Every call needs `authorization: Bearer <JWT>` metadata (sub = user id).
+
+    Size limit: every response and every server frame is smaller than 2 MiB, half
+    of gRPC's default 4 MiB receive limit, so a client with default settings can
+    always receive it. Lists that could grow past it are paged by bytes as well
+    as by count: a sync backlog is sent one message per frame, a history page
+    returns fewer messages with has_more set, and the conversation list returns
+    next_page_token. Request metadata is limited to 16 KiB. The limits of every
+    field are listed in docs/SECURITY.md ("Input and abuse limits").
 
     The real-time session: one bidirectional stream per device.
     """

@@ -4,6 +4,7 @@
 --
 -- KEYS[1] seq counter        KEYS[2] dedupe key       KEYS[3] conversation messages stream
 -- KEYS[4] partition log      KEYS[5] members set      KEYS[6] conversation meta hash
+-- KEYS[7] legacy dedupe key (ambiguous pre-upgrade format: read only, for its 48 h TTL)
 -- ARGV[1] sender id          ARGV[2] serialized parley.v1.Message without seq
 -- ARGV[3] message id         ARGV[4] server time ms   ARGV[5] dedupe TTL seconds
 -- ARGV[6] messages stream max length (approximate)  ARGV[7] exclude session id
@@ -14,6 +15,9 @@
 -- "not_found" or "not_member".
 
 local dup = redis.call('GET', KEYS[2])
+if not dup and KEYS[7] then
+  dup = redis.call('GET', KEYS[7])
+end
 if dup then
   local seq, mid, ts = string.match(dup, '^(%d+):([^:]*):(%d+)$')
   return {'dup', seq, mid, ts}

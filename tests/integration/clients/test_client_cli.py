@@ -228,6 +228,8 @@ async def test_presence_of_a_connected_user(redis_config: RedisConfig, tmp_path:
     alice, bob, carol = users("alice", "bob", "carol")
     async with client_stack(redis_config, presence=True) as stack, stack.client(bob) as cb:
         env = cli_env(stack.target, tmp_path)
+        # Presence is visible only to users who share a conversation; carol shares none.
+        await cb.create_direct(alice)
         async with cb.session() as sb:
             await asyncio.wait_for(sb.wait_synced(), 5)
             code, out, err = await run(env, "presence", "--as", alice, bob, carol, "--json")

@@ -162,4 +162,5 @@ async def test_invalid_ids_are_invalid_argument(redis_config: RedisConfig) -> No
                 gateway_pb2.SendRequest(conversation_id="g_" + "0" * 24, client_message_id="x", body=b"hi"),
                 metadata=metadata("alice"),
             )
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        # A conversation that does not exist reads like someone else's (no existence probe).
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED

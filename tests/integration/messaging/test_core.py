@@ -378,5 +378,6 @@ async def test_sync_frame_mid_stream_resends_and_bad_cursor_is_an_error(redis_co
             )
         )
         error = (await bob.next_frame("error")).error
-        assert (error.request_id, error.code) == ("bad", errors_pb2.ERROR_CODE_CONVERSATION_NOT_FOUND)
+        # A conversation that does not exist answers like one the user is not in (no probing).
+        assert (error.request_id, error.code) == ("bad", errors_pb2.ERROR_CODE_NOT_A_MEMBER)
         await bob.close()

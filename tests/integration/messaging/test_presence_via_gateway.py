@@ -16,6 +16,11 @@ OFFLINE = messages_pb2.PRESENCE_STATUS_OFFLINE
 
 
 async def status_of(channel: grpc.aio.Channel, asker: str, user: str) -> messages_pb2.Presence:
+    # Presence is visible only to users who share a conversation (issue 10): make one.
+    conversations = gateway_pb2_grpc.ConversationServiceStub(channel)
+    await conversations.CreateDirect(
+        gateway_pb2.CreateDirectRequest(peer_user_id=user), metadata=metadata(asker)
+    )
     stub = gateway_pb2_grpc.PresenceServiceStub(channel)
     reply = await stub.GetPresence(gateway_pb2.GetPresenceRequest(user_ids=[user]), metadata=metadata(asker))
     (presence,) = reply.presences

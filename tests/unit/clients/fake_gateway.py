@@ -23,9 +23,9 @@ class FakeConnection:
     hello: gateway_pb2.Hello
     metadata: dict[str, str]
     received: asyncio.Queue[gateway_pb2.ConnectRequest] = field(default_factory=asyncio.Queue)
-    outgoing: asyncio.Queue[gateway_pb2.ConnectResponse | grpc.StatusCode | None] = field(
-        default_factory=asyncio.Queue
-    )
+    outgoing: asyncio.Queue[
+        gateway_pb2.ConnectResponse | grpc.StatusCode | tuple[grpc.StatusCode, str] | None
+    ] = field(default_factory=asyncio.Queue)
     client_done: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -57,8 +57,9 @@ class FakeConnection:
         """Ends the stream with OK."""
         self.outgoing.put_nowait(None)
 
-    def abort(self, status: grpc.StatusCode) -> None:
-        self.outgoing.put_nowait(status)
+    def abort(self, status: grpc.StatusCode, error_code: str = "") -> None:
+        """Ends the stream with this status (and ErrorCode name in the trailing metadata)."""
+        self.outgoing.put_nowait((status, error_code) if error_code else status)
 
     async def next_request(self, kind: str, timeout: float = 3.0) -> gateway_pb2.ConnectRequest:
         async with asyncio.timeout(timeout):
@@ -128,6 +129,8 @@ class FakeChat(gateway_pb2_grpc.ChatServiceServicer):
                     return
                 if isinstance(item, grpc.StatusCode):
                     await context.abort(item, "aborted by the fake")
+                if isinstance(item, tuple):
+                    await context.abort(item[0], "aborted by the fake", (("parley-error-code", item[1]),))
                 yield item
         finally:
             conn.ended.set()

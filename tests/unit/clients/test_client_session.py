@@ -204,6 +204,24 @@ async def test_reconnect_resumes_from_cursors_and_resends_unacked_sends() -> Non
         assert got.seq == 4
 
 
+async def test_slow_consumer_disconnect_reconnects_and_resumes_from_cursors() -> None:
+    async with connected() as (chat, session, conn):
+        conn.message("c1", 1)
+        conn.message("c1", 2)
+        conn.sync_complete()
+        await messages(session, 2)
+        conn.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "ERROR_CODE_SLOW_CONSUMER")
+        disconnected = await next_of(session, DisconnectedEvent)
+        assert isinstance(disconnected, DisconnectedEvent) and disconnected.error is not None
+        assert disconnected.error.code == errors_pb2.ERROR_CODE_SLOW_CONSUMER
+        assert disconnected.error.retryable
+        conn2 = await chat.next_connection()
+        assert {c.conversation_id: c.seq for c in conn2.hello.sync.cursors} == {"c1": 2}
+        conn2.message("c1", 3)
+        [got] = await messages(session, 1)
+        assert got.seq == 3
+
+
 async def test_stream_ended_by_server_reconnects() -> None:
     async with connected() as (chat, session, conn):
         conn.end()

@@ -17,9 +17,9 @@ class Store:
         self.last = last
         self.calls: list[tuple[str, int, int]] = []
 
-    async def fetch(self, cid: str, after: int, limit: int) -> list[messages_pb2.Message]:
+    async def fetch(self, cid: str, after: int, limit: int) -> tuple[list[messages_pb2.Message], int]:
         self.calls.append((cid, after, limit))
-        return [msg(cid, s) for s in range(after + 1, min(self.last[cid], after + limit) + 1)]
+        return [msg(cid, s) for s in range(after + 1, min(self.last[cid], after + limit) + 1)], self.last[cid]
 
 
 async def collect(session: Session, plan: SyncPlan, n: int) -> list[gateway_pb2.ConnectResponse]:
@@ -94,7 +94,30 @@ async def test_overflow_ends_the_session() -> None:
         raise AssertionError("expected SessionOverflow")
     except SessionOverflow:
         pass
-    assert seqs(got) == [("a", 1), ("a", 2), ("a", 3)]
+    # What was queued is dropped at once (memory is freed); the client resumes by cursor.
+    assert seqs(got) == []
+
+
+async def test_byte_budget_ends_a_slow_session_and_frees_its_queue() -> None:
+    store = Store({})
+    overflowed: list[bool] = []
+    session = Session(
+        "u",
+        "d",
+        queue_max=1000,
+        fetch=store.fetch,
+        max_queued_bytes=10_000,
+        on_overflow=lambda: overflowed.append(True),
+    )
+    big = gateway_pb2.ConnectResponse(
+        message=messages_pb2.Message(conversation_id="a", seq=1, body=b"x" * 4000)
+    )
+    session.push(big)
+    session.push(big)
+    assert not session.overflowed and session.queued_bytes == 2 * big.ByteSize()
+    session.push(big)  # over 10,000 bytes
+    assert session.overflowed and session.closed and overflowed == [True]
+    assert session.queued_bytes == 0 and session.peak_queued_bytes <= 10_000
 
 
 async def test_resync_mid_stream_rewinds_and_resends_in_order() -> None:
@@ -110,12 +133,12 @@ async def test_resync_mid_stream_rewinds_and_resends_in_order() -> None:
 
 async def test_gap_fill_skips_own_sends_still_in_flight() -> None:
     class Mixed(Store):
-        async def fetch(self, cid: str, after: int, limit: int) -> list[messages_pb2.Message]:
-            page = await super().fetch(cid, after, limit)
+        async def fetch(self, cid: str, after: int, limit: int) -> tuple[list[messages_pb2.Message], int]:
+            page, last = await super().fetch(cid, after, limit)
             for m in page:
                 if m.seq == 2:  # ours, sent from this session, ack not back yet
                     m.sender_id, m.client_message_id = "u", "mine"
-            return page
+            return page, last
 
     store = Mixed({"a": 3})
     session = Session("u", "d", queue_max=100, fetch=store.fetch)

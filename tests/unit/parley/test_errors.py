@@ -50,6 +50,12 @@ CASES: list[tuple[ParleyError, grpc.StatusCode, Code]] = [
     (HelloRequired("hello first"), grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.ERROR_CODE_HELLO_REQUIRED),
     (Unavailable("redis down"), grpc.StatusCode.UNAVAILABLE, errors_pb2.ERROR_CODE_UNAVAILABLE),
     (RateLimited("slow down", 1.5), grpc.StatusCode.RESOURCE_EXHAUSTED, errors_pb2.ERROR_CODE_RATE_LIMITED),
+    (
+        errors.TooManySessions("cap"),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        errors_pb2.ERROR_CODE_TOO_MANY_SESSIONS,
+    ),
+    (errors.SlowConsumer("slow"), grpc.StatusCode.RESOURCE_EXHAUSTED, errors_pb2.ERROR_CODE_SLOW_CONSUMER),
     (Overloaded("at capacity", 0.2), grpc.StatusCode.RESOURCE_EXHAUSTED, errors_pb2.ERROR_CODE_OVERLOADED),
     (DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED, errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED),
     (ParleyError("boom"), grpc.StatusCode.INTERNAL, errors_pb2.ERROR_CODE_INTERNAL),

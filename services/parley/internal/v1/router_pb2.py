@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from parley.v1 import messages_pb2 as parley_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fparley/internal/v1/router.proto\x12\x12parley.internal.v1\x1a\x18parley/v1/messages.proto\"\x99\x01\n\rAppendRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12\x18\n\x10sender_device_id\x18\x03 \x01(\t\x12\x19\n\x11sender_session_id\x18\x04 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"1\n\x0e\x41ppendResponse\x12\x1f\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x12.parley.v1.SendAck\"Z\n\x0c\x46\x65tchRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\x12\r\n\x05limit\x18\x04 \x01(\r\"G\n\rFetchResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\"\x85\x01\n\x13UpdateCursorRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12$\n\x04kind\x18\x04 \x01(\x0e\x32\x16.parley.v1.ReceiptKind\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"5\n\x14UpdateCursorResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x64vanced\x18\x02 \x01(\x08\"k\n\x14PublishTypingRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06typing\x18\x03 \x01(\x08\x12\x19\n\x11sender_session_id\x18\x04 \x01(\t\"\x17\n\x15PublishTypingResponse\":\n\x18ListConversationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"[\n\x11\x43onversationState\x12/\n\x07summary\x18\x01 \x01(\x0b\x32\x1e.parley.v1.ConversationSummary\x12\x15\n\rdelivered_seq\x18\x02 \x01(\x04\"Y\n\x19ListConversationsResponse\x12<\n\rconversations\x18\x01 \x03(\x0b\x32%.parley.internal.v1.ConversationState\"<\n\x13\x43reateDirectRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cpeer_user_id\x18\x02 \x01(\t\"V\n\x14\x43reateDirectResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"G\n\x12\x43reateGroupRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nmember_ids\x18\x03 \x03(\t\"D\n\x13\x43reateGroupResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation\"Q\n\x11\x41\x64\x64MembersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmember_ids\x18\x03 \x03(\t\"C\n\x12\x41\x64\x64MembersResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation\"T\n\x14RemoveMembersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmember_ids\x18\x03 \x03(\t\"F\n\x15RemoveMembersResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation\"B\n\x16GetConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"H\n\x17GetConversationResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation2\xdb\x07\n\rRouterService\x12O\n\x06\x41ppend\x12!.parley.internal.v1.AppendRequest\x1a\".parley.internal.v1.AppendResponse\x12L\n\x05\x46\x65tch\x12 .parley.internal.v1.FetchRequest\x1a!.parley.internal.v1.FetchResponse\x12\x61\n\x0cUpdateCursor\x12\'.parley.internal.v1.UpdateCursorRequest\x1a(.parley.internal.v1.UpdateCursorResponse\x12\x64\n\rPublishTyping\x12(.parley.internal.v1.PublishTypingRequest\x1a).parley.internal.v1.PublishTypingResponse\x12p\n\x11ListConversations\x12,.parley.internal.v1.ListConversationsRequest\x1a-.parley.internal.v1.ListConversationsResponse\x12\x61\n\x0c\x43reateDirect\x12\'.parley.internal.v1.CreateDirectRequest\x1a(.parley.internal.v1.CreateDirectResponse\x12^\n\x0b\x43reateGroup\x12&.parley.internal.v1.CreateGroupRequest\x1a\'.parley.internal.v1.CreateGroupResponse\x12[\n\nAddMembers\x12%.parley.internal.v1.AddMembersRequest\x1a&.parley.internal.v1.AddMembersResponse\x12\x64\n\rRemoveMembers\x12(.parley.internal.v1.RemoveMembersRequest\x1a).parley.internal.v1.RemoveMembersResponse\x12j\n\x0fGetConversation\x12*.parley.internal.v1.GetConversationRequest\x1a+.parley.internal.v1.GetConversationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fparley/internal/v1/router.proto\x12\x12parley.internal.v1\x1a\x18parley/v1/messages.proto\"\x99\x01\n\rAppendRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12\x18\n\x10sender_device_id\x18\x03 \x01(\t\x12\x19\n\x11sender_session_id\x18\x04 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"1\n\x0e\x41ppendResponse\x12\x1f\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x12.parley.v1.SendAck\"Z\n\x0c\x46\x65tchRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\x12\r\n\x05limit\x18\x04 \x01(\r\"G\n\rFetchResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\"\x85\x01\n\x13UpdateCursorRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12$\n\x04kind\x18\x04 \x01(\x0e\x32\x16.parley.v1.ReceiptKind\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"5\n\x14UpdateCursorResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x64vanced\x18\x02 \x01(\x08\"k\n\x14PublishTypingRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06typing\x18\x03 \x01(\x08\x12\x19\n\x11sender_session_id\x18\x04 \x01(\t\"\x17\n\x15PublishTypingResponse\"e\n\x18ListConversationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\x19\n\x11omit_last_message\x18\x04 \x01(\x08\"[\n\x11\x43onversationState\x12/\n\x07summary\x18\x01 \x01(\x0b\x32\x1e.parley.v1.ConversationSummary\x12\x15\n\rdelivered_seq\x18\x02 \x01(\x04\"n\n\x19ListConversationsResponse\x12<\n\rconversations\x18\x01 \x03(\x0b\x32%.parley.internal.v1.ConversationState\x12\x13\n\x0bnext_offset\x18\x02 \x01(\r\"<\n\x13\x43reateDirectRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cpeer_user_id\x18\x02 \x01(\t\"V\n\x14\x43reateDirectResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"G\n\x12\x43reateGroupRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nmember_ids\x18\x03 \x03(\t\"D\n\x13\x43reateGroupResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation\"Q\n\x11\x41\x64\x64MembersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmember_ids\x18\x03 \x03(\t\"C\n\x12\x41\x64\x64MembersResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation\"T\n\x14RemoveMembersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmember_ids\x18\x03 \x03(\t\"F\n\x15RemoveMembersResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation\"B\n\x16GetConversationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"H\n\x17GetConversationResponse\x12-\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x17.parley.v1.Conversation2\xdb\x07\n\rRouterService\x12O\n\x06\x41ppend\x12!.parley.internal.v1.AppendRequest\x1a\".parley.internal.v1.AppendResponse\x12L\n\x05\x46\x65tch\x12 .parley.internal.v1.FetchRequest\x1a!.parley.internal.v1.FetchResponse\x12\x61\n\x0cUpdateCursor\x12\'.parley.internal.v1.UpdateCursorRequest\x1a(.parley.internal.v1.UpdateCursorResponse\x12\x64\n\rPublishTyping\x12(.parley.internal.v1.PublishTypingRequest\x1a).parley.internal.v1.PublishTypingResponse\x12p\n\x11ListConversations\x12,.parley.internal.v1.ListConversationsRequest\x1a-.parley.internal.v1.ListConversationsResponse\x12\x61\n\x0c\x43reateDirect\x12\'.parley.internal.v1.CreateDirectRequest\x1a(.parley.internal.v1.CreateDirectResponse\x12^\n\x0b\x43reateGroup\x12&.parley.internal.v1.CreateGroupRequest\x1a\'.parley.internal.v1.CreateGroupResponse\x12[\n\nAddMembers\x12%.parley.internal.v1.AddMembersRequest\x1a&.parley.internal.v1.AddMembersResponse\x12\x64\n\rRemoveMembers\x12(.parley.internal.v1.RemoveMembersRequest\x1a).parley.internal.v1.RemoveMembersResponse\x12j\n\x0fGetConversation\x12*.parley.internal.v1.GetConversationRequest\x1a+.parley.internal.v1.GetConversationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,31 +49,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHTYPINGRESPONSE']._serialized_start=753
   _globals['_PUBLISHTYPINGRESPONSE']._serialized_end=776
   _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=778
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=836
-  _globals['_CONVERSATIONSTATE']._serialized_start=838
-  _globals['_CONVERSATIONSTATE']._serialized_end=929
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=931
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1020
-  _globals['_CREATEDIRECTREQUEST']._serialized_start=1022
-  _globals['_CREATEDIRECTREQUEST']._serialized_end=1082
-  _globals['_CREATEDIRECTRESPONSE']._serialized_start=1084
-  _globals['_CREATEDIRECTRESPONSE']._serialized_end=1170
-  _globals['_CREATEGROUPREQUEST']._serialized_start=1172
-  _globals['_CREATEGROUPREQUEST']._serialized_end=1243
-  _globals['_CREATEGROUPRESPONSE']._serialized_start=1245
-  _globals['_CREATEGROUPRESPONSE']._serialized_end=1313
-  _globals['_ADDMEMBERSREQUEST']._serialized_start=1315
-  _globals['_ADDMEMBERSREQUEST']._serialized_end=1396
-  _globals['_ADDMEMBERSRESPONSE']._serialized_start=1398
-  _globals['_ADDMEMBERSRESPONSE']._serialized_end=1465
-  _globals['_REMOVEMEMBERSREQUEST']._serialized_start=1467
-  _globals['_REMOVEMEMBERSREQUEST']._serialized_end=1551
-  _globals['_REMOVEMEMBERSRESPONSE']._serialized_start=1553
-  _globals['_REMOVEMEMBERSRESPONSE']._serialized_end=1623
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1625
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1691
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1693
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1765
-  _globals['_ROUTERSERVICE']._serialized_start=1768
-  _globals['_ROUTERSERVICE']._serialized_end=2755
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=879
+  _globals['_CONVERSATIONSTATE']._serialized_start=881
+  _globals['_CONVERSATIONSTATE']._serialized_end=972
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=974
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1084
+  _globals['_CREATEDIRECTREQUEST']._serialized_start=1086
+  _globals['_CREATEDIRECTREQUEST']._serialized_end=1146
+  _globals['_CREATEDIRECTRESPONSE']._serialized_start=1148
+  _globals['_CREATEDIRECTRESPONSE']._serialized_end=1234
+  _globals['_CREATEGROUPREQUEST']._serialized_start=1236
+  _globals['_CREATEGROUPREQUEST']._serialized_end=1307
+  _globals['_CREATEGROUPRESPONSE']._serialized_start=1309
+  _globals['_CREATEGROUPRESPONSE']._serialized_end=1377
+  _globals['_ADDMEMBERSREQUEST']._serialized_start=1379
+  _globals['_ADDMEMBERSREQUEST']._serialized_end=1460
+  _globals['_ADDMEMBERSRESPONSE']._serialized_start=1462
+  _globals['_ADDMEMBERSRESPONSE']._serialized_end=1529
+  _globals['_REMOVEMEMBERSREQUEST']._serialized_start=1531
+  _globals['_REMOVEMEMBERSREQUEST']._serialized_end=1615
+  _globals['_REMOVEMEMBERSRESPONSE']._serialized_start=1617
+  _globals['_REMOVEMEMBERSRESPONSE']._serialized_end=1687
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1689
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1755
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1757
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1829
+  _globals['_ROUTERSERVICE']._serialized_start=1832
+  _globals['_ROUTERSERVICE']._serialized_end=2819
 # @@protoc_insertion_point(module_scope)

@@ -113,7 +113,11 @@ class FetchResponse(_message.Message):
     last_seq: _builtins.int
     """The conversation's last seq at the time of the fetch."""
     @_builtins.property
-    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_messages_pb2.Message]: ...
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_messages_pb2.Message]:
+        """At most `limit` messages and at most parley.limits.MAX_RESPONSE_BYTES: a short
+        page does not mean the end; last_seq does.
+        """
+
     def __init__(
         self,
         *,
@@ -233,18 +237,26 @@ class ListConversationsRequest(_message.Message):
 
     USER_ID_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    OMIT_LAST_MESSAGE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     limit: _builtins.int
-    """0 means all."""
+    """0 means all (still cut by the response size limit: follow next_offset)."""
+    offset: _builtins.int
+    """Skip this many conversations of the activity-ordered list: paging."""
+    omit_last_message: _builtins.bool
+    """Summaries without last_message (the session's sync plan needs no bodies)."""
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
         limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        omit_last_message: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset", "omit_last_message", b"omit_last_message", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -279,6 +291,11 @@ class ListConversationsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    next_offset: _builtins.int
+    """Offset of the next page; 0 when this page is the last. Pages are cut by
+    limit and by the response size limit (parley.limits.MAX_RESPONSE_BYTES).
+    """
     @_builtins.property
     def conversations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConversationState]:
         """Most recently active first."""
@@ -287,10 +304,11 @@ class ListConversationsResponse(_message.Message):
         self,
         *,
         conversations: _abc.Iterable[Global___ConversationState] | None = ...,
+        next_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "next_offset", b"next_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
