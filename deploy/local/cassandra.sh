@@ -16,7 +16,7 @@
 #   PARLEY_CASSANDRA_HEAP          JVM heap, e.g. 1G or 768M (default 1G)
 #   PARLEY_CASSANDRA_VERSION       cassandra-all version (default 5.0.8, falling
 #                                  back to 5.0.6 if 5.0.8 cannot be fetched)
-#   PARLEY_CASSANDRA_COMMITLOG_SYNC  group (default), batch or periodic: when an
+#   PARLEY_CASSANDRA_COMMITLOG_SYNC  batch (default), group or periodic: when an
 #                                  acknowledged write is on disk (cassandra.yaml)
 #   PARLEY_CASSANDRA_GROUP_WINDOW_MS group mode's fsync window (default 10)
 #   PARLEY_CASSANDRA_SYNC_PERIOD_MS  periodic mode's sync period (default 10000)
@@ -40,8 +40,8 @@ STATE_DIR=${PARLEY_STATE_DIR:-$REPO/.state}
 NATIVE_PORT=${PARLEY_CASSANDRA_PORT:-9042}
 STORAGE_PORT=${PARLEY_CASSANDRA_STORAGE_PORT:-7000}
 HEAP=${PARLEY_CASSANDRA_HEAP:-1G}
-# group: acknowledged writes are in the fsynced commit log (see cassandra.yaml).
-COMMITLOG_SYNC=${PARLEY_CASSANDRA_COMMITLOG_SYNC:-group}
+# batch: acknowledged writes are in the fsynced commit log (see cassandra.yaml).
+COMMITLOG_SYNC=${PARLEY_CASSANDRA_COMMITLOG_SYNC:-batch}
 GROUP_WINDOW_MS=${PARLEY_CASSANDRA_GROUP_WINDOW_MS:-10}
 PERIODIC_MS=${PARLEY_CASSANDRA_SYNC_PERIOD_MS:-10000}
 AUTH=${PARLEY_CASSANDRA_AUTH:-false}
