@@ -116,6 +116,7 @@ class StepState:
         # Overload: resends of shed sends, and latency from the attempt the server admitted.
         self.retries = 0
         self.attempt_ns: dict[int, int] = {}
+        self.attempts: dict[int, int] = {}
         self.requests: dict[int, tuple[Client, gateway_pb2.ConnectRequest]] = {}
         self.admitted_ack = Latency()
         self.admitted_delivery = Latency()
@@ -392,8 +393,12 @@ class Worker:
             pending = step.requests.get(msg_id)
             if pending is not None:
                 step.retries += 1
+                # As the SDK does: the server's hint at least, backing off exponentially per message
+                # with jitter, so shed clients do not return together and refusals stay cheap.
+                attempts = step.attempts[msg_id] = step.attempts.get(msg_id, 0) + 1
                 hint = error.retry_after.ToMilliseconds() / 1000 if error.HasField("retry_after") else 0.1
-                delay = hint * self._rng.uniform(1.0, 1.5)
+                ceiling = min(5.0, 0.1 * 2**attempts)
+                delay = max(hint, self._rng.uniform(0.5 * ceiling, ceiling))
                 asyncio.get_running_loop().call_later(delay, self._resend, step, msg_id)
                 return
         if error.request_id.isdigit():
