@@ -152,6 +152,6 @@ def presence_line(presence: messages_pb2.Presence) -> str:
 
 def dumps(obj: dict[str, Any]) -> str:
     # json escapes C0 controls itself; C1 controls and bidi overrides are escaped too
-    # (as \uXXXX, valid JSON), so a JSON line is as safe to print as a text line.
+    # (as JSON \u escapes, still valid JSON), so a JSON line is as safe to print as a text line.
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

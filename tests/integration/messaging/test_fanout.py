@@ -18,17 +18,20 @@ from tests.chat import RawSession, metadata
 from tests.stack import PARTITIONS, router_config, running_stack
 
 
+async def alice_and_bob(channel: grpc.aio.Channel) -> str:
+    """The direct conversation of alice and bob (created by alice)."""
+    conv = gateway_pb2_grpc.ConversationServiceStub(channel)
+    request = gateway_pb2.CreateDirectRequest(peer_user_id="bob")
+    reply = await conv.CreateDirect(request, metadata=metadata("alice"))
+    return reply.conversation.id
+
+
 async def test_partition_moves_to_surviving_router_and_pending_is_redelivered(
     redis_config: RedisConfig, redis_client: aioredis.Redis
 ) -> None:
     keys = Keys(redis_config.key_prefix, PARTITIONS)
     async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
-        conv = gateway_pb2_grpc.ConversationServiceStub(channel)
-        cid = (
-            await conv.CreateDirect(
-                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
-            )
-        ).conversation.id
+        cid = await alice_and_bob(channel)
         bob = await RawSession(channel, "bob").open()
         partition = keys.partition(cid)
         log_key = keys.log(partition)
@@ -67,12 +70,7 @@ async def test_trim_keeps_what_a_group_has_not_acked(
 ) -> None:
     async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
         keys = Keys(redis_config.key_prefix, PARTITIONS)
-        conv = gateway_pb2_grpc.ConversationServiceStub(channel)
-        cid = (
-            await conv.CreateDirect(
-                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
-            )
-        ).conversation.id
+        cid = await alice_and_bob(channel)
         log_key = keys.log(keys.partition(cid))
         chat = gateway_pb2_grpc.ChatServiceStub(channel)
         for i in range(10):
@@ -108,12 +106,7 @@ async def test_a_malformed_log_entry_is_skipped_and_does_not_stall_its_partition
 ) -> None:
     keys = Keys(redis_config.key_prefix, PARTITIONS)
     async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
-        conv = gateway_pb2_grpc.ConversationServiceStub(channel)
-        cid = (
-            await conv.CreateDirect(
-                gateway_pb2.CreateDirectRequest(peer_user_id="bob"), metadata=metadata("alice")
-            )
-        ).conversation.id
+        cid = await alice_and_bob(channel)
         bob = await RawSession(channel, "bob").open()
         log_key = keys.log(keys.partition(cid))
         # Only a bug could write these: no message field, and a conversation id that is not UTF-8.
