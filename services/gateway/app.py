@@ -25,6 +25,7 @@ from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2_g
 from parley.keys import Keys
 from parley.redisclient import connect
 from parley.server import Component, ServiceSpec
+from parley.tasks import Finalizers
 from parley.telemetry import setup_logging, setup_tracing
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -76,7 +77,11 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
     presence.attach(feed)
     loop_lag = LoopLag()
     admission = Admission(config.admission, loop_lag)
-    chat = ChatServicer(caller, backends, hub, acks, config.limits, presence, admission=admission)
+    # Ends of sessions still running at shutdown finish before the hub and leases stop.
+    finalizers = Finalizers()
+    chat = ChatServicer(
+        caller, backends, hub, acks, config.limits, presence, admission=admission, finalizers=finalizers
+    )
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
         gateway_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
@@ -87,7 +92,7 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         gateway_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(caller, backends), server)
         return [gateway_pb2.DESCRIPTOR.services_by_name[name].full_name for name in PUBLIC_SERVICES]
 
-    components: list[Component] = [clients, hub, acks, leases, feed, loop_lag]
+    components: list[Component] = [clients, hub, acks, leases, feed, loop_lag, finalizers]
     if config.ws_port >= 0:
         # Last: stopped first, so its sessions end while the hub and Redis are still up.
         components.append(

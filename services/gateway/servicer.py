@@ -32,6 +32,7 @@ from parley import errors, limits
 from parley.auth import Authenticator
 from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
 from parley.server import ServicerContext
+from parley.tasks import Finalizers
 from parley.telemetry import SEND_ATTRIBUTES
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 from parley.wire import Undecodable, accepts_undecodable
@@ -47,6 +48,8 @@ MAX_LIST_LIMIT = 200
 HEARTBEAT_INTERVAL_S = 30
 # How long an unauthenticated stream may take to deliver its first frame before it is refused.
 UNAUTHENTICATED_DRAIN_S = 0.5
+# How long a session's end waits for its frame reader (cancelled) to stop.
+READER_STOP_S = 5.0
 SLOW_CONSUMER_MESSAGE = (
     "the session did not read its stream fast enough; reconnect and resume from your cursors"
 )
@@ -95,6 +98,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         presence: PresenceHooks | None = None,
         *,
         admission: Admission | None = None,
+        finalizers: Finalizers | None = None,
     ) -> None:
         self._caller = caller
         self._backends = backends
@@ -107,6 +111,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self._admission = admission or Admission(AdmissionConfig())
         self._send_deadline_s = self._admission.config.send_deadline_s
         self._presence: PresenceHooks = presence or NoPresence()
+        self._finalizers = finalizers or Finalizers()
 
     # --- unary send -----------------------------------------------------------------------
 
@@ -251,13 +256,25 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                 raise errors.SlowConsumer(SLOW_CONSUMER_MESSAGE) from None
         finally:
             session.close()
-            if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
+            # Shielded: the client going away cancels this task, possibly while the
+            # clean-up already runs; cut short, the session would keep its presence lease.
+            await self._finalizers.run(self._end_session(session, reader), name=f"end-{session.session_id}")
+
+    async def _end_session(self, session: Session, reader: asyncio.Task[None] | None) -> None:
+        if reader is not None:
+            reader.cancel()
+            # Its outcome was the stream's (often the broken connection); nothing to report.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(reader, READER_STOP_S)
+        try:
             await self._hub.remove(session)
-            with contextlib.suppress(Exception):
-                await self._presence.session_closed(session)
+        except Exception:
+            # The route lapses with its lease; presence must still hear of the end.
+            log.exception("removing the route of session %s failed", session.session_id)
+        try:
+            await self._presence.session_closed(session)
+        except Exception:
+            log.exception("ending the presence of session %s failed", session.session_id)
 
     async def _plan(
         self, user: str, sync: gateway_pb2.SyncFrame

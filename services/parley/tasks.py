@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -40,3 +40,47 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, timeout_s: float = 1
     for task in pending:
         task.cancel()
     await asyncio.gather(*(stop_task(task, timeout_s=timeout_s) for task in pending))
+
+
+class Finalizers:
+    """Clean-ups that run to their end even when the code that started them is cancelled.
+
+    A stream handler's ``finally`` may be cancelled while it awaits: gRPC cancels
+    the handler's task when the client goes away, and that can land after the
+    stream already began ending for another reason (the reader saw the
+    connection break first). A clean-up awaited directly is then cut short —
+    e.g. a session never unregistered from presence, whose lease the gateway
+    would go on renewing. :meth:`run` shields the clean-up in its own task and
+    keeps a reference to it; :meth:`stop` (a server component) waits for the
+    ones still running at shutdown.
+    """
+
+    def __init__(self, *, timeout_s: float = 10.0) -> None:
+        self._pending: set[asyncio.Task[None]] = set()
+        self._timeout_s = timeout_s
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def run(self, cleanup: Coroutine[Any, Any, None], *, name: str = "finalizer") -> None:
+        """Awaits ``cleanup``; if the caller is cancelled meanwhile, it still runs to the end."""
+        task = asyncio.create_task(cleanup, name=name)
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+        await asyncio.shield(task)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        if not self._pending:
+            return
+        _, late = await asyncio.wait(set(self._pending), timeout=self._timeout_s)
+        if late:
+            log.error("%d clean-ups did not finish within %.0f s", len(late), self._timeout_s)
