@@ -17,8 +17,11 @@ PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev
 endif
 VENV := .venv
 PY := $(VENV)/bin/python
-STATE := $(CURDIR)/.state
-export PARLEY_STATE_DIR := $(STATE)
+# Everything the local stack writes (git-ignored); another folder (and other
+# ports, below) gives a checkout infrastructure of its own.
+PARLEY_STATE_DIR ?= $(CURDIR)/.state
+STATE := $(PARLEY_STATE_DIR)
+export PARLEY_STATE_DIR
 export PATH := $(STATE)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_ROOT_USER_ACTION := ignore
@@ -30,6 +33,12 @@ export PARLEY_REDIS_PORT PARLEY_CASSANDRA_PORT
 export PARLEY_REDIS_URL ?= redis://127.0.0.1:$(PARLEY_REDIS_PORT)/0
 export PARLEY_TEST_REDIS_URL ?= $(PARLEY_REDIS_URL)
 export PARLEY_TEST_CASSANDRA_PORT ?= $(PARLEY_CASSANDRA_PORT)
+# Redis with ACL users and Cassandra with password authentication (deploy/local;
+# passwords under $(STATE), read by the devstack and the tests through
+# parley.localstate). false turns either off; infra-up restarts a running one
+# whose setting changed, keeping its data.
+export PARLEY_REDIS_ACL ?= true
+export PARLEY_CASSANDRA_AUTH ?= true
 
 # Tools the tests drive (grpcurl, buf, helm from the Go module proxy; Debian's chromium and prometheus).
 TEST_TOOLS := grpcurl buf helm chromium prometheus

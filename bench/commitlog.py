@@ -26,6 +26,7 @@ import psutil
 from history.db import Database
 from history.store import STATEMENTS, HistoryStore, StoredMessage
 from parley.config import CassandraConfig
+from parley.localstate import LocalCredentials
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "deploy" / "local" / "cassandra.sh"
@@ -54,8 +55,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _write(port: int, messages: int, conversations: int, body: int) -> tuple[float, list[float], int]:
-    config = CassandraConfig(port=port, keyspace="bench_commitlog")
+async def _write(
+    port: int, state: Path, messages: int, conversations: int, body: int
+) -> tuple[float, list[float], int]:
+    # The node's own "parley" role (cassandra.sh runs it with authentication by default).
+    username, password = LocalCredentials(state).cassandra_login()
+    config = CassandraConfig(port=port, keyspace="bench_commitlog", username=username, password=password)
     db = Database(config, bucket_size=1000, statements=STATEMENTS)
     await db.start()
     if not db.is_connected:
@@ -104,7 +109,7 @@ def run_mode(mode: str, messages: int, conversations: int, body: int) -> ModeRes
             node = psutil.Process(pid)
             me = psutil.Process()
             node_cpu0, my_cpu0 = sum(node.cpu_times()[:2]), sum(me.cpu_times()[:2])
-            elapsed, latencies, retried = asyncio.run(_write(port, messages, conversations, body))
+            elapsed, latencies, retried = asyncio.run(_write(port, Path(tmp), messages, conversations, body))
             node_cpu = sum(node.cpu_times()[:2]) - node_cpu0
             my_cpu = sum(me.cpu_times()[:2]) - my_cpu0
         finally:

@@ -58,9 +58,13 @@ from bench.stack import (
 )
 from bench.worker import STEP_LEAD_S
 from parley.keys import HISTORY_GROUP, Keys
+from parley.localstate import LocalCredentials
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-REDIS_URL = os.environ.get("PARLEY_REDIS_URL", "redis://127.0.0.1:6380/0")
+# Logged in as the local Redis' admin user when it has ACL users (deploy/local, parley.localstate).
+REDIS_URL = LocalCredentials.from_env().redis_url(
+    os.environ.get("PARLEY_REDIS_URL", "redis://127.0.0.1:6380/0")
+)
 PARTITIONS = 16
 SETTLE_S = 2.0
 HISTORY_CATCHUP_S = 60.0

@@ -22,6 +22,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from parley.localstate import LocalCredentials
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 # The history writer reports its Cassandra writes under this health name.
@@ -220,6 +222,8 @@ def parley_stack(
         service_env = dict(env)
         service_env[f"PARLEY_{name.upper()}_HOST"] = HOST
         service_env[f"PARLEY_{name.upper()}_PORT"] = str(ports[name])
+        # The local Redis' and Cassandra's logins (deploy/local), unless the caller chose some.
+        service_env.update(LocalCredentials.from_env(env).service_env(name, env))
         if name == "gateway" and not history:
             service_env["PARLEY_HISTORY_ADDR"] = f"{HOST}:{ports['history']}"  # unused by the bench load
         stack.services.append(

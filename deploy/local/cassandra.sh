@@ -21,9 +21,15 @@
 #   PARLEY_CASSANDRA_GROUP_WINDOW_MS group mode's fsync window (default 10)
 #   PARLEY_CASSANDRA_SYNC_PERIOD_MS  periodic mode's sync period (default 10000)
 #   PARLEY_CASSANDRA_LIB_DIR       where the jars are (default <state>/cassandra/lib)
-#   PARLEY_CASSANDRA_AUTH          true: PasswordAuthenticator, roles parley (services)
-#                                  and parley_admin (tools), passwords in
-#                                  <state>/cassandra/passwords (cassandra/auth.py)
+#   PARLEY_CASSANDRA_AUTH          true (default): PasswordAuthenticator, roles parley
+#                                  (services, tests) and parley_admin (tools), passwords
+#                                  in <state>/cassandra/passwords (cassandra/auth.py),
+#                                  the default cassandra/cassandra login disabled; a
+#                                  data directory made without authentication is
+#                                  upgraded in place. false: anyone may connect.
+#
+# `up` on a running node whose rendered settings changed (PARLEY_CASSANDRA_AUTH,
+# the commit-log mode, the templates) restarts it with the new ones.
 #
 # State lives in $PARLEY_STATE_DIR/cassandra/{lib,conf,data,logs}; the pid is
 # in $PARLEY_STATE_DIR/cassandra/cassandra.pid.
@@ -44,7 +50,7 @@ HEAP=${PARLEY_CASSANDRA_HEAP:-1G}
 COMMITLOG_SYNC=${PARLEY_CASSANDRA_COMMITLOG_SYNC:-batch}
 GROUP_WINDOW_MS=${PARLEY_CASSANDRA_GROUP_WINDOW_MS:-10}
 PERIODIC_MS=${PARLEY_CASSANDRA_SYNC_PERIOD_MS:-10000}
-AUTH=${PARLEY_CASSANDRA_AUTH:-false}
+AUTH=${PARLEY_CASSANDRA_AUTH:-true}
 if [[ -n ${PARLEY_CASSANDRA_VERSION:-} ]]; then
     VERSIONS=("$PARLEY_CASSANDRA_VERSION")
 else
@@ -249,12 +255,29 @@ check_settings() {
     [[ $AUTH == true || $AUTH == false ]] || die "PARLEY_CASSANDRA_AUTH must be true or false, got '$AUTH'"
 }
 
-# Roles and passwords (PARLEY_CASSANDRA_AUTH=true), idempotent: run after every start.
+# Roles and passwords (PARLEY_CASSANDRA_AUTH=true), idempotent: run after every
+# start. Then cqlsh's settings: <state>/cassandra/cqlshrc names this node and,
+# with authentication, a credentials file (mode 0600) of parley_admin, so
+# `cqlsh --cqlshrc .state/cassandra/cqlshrc` needs no password on its command line.
 ensure_roles() {
-    [[ $AUTH == true ]] || return 0
-    pick_probe_python
-    [[ -n $PROBE_PYTHON ]] || die "PARLEY_CASSANDRA_AUTH=true needs a Python with cassandra-driver (make venv)"
-    "$PROBE_PYTHON" "$TEMPLATES/auth.py" "$NATIVE_PORT" "$CASS_DIR/passwords"
+    local marker=$CASS_DIR/auth-enabled
+    rm -f "$marker" "$CASS_DIR/credentials"
+    if [[ $AUTH == true ]]; then
+        pick_probe_python
+        [[ -n $PROBE_PYTHON ]] || die "PARLEY_CASSANDRA_AUTH=true needs a Python with cassandra-driver (make venv)"
+        "$PROBE_PYTHON" "$TEMPLATES/auth.py" "$NATIVE_PORT" "$CASS_DIR/passwords"
+        (
+            umask 077
+            printf '[plain_text_auth]\nusername = parley_admin\npassword = %s\n' \
+                "$(<"$CASS_DIR/passwords/parley_admin")" >"$CASS_DIR/credentials"
+        )
+        # parley.localstate reads this: the node wants a login.
+        touch "$marker"
+    fi
+    {
+        printf '[connection]\nhostname = 127.0.0.1\nport = %s\n' "$NATIVE_PORT"
+        if [[ $AUTH == true ]]; then printf '[authentication]\ncredentials = %s\n' "$CASS_DIR/credentials"; fi
+    } >"$CASS_DIR/cqlshrc"
 }
 
 check_ports_free() {
@@ -326,9 +349,18 @@ download_jars() {
 
 # --- config ------------------------------------------------------------------
 
+# True when the running node's rendered settings differ from what a start now would render.
+settings_changed() {
+    local rendered=$CONF_DIR/cassandra.yaml.next changed=1
+    render_conf "$rendered"
+    cmp -s "$rendered" "$CONF_DIR/cassandra.yaml" && changed=0
+    rm -f "$rendered"
+    return $((1 - changed))
+}
+
 # Re-rendered on every start so edits to the templates and port changes apply.
 render_conf() {
-    local sync
+    local out=${1:-$CONF_DIR/cassandra.yaml} sync
     case $COMMITLOG_SYNC in
         # Cassandra refuses commitlog_sync_period in group and batch modes.
         group) sync="commitlog_sync: group\ncommitlog_sync_group_window: ${GROUP_WINDOW_MS}ms" ;;
@@ -342,7 +374,7 @@ render_conf() {
         -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" \
         -e "s|@AUTHENTICATOR@|$([[ $AUTH == true ]] && echo PasswordAuthenticator || echo AllowAllAuthenticator)|" \
         -e "s|@AUTHORIZER@|$([[ $AUTH == true ]] && echo CassandraAuthorizer || echo AllowAllAuthorizer)|" \
-        "$TEMPLATES/cassandra.yaml" >"$CONF_DIR/cassandra.yaml"
+        "$TEMPLATES/cassandra.yaml" >"$out"
     cp "$TEMPLATES/logback.xml" "$CONF_DIR/logback.xml"
 }
 
@@ -370,17 +402,23 @@ cmd_up() {
         if [[ $running_port != "$NATIVE_PORT" ]]; then
             die "already running (pid $pid) on port $running_port, not $NATIVE_PORT; run 'down' first"
         fi
-        pick_probe_python
-        if is_ready "$NATIVE_PORT"; then
-            log "already running and answering (pid $pid, port $NATIVE_PORT)"
+        if settings_changed; then
+            # Authentication, the commit-log mode and the like are read at start only.
+            log "settings changed (authentication: $AUTH): restarting pid $pid with them"
+            stop_pid "$pid"
+        else
+            pick_probe_python
+            if is_ready "$NATIVE_PORT"; then
+                log "already running and answering (pid $pid, port $NATIVE_PORT)"
+                ensure_roles
+                return 0
+            fi
+            # Alive but not answering yet: most likely still starting.
+            log "already running (pid $pid) but not answering yet"
+            wait_ready "$NATIVE_PORT"
             ensure_roles
-            return 0
+            return
         fi
-        # Alive but not answering yet: most likely still starting.
-        log "already running (pid $pid) but not answering yet"
-        wait_ready "$NATIVE_PORT"
-        ensure_roles
-        return
     fi
     rm -f "$PID_FILE"
 
@@ -410,6 +448,9 @@ cmd_up() {
         # shutdown (saves ~8 s per start and 2 s per stop).
         -Dcassandra.skip_wait_for_gossip_to_settle=0
         -Dcassandra.shutdown_announce_in_ms=0
+        # With authentication, the default superuser of a data directory that has
+        # no roles yet (which cassandra/auth.py replaces) is made at once, not 10 s later.
+        -Dcassandra.superuser_setup_delay_ms=0
         # Never -Dcassandra.unsafesystem=true: it skips flushing schema
         # changes, so after a crash the node forgets keyspaces and its
         # commit-log replay drops their mutations (all history lost).

@@ -7,7 +7,9 @@
 Settings come from the same environment as the history service
 (``PARLEY_REDIS_URL``, ``PARLEY_REDIS_PREFIX``, ``PARLEY_PARTITIONS``,
 ``PARLEY_CASSANDRA_*``). Exit codes: 0 ok; 1 verify found differences (or a
-command failed); 2 usage.
+command failed); 2 usage. On the local stack it logs in with the passwords
+``make infra-up`` keeps in ``.state`` (Redis ``parley-admin``, Cassandra ``parley``)
+when the environment names no users.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from history.db import Database
 from history.guard import ACCEPT_NEW, KeyspaceGuard
 from history.store import STATEMENTS, HistoryStore
 from parley.keys import Keys
+from parley.localstate import REDIS_ADMIN, LocalCredentials
 from parley.redisclient import connect
 
 
@@ -130,5 +133,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     environ = dict(os.environ)
     if not any(k.startswith("PARLEY_INTERNAL_TLS_") or k == "PARLEY_INTERNAL_CA_FILE" for k in environ):
         environ.setdefault("PARLEY_INTERNAL_INSECURE", "true")
+    # On the local stack (`make infra-up`), the logins it made under the state folder
+    # (parley.localstate), unless the environment names users; elsewhere there is no such folder.
+    environ.update(LocalCredentials.from_env(environ).service_env(REDIS_ADMIN, environ))
     config = load_config(environ)
     sys.exit(asyncio.run(_run(args, config)))

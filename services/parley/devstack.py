@@ -58,6 +58,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.config import CassandraConfig, ConfigError, Env, RedisConfig, metrics_port_for
+from parley.localstate import LocalCredentials
 from parley.pki import ensure_dev_pki
 from parley.tls import ClientTLS
 
@@ -159,17 +160,10 @@ def child_environment(
     env["PARLEY_INTERNAL_TLS_KEY_FILE"] = str(pki / f"{instance.module}.key")
     env["PARLEY_INTERNAL_CA_FILE"] = str(pki / "ca.crt")
     env.pop("PARLEY_INTERNAL_INSECURE", None)
-    # A local Redis with ACL users (deploy/local/redis.sh, PARLEY_REDIS_ACL=true):
-    # each service logs in as its own user.
-    passwords = config.pki_dir.parent / "redis" / "passwords"
-    if (passwords / "parley-admin").is_file() and "PARLEY_REDIS_USERNAME" not in env:
-        env["PARLEY_REDIS_USERNAME"] = instance.module
-        env["PARLEY_REDIS_PASSWORD_FILE"] = str(passwords / instance.module)
-    # A local Cassandra with PasswordAuthenticator (cassandra.sh, PARLEY_CASSANDRA_AUTH=true).
-    cassandra_password = config.pki_dir.parent / "cassandra" / "passwords" / "parley"
-    if cassandra_password.is_file() and "PARLEY_CASSANDRA_USERNAME" not in env:
-        env["PARLEY_CASSANDRA_USERNAME"] = "parley"
-        env["PARLEY_CASSANDRA_PASSWORD_FILE"] = str(cassandra_password)
+    # The local Redis has ACL users and Cassandra authentication by default
+    # (deploy/local): each service logs in as its own Redis user and as the
+    # Cassandra role "parley", unless the caller chose credentials.
+    env.update(LocalCredentials(config.pki_dir.parent).service_env(instance.module, env))
     if instance.module == "gateway":
         if config.tls:
             env["PARLEY_TLS_CERT_FILE"] = str(pki / "edge.crt")

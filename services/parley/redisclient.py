@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -60,6 +61,13 @@ class InstrumentedRedis(aioredis.Redis):  # type: ignore[misc]
         return InstrumentedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
+def url_without_credentials(url: str) -> str:
+    """``url`` without its user and password: redis-py lets the URL's win over keyword arguments,
+    and a configured user (``PARLEY_REDIS_USERNAME``) must win over one in the URL."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis:
     """A pooled client. Bytes in and out: payloads are protobuf."""
     credentials: dict[str, Any] = {}
@@ -70,7 +78,7 @@ def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis
     if config.ca_file:
         credentials["ssl_ca_certs"] = config.ca_file
     pool = aioredis.BlockingConnectionPool.from_url(
-        config.url,
+        url_without_credentials(config.url) if config.username or config.password else config.url,
         **credentials,
         max_connections=max_connections,
         # Bounded wait for a free connection rather than an unbounded queue.

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from parley.localstate import LocalCredentials
 from tests.chaos.procs import alive, run_logged
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,18 @@ class InfraConfig:
 
     @property
     def redis_url(self) -> str:
+        """Without a login: the services get their own users from the devstack."""
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def credentials(self) -> LocalCredentials:
+        """The passwords redis.sh and cassandra.sh made for this Redis and Cassandra (ACL users and
+        authentication are on, as in `make infra-up`). Read when used: every start wipes Redis' folder."""
+        return LocalCredentials(self.state_dir)
+
+    @property
+    def admin_redis_url(self) -> str:
+        return self.credentials.redis_url(self.redis_url)
 
 
 class Infra:
@@ -56,6 +68,9 @@ class Infra:
             "PARLEY_CASSANDRA_PORT": str(config.cassandra_port),
             "PARLEY_CASSANDRA_STORAGE_PORT": str(config.cassandra_storage_port),
             "PARLEY_CASSANDRA_HEAP": config.cassandra_heap,
+            # The same as `make infra-up`, whatever the caller set for the shared ones.
+            "PARLEY_REDIS_ACL": "true",
+            "PARLEY_CASSANDRA_AUTH": "true",
         }
         shared_lib = config.shared_state_dir / "cassandra" / "lib"
         if (shared_lib / LIB_MARKER).exists():

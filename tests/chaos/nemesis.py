@@ -109,7 +109,7 @@ class Nemesis:
     async def _problems(self, restarted: str | None, writer: bool) -> str:
         if restarted is not None and self._services.pid_of(restarted) is None:
             return f"{restarted} not restarted yet"
-        if not await _redis_answers(self._infra.config.redis_url):
+        if not await _redis_answers(self._infra.config.admin_redis_url):
             return "redis not answering"
         down = await self._services.all_serving()
         if down:

@@ -84,6 +84,8 @@ class Run:
             {
                 **os.environ,
                 "PARLEY_REDIS_URL": self.infra.config.redis_url,
+                # The devstack's PKI and the logins of the suite's own Redis and Cassandra.
+                "PARLEY_STATE_DIR": str(self.infra.config.state_dir),
                 "PARLEY_REDIS_PREFIX": "chaos",
                 "PARLEY_CASSANDRA_PORT": str(options.cassandra_port),
                 "PARLEY_CASSANDRA_KEYSPACE": KEYSPACE,
@@ -242,7 +244,12 @@ class Run:
     async def _read_cassandra(self) -> dict[tuple[str, int], StoredMessage]:
         for attempt in range(5):
             try:
-                return await asyncio.to_thread(read_messages, self.options.cassandra_port, KEYSPACE)
+                return await asyncio.to_thread(
+                    read_messages,
+                    self.options.cassandra_port,
+                    KEYSPACE,
+                    self.infra.config.credentials.cassandra_login(),
+                )
             except KeyspaceMissing as exc:
                 self.notes["cassandra"] = f"keyspace {KEYSPACE} missing: {exc}"
                 self.say(f"Cassandra has no keyspace {KEYSPACE}: {exc}")

@@ -54,10 +54,6 @@ class Services:
             "PARLEY_DEVSTACK_READY_SECONDS": str(READY_TIMEOUT_S - 10),
             "PARLEY_DRAIN_SECONDS": "2",
             "PARLEY_WS_PORT": "-1",
-            # The suite's Redis and Cassandra have no users: never log in with the
-            # shared ones' (devstack does when .state holds their passwords).
-            "PARLEY_REDIS_USERNAME": "",
-            "PARLEY_CASSANDRA_USERNAME": "",
             "PARLEY_LOG_FORMAT": "text",
             "NO_COLOR": "1",
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from cassandra import ConsistencyLevel, InvalidRequest, ProtocolVersion
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import RoundRobinPolicy
 from cassandra.query import SimpleStatement
@@ -19,7 +20,7 @@ class KeyspaceMissing(Exception):
     """The keyspace (or its messages table) does not exist: everything in it is gone."""
 
 
-def read_messages(port: int, keyspace: str) -> dict[tuple[str, int], StoredMessage]:
+def read_messages(port: int, keyspace: str, login: tuple[str, str]) -> dict[tuple[str, int], StoredMessage]:
     """Every row of ``<keyspace>.messages``, decoded; blocking (call it from a thread).
 
     A full scan: the suite's keyspace holds only its own few thousand messages,
@@ -35,6 +36,7 @@ def read_messages(port: int, keyspace: str) -> dict[tuple[str, int], StoredMessa
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=10,
         control_connection_timeout=10,
+        auth_provider=PlainTextAuthProvider(*login) if login[0] else None,
     )
     try:
         session = cluster.connect()

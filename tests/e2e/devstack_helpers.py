@@ -26,7 +26,7 @@ import pytest
 
 from parley.config import METRICS_PORT_OFFSET, CassandraConfig
 from parley.devstack import READY_MARKER, StackConfig
-from tests.conftest import keyspace_for
+from tests.conftest import cassandra_env, keyspace_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("PARLEY_STATE_DIR", REPO_ROOT / ".state"))
@@ -173,6 +173,8 @@ def devstack(
         "PARLEY_REDIS_PREFIX": f"e2e{uuid.uuid4().hex[:10]}",
         "PARLEY_CASSANDRA_PORT": str(cassandra_config.port),
         "PARLEY_CASSANDRA_KEYSPACE": keyspace_for("parley_test_e2e"),
+        # The devstack logs the services in from $PARLEY_STATE_DIR; a login chosen for the tests wins.
+        **cassandra_env(cassandra_config),
         "PARLEY_LOG_FORMAT": "text",
         "NO_COLOR": "1",
         **(extra_env or {}),

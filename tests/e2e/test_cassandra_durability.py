@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
+from parley.localstate import LocalCredentials
 from tests.e2e.devstack_helpers import STATE_DIR, free_base_port
 
 pytestmark = pytest.mark.e2e
@@ -32,8 +34,10 @@ class Node:
     def __init__(self, state: Path, port: int, storage_port: int) -> None:
         self.state = state
         self.port = port
+        # cassandra.sh's defaults: whatever this shell chose for the shared node does not apply.
+        inherited = {k: v for k, v in os.environ.items() if k != "PARLEY_CASSANDRA_AUTH"}
         self.env = {
-            **os.environ,
+            **inherited,
             "PARLEY_STATE_DIR": str(state),
             "PARLEY_CASSANDRA_PORT": str(port),
             "PARLEY_CASSANDRA_STORAGE_PORT": str(storage_port),
@@ -65,7 +69,12 @@ class Node:
         raise AssertionError("Cassandra did not die")
 
     def session(self) -> tuple[Cluster, Session]:
-        cluster = Cluster(["127.0.0.1"], port=self.port)
+        # cassandra.sh's defaults include authentication: the node's own "parley" role.
+        username, password = LocalCredentials(self.state).cassandra_login()
+        assert username, "cassandra.sh should run the node with authentication by default"
+        cluster = Cluster(
+            ["127.0.0.1"], port=self.port, auth_provider=PlainTextAuthProvider(username, password)
+        )
         return cluster, cluster.connect()
 
 

@@ -27,7 +27,7 @@ import pytest
 from parley.auth import mint_dev_token
 from parley.config import CassandraConfig
 from parley_client import ParleyClient
-from tests.conftest import keyspace_for
+from tests.conftest import cqlsh_options, keyspace_for
 from tests.e2e.devstack_helpers import PKI_DIR, Stack, devstack
 
 pytestmark = pytest.mark.e2e
@@ -236,7 +236,7 @@ def test_issue4_history_pages_back_through_300_and_cqlsh_counts_the_rows(
     assert [r["text"] for r in rows] == [f"h{i}" for i in range(300)]
     cql = f"SELECT count(*) FROM {KEYSPACE}.messages WHERE conversation_id = '{cid}' AND bucket = 0;"
     counted = subprocess.run(
-        [CQLSH, "127.0.0.1", str(cassandra_config.port), "-e", cql],
+        [CQLSH, *cqlsh_options(), "127.0.0.1", str(cassandra_config.port), "-e", cql],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,8 +18,9 @@ import pytest
 import redis
 from cassandra.cluster import Cluster, Session
 
+from history.db import cluster_security
 from parley.config import CassandraConfig
-from tests.conftest import keyspace_for
+from tests.conftest import cqlsh_options, keyspace_for
 
 KEYSPACE = keyspace_for("parley_test_infra")
 TABLE = f"{KEYSPACE}.notes"
@@ -27,7 +28,12 @@ TABLE = f"{KEYSPACE}.notes"
 
 @pytest.fixture(scope="module")
 def cql(cassandra_config: CassandraConfig) -> Iterator[Session]:
-    cluster = Cluster(list(cassandra_config.hosts), port=cassandra_config.port, connect_timeout=10)
+    cluster = Cluster(
+        list(cassandra_config.hosts),
+        port=cassandra_config.port,
+        connect_timeout=10,
+        **cluster_security(cassandra_config),
+    )
     session = cluster.connect()
     # Idempotent, so concurrent or repeated runs share one schema.
     session.execute(
@@ -69,6 +75,7 @@ def test_cqlsh_from_the_venv_reads_what_the_driver_wrote(
     result = subprocess.run(
         [
             str(cqlsh),
+            *cqlsh_options(),
             cassandra_config.hosts[0],
             str(cassandra_config.port),
             "--request-timeout=20",

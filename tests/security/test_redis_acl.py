@@ -21,6 +21,7 @@ from parley.auth import mint_dev_token
 from parley.config import RedisConfig
 from parley.devstack import StackConfig, child_environment
 from parley.keys import Keys
+from parley.localstate import LocalCredentials
 from parley_client import ParleyClient
 from tests.conftest import REPO_ROOT
 from tests.stack import PARTITIONS, running_stack
@@ -101,9 +102,64 @@ def test_the_devstack_gives_each_service_its_redis_user(tmp_path: Path) -> None:
     env = child_environment(router, stack, {}, config)
     assert env["PARLEY_REDIS_USERNAME"] == "router"
     assert env["PARLEY_REDIS_PASSWORD_FILE"] == str(passwords / "router")
-    # And the Cassandra role when the local node runs with authentication.
+    # A user the caller chose wins.
+    chosen = child_environment(router, stack, {"PARLEY_REDIS_USERNAME": ""}, config)
+    assert chosen["PARLEY_REDIS_USERNAME"] == ""
+    assert "PARLEY_REDIS_PASSWORD_FILE" not in chosen
+    # And the Cassandra role while the local node runs with authentication (cassandra.sh's
+    # marker; the passwords stay when it is turned off, the roles being in the node's data).
     assert "PARLEY_CASSANDRA_USERNAME" not in env
     (tmp_path / "cassandra" / "passwords").mkdir(parents=True)
     (tmp_path / "cassandra" / "passwords" / "parley").write_text("x")
+    assert "PARLEY_CASSANDRA_USERNAME" not in child_environment(router, stack, {}, config)
+    (tmp_path / "cassandra" / "auth-enabled").touch()
     env = child_environment(router, stack, {}, config)
     assert env["PARLEY_CASSANDRA_USERNAME"] == "parley"
+    assert env["PARLEY_CASSANDRA_PASSWORD_FILE"] == str(tmp_path / "cassandra" / "passwords" / "parley")
+
+
+def test_infra_up_restarts_a_redis_without_acl_with_acl_keeping_its_data(tmp_path: Path) -> None:
+    """Upgrading an existing local Redis: `up` with the new default restarts it; the AOF keeps the data."""
+    port = free_port()
+    env = {**os.environ, "PARLEY_STATE_DIR": str(tmp_path), "PARLEY_REDIS_PORT": str(port)}
+
+    def redis_sh(command: str, acl: str) -> str:
+        done = subprocess.run(
+            [str(REDIS_SH), command],
+            env={**env, "PARLEY_REDIS_ACL": acl},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    pidfile = tmp_path / "redis" / "redis.pid"
+    try:
+        redis_sh("up", "false")
+        anonymous = redis.Redis(port=port)
+        anonymous.set("kept", b"across the restart")
+        first_pid = pidfile.read_text()
+
+        assert "restarting" in redis_sh("up", "true")
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anonymous.get("kept")
+        local = LocalCredentials(tmp_path)
+        admin = redis.Redis.from_url(local.redis_url(f"redis://127.0.0.1:{port}/0"))
+        assert admin.get("kept") == b"across the restart"
+        second_pid = pidfile.read_text()
+        assert second_pid != first_pid
+
+        # Idempotent: the same settings leave it running.
+        assert "already running" in redis_sh("up", "true")
+        assert pidfile.read_text() == second_pid
+
+        # And back (the documented opt-out): anonymous again, nobody asks for the admin's login.
+        assert "restarting" in redis_sh("up", "false")
+        assert redis.Redis(port=port).get("kept") == b"across the restart"
+        assert not local.redis_acl
+        admin.close()
+        anonymous.close()
+    finally:
+        redis_sh("down", "false")

@@ -23,13 +23,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from history.app import History
 from history.config import HistoryConfig
+from history.db import cluster_security
 from history.guard import ACCEPT_NEW, HistoryLost, KeyspaceGuard
 from history.migrate import KeyspaceState
 from parley.config import CassandraConfig, RedisConfig
 from parley.ids import new_group_id
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.keys import HISTORY_GROUP, Keys
-from tests.conftest import keyspace_for
+from tests.conftest import cassandra_env, keyspace_for
 from tests.integration.history.helpers import Appender, history_config, history_service, wait_for
 
 SERVICE = "parley.internal.v1.HistoryService"
@@ -44,7 +45,7 @@ def cassandra(cassandra_config: CassandraConfig) -> Iterator[CassandraConfig]:
 
 
 def drop_keyspace(config: CassandraConfig) -> None:
-    cluster = Cluster(list(config.hosts), port=config.port)
+    cluster = Cluster(list(config.hosts), port=config.port, **cluster_security(config))
     try:
         cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {config.keyspace}", timeout=60)
     finally:
@@ -52,7 +53,7 @@ def drop_keyspace(config: CassandraConfig) -> None:
 
 
 def keyspace_exists(config: CassandraConfig) -> bool:
-    cluster = Cluster(list(config.hosts), port=config.port)
+    cluster = Cluster(list(config.hosts), port=config.port, **cluster_security(config))
     try:
         row = (
             cluster.connect()
@@ -92,6 +93,7 @@ def admin(config: HistoryConfig, *args: str) -> subprocess.CompletedProcess[str]
         "PARLEY_CASSANDRA_HOSTS": ",".join(config.cassandra.hosts),
         "PARLEY_CASSANDRA_PORT": str(config.cassandra.port),
         "PARLEY_CASSANDRA_KEYSPACE": config.cassandra.keyspace,
+        **cassandra_env(config.cassandra),
         "PARLEY_LOG_FORMAT": "text",
     }
     return subprocess.run(

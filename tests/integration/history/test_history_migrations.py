@@ -8,13 +8,19 @@ from collections.abc import Iterator
 import pytest
 from cassandra.cluster import Cluster
 
+from history.db import cluster_security
 from history.migrate import SchemaConflict, apply_migrations, load_migrations
 from parley.config import CassandraConfig
 
 
 @pytest.fixture
 def cluster(cassandra_config: CassandraConfig) -> Iterator[Cluster]:
-    cluster = Cluster(list(cassandra_config.hosts), port=cassandra_config.port, protocol_version=5)
+    cluster = Cluster(
+        list(cassandra_config.hosts),
+        port=cassandra_config.port,
+        protocol_version=5,
+        **cluster_security(cassandra_config),
+    )
     try:
         yield cluster
     finally:

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from history.db import Database
 from parley.config import CassandraConfig, RedisConfig
 from parley.keys import HISTORY_GROUP, Keys
+from tests.conftest import cassandra_env
 from tests.integration.history.helpers import Appender, wait_for
 
 CONVERSATIONS = 12
@@ -32,6 +33,7 @@ def start_writer(
         "PARLEY_CASSANDRA_HOSTS": ",".join(cassandra.hosts),
         "PARLEY_CASSANDRA_PORT": str(cassandra.port),
         "PARLEY_CASSANDRA_KEYSPACE": cassandra.keyspace,
+        **cassandra_env(cassandra),
         "PARLEY_HISTORY_PORT": "0",
         "PARLEY_HISTORY_CONSUMER": consumer,
         # Small batches: the kill lands between reading a batch and acking it.
