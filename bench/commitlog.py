@@ -100,7 +100,8 @@ def run_mode(mode: str, messages: int, conversations: int, body: int) -> ModeRes
             "PARLEY_STATE_DIR": tmp,
             "PARLEY_CASSANDRA_PORT": str(port),
             "PARLEY_CASSANDRA_STORAGE_PORT": str(port + 1),
-            "PARLEY_CASSANDRA_LIB_DIR": str(STATE / "cassandra" / "lib"),
+            "PARLEY_CASSANDRA_LIB_DIR": os.environ.get("PARLEY_CASSANDRA_LIB_DIR")
+            or str(STATE / "cassandra" / "lib"),
             "PARLEY_CASSANDRA_COMMITLOG_SYNC": mode,
         }
         subprocess.run([str(SCRIPT), "up"], env=env, check=True, timeout=300)

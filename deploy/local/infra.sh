@@ -14,7 +14,7 @@ prerequisites() {
   require_cmd redis-cli redis-tools
   require_java17
   # mvn only fetches the Cassandra jars once (deploy/local/cassandra.sh).
-  if [ ! -f "$PARLEY_STATE_DIR/cassandra/lib/.parley-cassandra-version" ]; then
+  if [ ! -f "${PARLEY_CASSANDRA_LIB_DIR:-$PARLEY_STATE_DIR/cassandra/lib}/.parley-cassandra-version" ]; then
     require_cmd mvn maven
   fi
 }

@@ -72,7 +72,9 @@ class Infra:
             "PARLEY_REDIS_ACL": "true",
             "PARLEY_CASSANDRA_AUTH": "true",
         }
-        shared_lib = config.shared_state_dir / "cassandra" / "lib"
+        shared_lib = Path(
+            os.environ.get("PARLEY_CASSANDRA_LIB_DIR") or config.shared_state_dir / "cassandra" / "lib"
+        )
         if (shared_lib / LIB_MARKER).exists():
             # The jars `make infra-up` fetched; without them cassandra.sh fetches its own.
             self._env["PARLEY_CASSANDRA_LIB_DIR"] = str(shared_lib)

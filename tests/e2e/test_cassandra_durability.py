@@ -28,6 +28,8 @@ pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "deploy" / "local" / "cassandra.sh"
+# The jars `make infra-up` fetched (cassandra.sh honours PARLEY_CASSANDRA_LIB_DIR too).
+LIB_DIR = Path(os.environ.get("PARLEY_CASSANDRA_LIB_DIR") or STATE_DIR / "cassandra" / "lib")
 
 
 class Node:
@@ -41,7 +43,7 @@ class Node:
             "PARLEY_STATE_DIR": str(state),
             "PARLEY_CASSANDRA_PORT": str(port),
             "PARLEY_CASSANDRA_STORAGE_PORT": str(storage_port),
-            "PARLEY_CASSANDRA_LIB_DIR": str(STATE_DIR / "cassandra" / "lib"),
+            "PARLEY_CASSANDRA_LIB_DIR": str(LIB_DIR),
             "PARLEY_CASSANDRA_HEAP": "512M",
         }
 
@@ -80,7 +82,7 @@ class Node:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    if not (STATE_DIR / "cassandra" / "lib" / ".parley-cassandra-version").exists():
+    if not (LIB_DIR / ".parley-cassandra-version").exists():
         pytest.fail("the shared Cassandra jars are missing: run `make infra-up` first")
     base = free_base_port(2)
     node = Node(tmp_path / "state", base, base + 1)

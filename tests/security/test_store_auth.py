@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -20,8 +21,9 @@ from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable
 
 from history.db import cluster_security
-from parley.config import CassandraConfig
+from parley.config import CassandraConfig, RedisConfig
 from parley.localstate import CASSANDRA_ADMIN_ROLE, REDIS_ADMIN
+from parley.redisclient import connect
 from tests.conftest import LOCAL, REDIS_URL_PLAIN
 
 SERVICE_USERS = ("gateway", "router", "presence", "history")
@@ -138,3 +140,16 @@ def test_cassandra_service_role_is_not_a_superuser(auth_cassandra: CassandraConf
             admin.shutdown()
     finally:
         cluster.shutdown()
+
+
+async def test_services_log_in_as_their_own_user_even_with_a_login_in_the_url(
+    anonymous_redis: redis.Redis, redis_url: str
+) -> None:
+    # The tests' URL carries parley-admin; a service's PARLEY_REDIS_USERNAME must win over it.
+    assert urlsplit(redis_url).username == REDIS_ADMIN
+    config = RedisConfig(url=redis_url, username="router", password=LOCAL.redis_password("router"))
+    client = connect(config)
+    try:
+        assert await client.execute_command("ACL", "WHOAMI") == b"router"
+    finally:
+        await client.aclose()
