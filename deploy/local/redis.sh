@@ -79,7 +79,12 @@ CONF
   [ "$ACL" = true ] || return 0
   (
     umask 077
-    echo "user default off"
+    # Off: nobody logs in as "default". Its permissions still matter: Redis 7
+    # replays the AOF as the default user and re-checks them at each EXEC, so
+    # without them every MULTI/EXEC and multi-write Lua script (the services'
+    # atomic writes) would be silently dropped at the next start, and so would
+    # those of a data folder made before ACL users (redis/redis#14541).
+    echo "user default off ~* &* +@all"
     echo "user parley-admin on >$(password_of parley-admin) ~* &* +@all"
     for user in $SERVICE_USERS; do
       # Keys are shared between the services by design (the router writes the

@@ -49,7 +49,7 @@ class InfraConfig:
     @property
     def credentials(self) -> LocalCredentials:
         """The passwords redis.sh and cassandra.sh made for this Redis and Cassandra (ACL users and
-        authentication are on, as in `make infra-up`). Read when used: every start wipes Redis' folder."""
+        authentication, as `make infra-up`'s defaults). Read when used: every start wipes Redis' folder."""
         return LocalCredentials(self.state_dir)
 
     @property
@@ -68,9 +68,6 @@ class Infra:
             "PARLEY_CASSANDRA_PORT": str(config.cassandra_port),
             "PARLEY_CASSANDRA_STORAGE_PORT": str(config.cassandra_storage_port),
             "PARLEY_CASSANDRA_HEAP": config.cassandra_heap,
-            # The same as `make infra-up`, whatever the caller set for the shared ones.
-            "PARLEY_REDIS_ACL": "true",
-            "PARLEY_CASSANDRA_AUTH": "true",
         }
         shared_lib = Path(
             os.environ.get("PARLEY_CASSANDRA_LIB_DIR") or config.shared_state_dir / "cassandra" / "lib"

@@ -8,6 +8,7 @@ there after the restart, and so must the keyspace (no unsafe system flags).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -47,11 +48,17 @@ class Node:
             "PARLEY_CASSANDRA_HEAP": "512M",
         }
 
-    def run(self, command: str) -> None:
+    def run(self, command: str, **settings: str) -> str:
         result = subprocess.run(
-            [str(SCRIPT), command], env=self.env, capture_output=True, text=True, timeout=300, check=False
+            [str(SCRIPT), command],
+            env={**self.env, **settings},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         assert result.returncode == 0, f"cassandra.sh {command} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
 
     def pid(self) -> int:
         return int((self.state / "cassandra" / "cassandra.pid").read_text())
@@ -80,17 +87,24 @@ class Node:
         return cluster, cluster.connect()
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
+@contextlib.contextmanager
+def private_node(tmp_path: Path, **settings: str) -> Iterator[Node]:
+    """A node of the test's own, started with cassandra.sh's defaults plus ``settings``."""
     if not (LIB_DIR / ".parley-cassandra-version").exists():
         pytest.fail("the shared Cassandra jars are missing: run `make infra-up` first")
     base = free_base_port(2)
     node = Node(tmp_path / "state", base, base + 1)
-    node.run("up")
+    node.run("up", **settings)
     try:
         yield node
     finally:
         subprocess.run([str(SCRIPT), "down"], env=node.env, capture_output=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    with private_node(tmp_path) as running:
+        yield running
 
 
 def test_acknowledged_writes_survive_a_sigkill(node: Node) -> None:
@@ -155,3 +169,38 @@ def test_acknowledged_writes_survive_a_sigkill(node: Node) -> None:
         cluster.shutdown()
     missing = [row_id for row_id in acked if row_id not in stored]
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged writes lost by the crash"
+
+
+def test_a_node_made_without_authentication_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A data directory from before authentication was the default: the next `up` restarts the node with it,
+    bootstraps the roles through the default superuser once, then disables that superuser."""
+    with private_node(tmp_path, PARLEY_CASSANDRA_AUTH="false") as node:
+        anonymous = Cluster(["127.0.0.1"], port=node.port)
+        session = anonymous.connect()
+        session.execute(
+            "CREATE KEYSPACE old WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+        )
+        session.execute("CREATE TABLE old.rows (id int PRIMARY KEY, body text)")
+        session.execute("INSERT INTO old.rows (id, body) VALUES (1, 'written without authentication')")
+        anonymous.shutdown()
+        assert LocalCredentials(node.state).cassandra_login() == ("", "")
+        first_pid = node.pid()
+
+        assert "settings changed" in node.run("up")  # the defaults: authentication on
+        assert node.pid() != first_pid
+        for auth in (None, PlainTextAuthProvider("cassandra", "cassandra")):
+            refused = Cluster(["127.0.0.1"], port=node.port, auth_provider=auth)
+            with pytest.raises(NoHostAvailable, match="AuthenticationFailed"):
+                refused.connect()
+            refused.shutdown()
+        cluster, session = node.session()  # as the role "parley"
+        try:
+            row = session.execute("SELECT body FROM old.rows WHERE id = 1").one()
+            assert row is not None and row.body == "written without authentication"
+        finally:
+            cluster.shutdown()
+
+        # Idempotent: the same settings leave the node running.
+        second_pid = node.pid()
+        assert "already running" in node.run("up")
+        assert node.pid() == second_pid

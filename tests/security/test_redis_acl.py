@@ -8,8 +8,10 @@ with it (Lua scripts, streams, blocking reads).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,6 +120,23 @@ def test_the_devstack_gives_each_service_its_redis_user(tmp_path: Path) -> None:
     assert env["PARLEY_CASSANDRA_PASSWORD_FILE"] == str(tmp_path / "cassandra" / "passwords" / "parley")
 
 
+SCRIPT = "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SET', KEYS[2], ARGV[1])"
+
+
+def sigkill(pid: int) -> None:
+    """SIGKILLs ``pid`` and waits until it is gone (a zombie counts: daemons are reaped by init)."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} survived SIGKILL")
+
+
 def test_infra_up_restarts_a_redis_without_acl_with_acl_keeping_its_data(tmp_path: Path) -> None:
     """Upgrading an existing local Redis: `up` with the new default restarts it; the AOF keeps the data."""
     port = free_port()
@@ -140,6 +159,8 @@ def test_infra_up_restarts_a_redis_without_acl_with_acl_keeping_its_data(tmp_pat
         redis_sh("up", "false")
         anonymous = redis.Redis(port=port)
         anonymous.set("kept", b"across the restart")
+        # The services' writes are Lua scripts, in the AOF as MULTI/EXEC blocks (two writes or more).
+        anonymous.eval(SCRIPT, 2, "scripted", "also", b"before")
         first_pid = pidfile.read_text()
 
         assert "restarting" in redis_sh("up", "true")
@@ -148,8 +169,21 @@ def test_infra_up_restarts_a_redis_without_acl_with_acl_keeping_its_data(tmp_pat
         local = LocalCredentials(tmp_path)
         admin = redis.Redis.from_url(local.redis_url(f"redis://127.0.0.1:{port}/0"))
         assert admin.get("kept") == b"across the restart"
+        assert admin.mget("scripted", "also") == [b"before", b"before"]
         second_pid = pidfile.read_text()
         assert second_pid != first_pid
+
+        # A crash with ACL users on: the AOF replays every scripted write made since.
+        router = redis.Redis(port=port, username="router", password=local.redis_password("router"))
+        router.eval(SCRIPT, 2, "scripted", "also", b"after")
+        router.close()
+        sigkill(int(second_pid))
+        pidfile.unlink()
+        redis_sh("up", "true")
+        admin = redis.Redis.from_url(local.redis_url(f"redis://127.0.0.1:{port}/0"))
+        assert admin.mget("scripted", "also") == [b"after", b"after"]
+        assert admin.get("kept") == b"across the restart"
+        second_pid = pidfile.read_text()
 
         # Idempotent: the same settings leave it running.
         assert "already running" in redis_sh("up", "true")

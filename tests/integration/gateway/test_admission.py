@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import pytest
@@ -33,7 +34,7 @@ SHEDDING = AdmissionConfig(max_in_flight=2, per_user_in_flight=2, max_loop_lag_s
 
 @pytest.fixture
 async def proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
-    redis_port = int(redis_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+    redis_port = urlsplit(redis_url).port or 6379
     proxy = TcpProxy(free_port(), redis_port)
     await proxy.start()
     yield proxy
@@ -53,7 +54,11 @@ def paused(proxy: TcpProxy) -> Iterator[None]:
 
 
 def via(proxy: TcpProxy, redis_config: RedisConfig) -> RedisConfig:
-    return dataclasses.replace(redis_config, url=f"redis://127.0.0.1:{proxy.port}/0")
+    """The same Redis (and login) through ``proxy``."""
+    parts = urlsplit(redis_config.url)
+    login = parts.netloc.rpartition("@")[0]
+    netloc = f"{login}@127.0.0.1:{proxy.port}" if login else f"127.0.0.1:{proxy.port}"
+    return dataclasses.replace(redis_config, url=urlunsplit(parts._replace(netloc=netloc)))
 
 
 @contextlib.asynccontextmanager
