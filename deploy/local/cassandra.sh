@@ -260,8 +260,9 @@ check_settings() {
 # with authentication, a credentials file (mode 0600) of parley_admin, so
 # `cqlsh --cqlshrc .state/cassandra/cqlshrc` needs no password on its command line.
 ensure_roles() {
+    # Files are replaced atomically and only removed when authentication is off:
+    # concurrent test runs (several checkouts share one node) read them at any time.
     local marker=$CASS_DIR/auth-enabled
-    rm -f "$marker" "$CASS_DIR/credentials"
     if [[ $AUTH == true ]]; then
         pick_probe_python
         [[ -n $PROBE_PYTHON ]] || die "PARLEY_CASSANDRA_AUTH=true needs a Python with cassandra-driver (make venv)"
@@ -269,15 +270,19 @@ ensure_roles() {
         (
             umask 077
             printf '[plain_text_auth]\nusername = parley_admin\npassword = %s\n' \
-                "$(<"$CASS_DIR/passwords/parley_admin")" >"$CASS_DIR/credentials"
+                "$(<"$CASS_DIR/passwords/parley_admin")" >"$CASS_DIR/credentials.next"
         )
+        mv -f "$CASS_DIR/credentials.next" "$CASS_DIR/credentials"
         # parley.localstate reads this: the node wants a login.
         touch "$marker"
+    else
+        rm -f "$marker" "$CASS_DIR/credentials"
     fi
     {
         printf '[connection]\nhostname = 127.0.0.1\nport = %s\n' "$NATIVE_PORT"
         if [[ $AUTH == true ]]; then printf '[authentication]\ncredentials = %s\n' "$CASS_DIR/credentials"; fi
-    } >"$CASS_DIR/cqlshrc"
+    } >"$CASS_DIR/cqlshrc.next"
+    mv -f "$CASS_DIR/cqlshrc.next" "$CASS_DIR/cqlshrc"
 }
 
 check_ports_free() {
