@@ -62,7 +62,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from history import metrics
 from history.config import WriterSettings
-from history.store import LogEvent, StoredMessage
+from history.store import LogEvent, StoredMessage, event_timestamp_us
 from parley.keys import (
     F_CONVERSATION,
     F_KIND,
@@ -125,18 +125,23 @@ class LogEntry:
     event: LogEvent | None = None
 
 
-def parse_event(fields: dict[bytes, bytes]) -> LogEvent | None:
-    """The event of a log entry with a kind, or None if it is malformed."""
+def parse_event(fields: dict[bytes, bytes], entry_id: bytes = b"") -> LogEvent | None:
+    """The event of a log entry with a kind, or None if it is malformed.
+
+    Its writes carry a timestamp from the entry id, so applying events out of
+    log order (two writers, retries) still leaves the state of the log order.
+    """
     try:
         kind = fields[_K].decode()
         cid = fields[_C].decode()
+        at = event_timestamp_us(entry_id) if entry_id else 0
         if kind == KIND_CONVERSATION:
-            return LogEvent(kind, cid, conversation=bytes(fields[_M]))
+            return LogEvent(kind, cid, conversation=bytes(fields[_M]), at_us=at)
         if kind in (KIND_JOIN, KIND_LEAVE):
             users = tuple(u for u in fields[_U].decode().split(",") if u)
-            return LogEvent(kind, cid, users=users) if users else None
+            return LogEvent(kind, cid, users=users, at_us=at) if users else None
         if kind == KIND_READ:
-            return LogEvent(kind, cid, users=(fields[_U].decode(),), seq=int(fields[_S]))
+            return LogEvent(kind, cid, users=(fields[_U].decode(),), seq=int(fields[_S]), at_us=at)
     except (KeyError, ValueError, UnicodeDecodeError):
         return None
     return None
@@ -148,7 +153,7 @@ def parse_entries(stream: str, items: Iterable[tuple[bytes, dict[bytes, bytes] |
         message: StoredMessage | None = None
         traceparent = b""
         if fields and _K in fields:
-            entries.append(LogEntry(stream, entry_id, None, event=parse_event(fields)))
+            entries.append(LogEntry(stream, entry_id, None, event=parse_event(fields, entry_id)))
             continue
         if fields:
             try:
