@@ -43,7 +43,7 @@ const (
 // storing it, or its fate is unknown; a resend with the same client_message_id is stored at
 // most once.
 var resentCodes = map[pb.ErrorCode]bool{
-	pb.ErrorCode_ERROR_CODE_OVERLOADED:         true,
+	pb.ErrorCode_ERROR_CODE_OVERLOADED:        true,
 	pb.ErrorCode_ERROR_CODE_DEADLINE_EXCEEDED: true,
 	pb.ErrorCode_ERROR_CODE_UNAVAILABLE:       true,
 }
@@ -83,11 +83,11 @@ type client struct {
 }
 
 type session struct {
-	stream grpc.BidiStreamingClient[pb.ConnectRequest, pb.ConnectResponse]
-	cancel context.CancelFunc
-	sendMu sync.Mutex // a gRPC stream takes one sender at a time
-	halfClosed bool    // under sendMu
-	synced     bool    // under worker.mu
+	stream     grpc.BidiStreamingClient[pb.ConnectRequest, pb.ConnectResponse]
+	cancel     context.CancelFunc
+	sendMu     sync.Mutex // a gRPC stream takes one sender at a time
+	halfClosed bool       // under sendMu
+	synced     bool       // under worker.mu
 	// Posted once by the reader: "" when sync_complete arrived, else why the stream ended first.
 	syncResult chan string
 	done       chan struct{} // closed when the reader returns
