@@ -482,7 +482,9 @@ class Runner:
             per_msg = 1000.0 * merged["measured_s"] / merged["window_acks"]
             for usage in merged["resources"]["processes"].values():
                 usage["cpu_ms_per_msg"] = round(usage["cpu_pct"] / 100.0 * per_msg, 3)
-        merged["generator"] = generator_share(merged["resources"], merged["window_acks"], merged["measured_s"])
+        merged["generator"] = generator_share(
+            merged["resources"], merged["window_acks"], merged["measured_s"]
+        )
         if stack.get("history") is not None and stack["history"].ready:
             # Every message must also reach Cassandra: the history writer's backlog when the
             # deliveries are done, and how long it takes to catch up (the step fails if it cannot).
@@ -598,6 +600,22 @@ def generator_share(resources: dict[str, Any], acks: int, seconds: float) -> dic
     }
 
 
+def generator_line(target: str, steps: list[dict[str, Any]]) -> list[str]:
+    """The load generator's share at the heaviest passing step (or the heaviest step)."""
+    step = max(steps, key=lambda s: (s["passed"], s["rate"]))
+    gen = step.get("generator") or {}
+    if gen.get("cpu_pct") is None:
+        return []
+    busy = gen.get("busy_share_pct")
+    per_msg = gen.get("cpu_ms_per_msg")
+    return [
+        f"{target}: load generator at {step['rate']:g} msg/s used {gen['cpu_pct']:g} % of a core = "
+        f"{gen['machine_pct']:g} % of the machine"
+        + ("" if busy is None else f" ({busy:g} % of the CPU in use)")
+        + ("" if per_msg is None else f", {per_msg:.3f} ms CPU per message")
+    ]
+
+
 def code_version() -> dict[str, Any]:
     """The commit the services ran from, and whether the tree had local changes."""
     info: dict[str, Any] = {}
@@ -662,15 +680,7 @@ def headline(scenario: Scenario, targets: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"{target['name']}: {connect.get('connected')} of {connect.get('users')} concurrent streams"
             )
-        gen_step = max(steps, key=lambda s: s["rate"] if s["passed"] else -1)
-        gen = gen_step.get("generator") or {}
-        if gen.get("cpu_pct") is not None:
-            lines.append(
-                f"{target['name']}: load generator at {gen_step['rate']:g} msg/s used {gen['cpu_pct']:g} % of a "
-                f"core = {gen['machine_pct']:g} % of the machine"
-                + (f" ({gen['busy_share_pct']:g} % of the CPU in use)" if gen.get("busy_share_pct") is not None else "")
-                + (f", {gen['cpu_ms_per_msg']:.3f} ms CPU per message" if gen.get("cpu_ms_per_msg") is not None else "")
-            )
+        lines += generator_line(target["name"], steps)
         memory = target.get("memory")
         if memory:
             lines.append(
