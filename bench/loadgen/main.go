@@ -16,6 +16,7 @@ import (
 	"log"
 	"math"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 )
@@ -41,8 +42,24 @@ func main() {
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	log.SetPrefix("loadgen ")
 	out := &emitter{out: bufio.NewWriter(os.Stdout)}
+	// LOADGEN_CPUPROFILE=file: a pprof CPU profile of the whole run (go tool pprof file), to see
+	// where the generator's own CPU goes.
+	if path := os.Getenv("LOADGEN_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			log.Fatalf("CPU profile %s: %v", path, err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 	if err := serve(bufio.NewReaderSize(os.Stdin, 1<<20), out); err != nil {
 		out.emit(map[string]any{"event": "error", "message": err.Error()})
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }

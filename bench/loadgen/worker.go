@@ -24,19 +24,17 @@ import (
 )
 
 const (
-	connectTimeout      = 60 * time.Second
-	connectAttempts     = 3
-	reconnectBackoff    = 500 * time.Millisecond
-	setupRPCTimeout     = 60 * time.Second
-	setupConcurrency    = 64
-	tokenTTL            = 7 * 24 * time.Hour
-	maxReceiveBytes     = 16 * 1024 * 1024
-	tickNs              = 1_000_000
-	maxTickNs           = 5_000_000
-	abortCheckNs        = 100_000_000
-	progressEvery       = 2 * time.Second
-	senderGoroutines    = 16
-	senderQueueCapacity = 1 << 16
+	connectTimeout   = 60 * time.Second
+	connectAttempts  = 3
+	reconnectBackoff = 500 * time.Millisecond
+	setupRPCTimeout  = 60 * time.Second
+	setupConcurrency = 64
+	tokenTTL         = 7 * 24 * time.Hour
+	maxReceiveBytes  = 16 * 1024 * 1024
+	tickNs           = 1_000_000
+	maxTickNs        = 5_000_000
+	abortCheckNs     = 100_000_000
+	progressEvery    = 2 * time.Second
 )
 
 // resentCodes: errors after which a send is resent (retry_shed): the server refused it before
@@ -151,7 +149,8 @@ func (s *stepState) checkDrained() {
 	}
 }
 
-type sendJob struct {
+// outgoing: a frame to send once worker.mu is released (a Send may wait for flow control).
+type outgoing struct {
 	session *session
 	request *pb.ConnectRequest
 }
@@ -162,8 +161,6 @@ type worker struct {
 	conns           []*grpc.ClientConn
 	clients         []*client
 	conversationIDs []string
-	senders         []chan sendJob
-	sendersDone     sync.WaitGroup
 	closing         atomic.Bool
 	background      sync.WaitGroup
 
@@ -249,14 +246,6 @@ func (w *worker) setup() (map[string]any, error) {
 			chat:          pb.NewChatServiceClient(w.conns[i%len(w.conns)]),
 		}
 	}
-	w.senders = make([]chan sendJob, senderGoroutines)
-	for i := range w.senders {
-		ch := make(chan sendJob, senderQueueCapacity)
-		w.senders[i] = ch
-		w.sendersDone.Add(1)
-		go w.sendLoop(ch)
-	}
-
 	w.conversationIDs = make([]string, len(w.plan.conversations))
 	failures := newCounter()
 	jobs := make(chan int)
@@ -601,44 +590,40 @@ func (w *worker) onError(e *pb.Error) {
 
 func (w *worker) resend(step *stepState, msgID int64) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	pending, ok := step.requests[msgID]
 	if !ok || w.step != step {
+		w.mu.Unlock()
 		return
 	}
 	c := pending.client
 	if !c.live || c.session == nil {
+		w.mu.Unlock()
 		// Its stream broke: the same send goes out again once it is back.
 		time.AfterFunc(200*time.Millisecond, func() { w.resend(step, msgID) })
 		return
 	}
 	step.attemptNs[msgID] = monotonicNs()
-	w.enqueue(c, c.session, pending.request)
+	s := c.session
+	w.mu.Unlock()
+	s.send(pending.request)
 }
 
 // --- sending --------------------------------------------------------------------------------
 
-// enqueue hands a frame to the sender goroutine of the client (one per client, so its frames
-// stay in order), never blocking the schedule on a slow stream.
-func (w *worker) enqueue(c *client, s *session, request *pb.ConnectRequest) {
-	w.senders[int(c.index)%len(w.senders)] <- sendJob{s, request}
-}
-
-func (w *worker) sendLoop(jobs chan sendJob) {
-	defer w.sendersDone.Done()
-	for job := range jobs {
-		s := job.session
-		s.sendMu.Lock()
-		if !s.halfClosed {
-			// An error means the stream ended: its reader sees why and reconnects.
-			_ = s.stream.Send(job.request)
-		}
-		s.sendMu.Unlock()
+// send writes a frame on the stream, from the goroutine that decided it: no hand-off to another
+// goroutine, which would cost a wake-up per message. Callers do not hold worker.mu: a Send waits
+// when the stream's flow-control window is full, and the readers must go on meanwhile.
+func (s *session) send(request *pb.ConnectRequest) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if !s.halfClosed {
+		// An error means the stream ended: its reader sees why and reconnects.
+		_ = s.stream.Send(request)
 	}
 }
 
-// send issues the message due at intendedNs (under w.mu).
-func (w *worker) send(step *stepState, intendedNs int64) {
+// send registers the message due at intendedNs (under w.mu) and appends its frame to out.
+func (w *worker) send(step *stepState, intendedNs int64, out []outgoing) []outgoing {
 	var sender *client
 	for range 4 {
 		candidate := w.clients[w.rng.IntN(len(w.clients))]
@@ -649,13 +634,13 @@ func (w *worker) send(step *stepState, intendedNs int64) {
 	}
 	if sender == nil {
 		step.skipped++
-		return
+		return out
 	}
 	conv := w.plan.pickConversation(int(sender.index), w.cfg.DirectShare, w.rng)
 	cid := w.conversationIDs[conv]
 	if cid == "" {
 		step.skipped++
-		return
+		return out
 	}
 	msgID := w.nextMsgID
 	w.nextMsgID++
@@ -682,8 +667,8 @@ func (w *worker) send(step *stepState, intendedNs int64) {
 		step.requests[msgID] = pendingSend{sender, request}
 		step.attemptNs[msgID] = monotonicNs()
 	}
-	w.enqueue(sender, sender.session, request)
 	step.sent++
+	return append(out, outgoing{sender.session, request})
 }
 
 type stepCommand struct {
@@ -713,16 +698,18 @@ func (w *worker) runStep(cmd stepCommand) (map[string]any, error) {
 	aborted := ""
 	var nextCheck int64
 	due := make([]int64, 0, 1024)
+	frames := make([]outgoing, 0, 1024)
 	for !schedule.finished() {
 		now := monotonicNs()
 		due = schedule.due(now, due[:0])
+		frames = frames[:0]
 		w.mu.Lock()
 		for _, intended := range due {
 			if step.inWindow(intended) {
 				step.offered++
 				step.lag.recordNs(now - intended)
 			}
-			w.send(step, intended)
+			frames = w.send(step, intended, frames)
 		}
 		if now >= nextCheck {
 			nextCheck = now + abortCheckNs
@@ -735,6 +722,9 @@ func (w *worker) runStep(cmd stepCommand) (map[string]any, error) {
 			}
 		}
 		w.mu.Unlock()
+		for _, f := range frames {
+			f.session.send(f.request)
+		}
 		if upcoming, ok := schedule.nextDueNs(); ok {
 			// Ticks of 1-5 ms: what fell due meanwhile goes out together, stamped with its
 			// intended time (the measured schedule lag shows the tick).
@@ -857,10 +847,6 @@ wait:
 	for _, s := range sessions {
 		s.cancel()
 	}
-	for _, ch := range w.senders {
-		close(ch)
-	}
-	w.sendersDone.Wait()
 	for _, conn := range w.conns {
 		_ = conn.Close()
 	}
