@@ -4,7 +4,7 @@
 #
 #   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it)
 #   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
-#   make lint     ruff, ruff format --check, mypy --strict, buf lint
+#   make lint     ruff, ruff format --check, mypy --strict, buf lint, gofmt + go vet (bench/loadgen)
 #   make loadgen  the Go load generator (build/parley-loadgen) that `make bench` drives
 #   make chaos    the fault suite (several minutes; chaos-short is CI's form); SEED=... replays a run
 SHELL := /bin/bash
@@ -86,6 +86,9 @@ lint: venv
 	echo "==> ruff format --check"; $(VENV)/bin/ruff format --check . || rc=1; \
 	echo "==> mypy (strict)"; $(VENV)/bin/mypy || rc=1; \
 	echo "==> buf lint"; buf lint && echo "buf lint: no problems" || rc=1; \
+	echo "==> gofmt, go vet (bench/loadgen)"; \
+	unformatted="$$(gofmt -l bench/loadgen)"; [ -z "$$unformatted" ] || { echo "gofmt: $$unformatted"; rc=1; }; \
+	(cd bench/loadgen && GOFLAGS=-buildvcs=false go vet ./...) && echo "go vet: no problems" || rc=1; \
 	if [ -n "$$(find deploy -name Chart.yaml 2>/dev/null)" ]; then \
 	  deploy/local/tools.sh helm; \
 	  for chart in $$(find deploy -name Chart.yaml -exec dirname {} \;); do \
