@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import grpc
 import redis.asyncio as aioredis
 
+from parley.appender import LogAppender
 from parley.grpcclient import service_channel
 from parley.internal.v1 import history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.keys import Keys
@@ -46,8 +47,6 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
     store = ConversationStore(
         redis,
         keys,
-        dedupe_ttl_s=config.dedupe_ttl_s,
-        messages_maxlen=config.messages_maxlen,
         max_group_members=config.max_group_members,
     )
     deliverer = Deliverer(redis, keys, store)
@@ -67,7 +66,10 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         channel = service_channel(config.history_addr, "history", config.internal_tls)
         channels.append(channel)
         history = history_pb2_grpc.HistoryServiceStub(channel)
-    servicer = RouterServicer(store, deliverer, history)
+    appender = LogAppender(
+        redis, keys, dedupe_ttl_s=config.log.dedupe_ttl_s, messages_maxlen=config.log.messages_maxlen
+    )
+    servicer = RouterServicer(store, appender, deliverer, history)
     metrics.PARTITIONS_OWNED.set_function(lambda: float(len(fanout.owned_partitions)))
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
