@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# Generates the Go messages and gRPC stubs of the public API (protos/parley/v1)
-# into OUT (normally bench/loadgen/pb, the load generator's stubs) with buf and
-# the local plugins protoc-gen-go and protoc-gen-go-grpc (buf.gen.yaml), all
-# three built into $PARLEY_STATE_DIR/bin by deploy/local/tools.sh.
+# Generates the Go messages and gRPC stubs of the public API (parley.v1) into
+# OUT (default bench/loadgen/pb, the load generator's stubs) with buf and the
+# Go plugins of buf.gen.yaml (protoc-gen-go, protoc-gen-go-grpc), all built
+# into .state/bin by deploy/local/tools.sh. Only the Go plugins run, so the
+# other languages' plugins need not be installed for this.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/bench/loadgen/pb}"
-state="${PARLEY_STATE_DIR:-$root/.state}"
+py="${PY:-$root/.venv/bin/python}"
 cd "$root"
 "$root/deploy/local/tools.sh" buf protoc-gen-go protoc-gen-go-grpc
-export PATH="$state/bin:$PATH"
-# Only the public API: the load generator is a client, and only the files in
-# protos/parley/v1 carry a go_package.
+template="$("$py" - <<'PY'
+import json
+import yaml
+
+with open("buf.gen.yaml") as f:
+    config = yaml.safe_load(f)
+config["plugins"] = [p for p in config["plugins"] if "protoc-gen-go" in str(p.get("local", ""))]
+if not config["plugins"]:
+    raise SystemExit("buf.gen.yaml has no protoc-gen-go plugins")
+print(json.dumps(config))
+PY
+)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-buf generate --template buf.gen.yaml --path protos/parley/v1 -o "$tmp"
+"${PARLEY_STATE_DIR:-$root/.state}/bin/buf" generate --template "$template" -o "$tmp"
 rm -rf "$out/parley"
 mkdir -p "$out"
 cp -r "$tmp/bench/loadgen/pb/parley" "$out/"
