@@ -70,7 +70,7 @@ STEP_LEAD_S = 0.3
 # The load generator processes are sampled under this name (plus "-<index>").
 GENERATOR = "generator"
 # Environment variables recorded with the results (they change the system under test).
-SETTING_PREFIXES = ("BENCH_", "PARLEY_", "OTEL_")
+SETTING_PREFIXES = ("BENCH_", "PARLEY_", "OTEL_", "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "LOADGEN_")
 IGNORED_SETTINGS = ("PARLEY_STATE_DIR", "PARLEY_REDIS_PORT", "PARLEY_CASSANDRA_PORT")
 
 
