@@ -56,7 +56,8 @@ class GatewayConfig:
     log: LogConfig = field(default_factory=LogConfig)
     # Unique per process: names this gateway's inbox and routes.
     gateway_id: str = ""
-    # Route-table lease; renewed every lease/3. A dead gateway's routes lapse after it.
+    # This gateway's liveness lease, renewed every lease/3 (one command, whatever the number
+    # of users). After a crash, routers skip and then remove its routes once it lapsed.
     route_lease_s: float = 30.0
     # Presence session leases (the presence service caps them at 30 s).
     presence_lease_s: float = 30.0

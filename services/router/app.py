@@ -9,6 +9,7 @@ import grpc
 import redis.asyncio as aioredis
 
 from parley.appender import LogAppender
+from parley.delivery import RouteTable
 from parley.grpcclient import service_channel
 from parley.internal.v1 import history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.keys import Keys
@@ -18,6 +19,7 @@ from parley.telemetry import setup_logging, setup_tracing
 from router import metrics
 from router.config import RouterConfig
 from router.fanout import Deliverer, Fanout
+from router.gateways import GatewaySweeper
 from router.servicer import RouterServicer
 from router.store import ConversationStore
 
@@ -49,7 +51,8 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         keys,
         max_group_members=config.max_group_members,
     )
-    deliverer = Deliverer(redis, keys, store)
+    routes = RouteTable(redis, keys)
+    deliverer = Deliverer(redis, keys, store, routes)
     fanout = Fanout(
         redis,
         keys,
@@ -78,5 +81,8 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
 
     # Closer first: started first (Redis reachable before fan-out), stopped last.
     return ServiceSpec(
-        name="router", config=config.server, register=register, components=[Closer(redis, channels), fanout]
+        name="router",
+        config=config.server,
+        register=register,
+        components=[Closer(redis, channels), fanout, GatewaySweeper(routes)],
     ).secure_internal(config.internal_tls)
