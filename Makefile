@@ -4,7 +4,8 @@
 #
 #   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it)
 #   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
-#   make lint     ruff, ruff format --check, mypy --strict, buf lint
+#   make lint     ruff, ruff format --check, mypy --strict, buf lint, gofmt + go vet (bench/loadgen)
+#   make loadgen  the Go load generator (build/parley-loadgen) that `make bench` drives
 #   make chaos    the fault suite (several minutes; chaos-short is CI's form); SEED=... replays a run
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -40,12 +41,14 @@ export PARLEY_TEST_CASSANDRA_PORT ?= $(PARLEY_CASSANDRA_PORT)
 export PARLEY_REDIS_ACL ?= true
 export PARLEY_CASSANDRA_AUTH ?= true
 
-# Tools the tests drive (grpcurl, buf, helm from the Go module proxy; Debian's chromium and prometheus).
-TEST_TOOLS := grpcurl buf helm chromium prometheus
+# Tools the tests drive (grpcurl, buf, helm and buf's Go plugins from the Go module proxy; Debian's
+# chromium and prometheus).
+TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus
+LOADGEN := build/parley-loadgen
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check infra-up infra-down infra-status run \
-	test test-unit test-integration test-e2e lint lint-proto bench chaos chaos-short clean
+	test test-unit test-integration test-e2e test-loadgen lint lint-proto loadgen bench chaos chaos-short clean
 
 all: test
 
@@ -70,11 +73,13 @@ tools:
 test-tools:
 	@deploy/local/tools.sh $(TEST_TOOLS)
 
-# Regenerates Python code and type stubs from protos/ into services/parley.
+# Regenerates Python code and type stubs from protos/ into services/parley, and the Go stubs of
+# the public API into bench/loadgen/pb (buf generate, buf.gen.yaml).
 proto: venv
 	@scripts/gen-protos.sh services
+	@scripts/gen-go-protos.sh bench/loadgen/pb
 
-# Fails when the checked-in generated code is older than protos/.
+# Fails when the checked-in generated code (Python and Go) is older than protos/.
 proto-check: venv
 	$(PYTEST) -q tests/unit/test_protos_fresh.py
 
@@ -90,6 +95,9 @@ lint: venv
 	echo "==> ruff format --check"; $(VENV)/bin/ruff format --check . || rc=1; \
 	echo "==> mypy (strict)"; $(VENV)/bin/mypy || rc=1; \
 	echo "==> buf lint"; buf lint && echo "buf lint: no problems" || rc=1; \
+	echo "==> gofmt, go vet (bench/loadgen)"; \
+	unformatted="$$(gofmt -l bench/loadgen)"; [ -z "$$unformatted" ] || { echo "gofmt: $$unformatted"; rc=1; }; \
+	(cd bench/loadgen && GOFLAGS=-buildvcs=false go vet ./...) && echo "go vet: no problems" || rc=1; \
 	if [ -n "$$(find deploy -name Chart.yaml 2>/dev/null)" ]; then \
 	  deploy/local/tools.sh helm; \
 	  for chart in $$(find deploy -name Chart.yaml -exec dirname {} \;); do \
@@ -115,8 +123,12 @@ run: venv infra-up
 
 # Unit, integration and end-to-end tests against the real local
 # infrastructure. pytest exits 5 when it ran no test: that is a failure too.
-test: venv test-tools infra-up
+test: venv test-tools infra-up test-loadgen
 	@$(PYTEST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
+
+# The load generator's own unit tests (accounting, schedule, workload, histogram encoding).
+test-loadgen:
+	cd bench/loadgen && GOFLAGS=-buildvcs=false go test -count=1 ./...
 
 test-unit: venv
 	@deploy/local/tools.sh prometheus
@@ -128,8 +140,13 @@ test-integration: venv infra-up
 test-e2e: venv test-tools infra-up
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
+# The load generator (bench/loadgen, Go; modules from the Go module proxy). The runner builds it
+# too when it is missing or older than its sources.
+loadgen:
+	cd bench/loadgen && GOFLAGS=-buildvcs=false go build -trimpath -o $(CURDIR)/$(LOADGEN) .
+
 SCENARIO ?= smoke
-bench: venv infra-up
+bench: venv infra-up loadgen
 	$(PY) -m bench $(SCENARIO) $(BENCH_ARGS)
 
 # The fault suite (tests/chaos/README.md): its own Redis (6390) and Cassandra

@@ -68,3 +68,29 @@ def test_checked_in_generated_code_matches_the_protos(tmp_path: Path) -> None:
         f"  not checked in: {missing}\n  no longer generated: {orphans}\n  stale: {stale}\n"
         + "\n".join(diffs)
     )
+
+
+GO_STUBS = REPO_ROOT / "bench" / "loadgen" / "pb"
+
+
+def go_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.go"))}
+
+
+def test_checked_in_go_stubs_match_the_protos(tmp_path: Path) -> None:
+    """The load generator's Go stubs (bench/loadgen/pb) come from the same protos (`make proto`)."""
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "gen-go-protos.sh"), str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"gen-go-protos.sh failed:\n{result.stdout}\n{result.stderr}"
+    fresh, checked_in = go_files(tmp_path), go_files(GO_STUBS)
+    assert fresh, "gen-go-protos.sh generated nothing"
+    changed = sorted(name for name in set(fresh) | set(checked_in) if fresh.get(name) != checked_in.get(name))
+    assert not changed, (
+        f"Go stubs in bench/loadgen/pb are out of date: run `make proto` and commit the result: {changed}"
+    )
