@@ -1,0 +1,82 @@
+"""The Kotlin/JVM SDK (clients/kotlin) against the real stack.
+
+Starts the whole stack as processes, then runs the SDK's JUnit tests with Maven, passing the
+gateway's address and the development CA in PARLEY_GATEWAY / PARLEY_CA_FILE. The JUnit stack
+tests skip themselves without those variables (so a plain `mvn test` works offline); here a
+skipped test, or a missing suite, is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from parley.config import CassandraConfig
+from tests.e2e.devstack_helpers import PKI_DIR, REPO_ROOT, Stack, devstack
+
+KOTLIN_DIR = REPO_ROOT / "clients" / "kotlin"
+REPORTS = KOTLIN_DIR / "target" / "surefire-reports"
+# Every JUnit class that must have run (a renamed or dropped class fails here, not silently).
+SUITES = {"BackoffTest", "ErrorsTest", "OrderBufferTest", "SessionStackTest"}
+MAVEN_TIMEOUT_S = 900
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str, cassandra_config: CassandraConfig) -> Iterator[Stack]:
+    with devstack(redis_url, cassandra_config) as running:
+        yield running
+
+
+def _reports() -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for path in REPORTS.glob("TEST-*.xml"):
+        root = ET.parse(path).getroot()
+        name = root.get("name", path.stem).rsplit(".", 1)[-1]
+        out[name] = {k: int(root.get(k, "0")) for k in ("tests", "failures", "errors", "skipped")}
+    return out
+
+
+def _failure_details() -> str:
+    return "\n".join(
+        path.read_text(errors="replace")[-4000:] for path in sorted(REPORTS.glob("*.txt")) if "FAIL" in path.read_text()
+    )
+
+
+def test_kotlin_sdk_junit_suite_passes_against_the_stack(stack: Stack) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        pytest.fail("mvn not found: run `make kotlin` (it installs Maven and builds the SDK)")
+    env = {
+        **os.environ,
+        "PARLEY_GATEWAY": stack.addresses()["gateway"],
+        "PARLEY_CA_FILE": str(Path(PKI_DIR) / "ca.crt"),
+    }
+    shutil.rmtree(REPORTS, ignore_errors=True)
+    result = subprocess.run(
+        [mvn, "-B", "--no-transfer-progress", "test"],
+        cwd=KOTLIN_DIR,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=MAVEN_TIMEOUT_S,
+        check=False,
+    )
+    output = "\n".join(result.stdout.splitlines()[-150:])
+    reports = _reports()
+    # The JUnit counts, for the test log (and CI's output).
+    for suite, counts in sorted(reports.items()):
+        print(f"junit {suite}: {counts}")
+    assert result.returncode == 0, (
+        f"mvn test failed ({result.returncode}):\n{output}\n{_failure_details()}\n{stack.tail()}"
+    )
+    assert SUITES <= reports.keys(), f"JUnit suites missing: {SUITES - reports.keys()}\n{output}"
+    skipped = {suite: c["skipped"] for suite, c in reports.items() if c["skipped"]}
+    assert not skipped, f"JUnit tests skipped (the stack tests must run here): {skipped}"
+    assert reports["SessionStackTest"]["tests"] >= 9, reports
