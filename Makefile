@@ -6,6 +6,7 @@
 #   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
 #   make lint     ruff, ruff format --check, mypy --strict, buf lint
 #   make chaos    the fault suite (several minutes; chaos-short is CI's form); SEED=... replays a run
+#   make kotlin   build the Kotlin/JVM SDK (clients/kotlin); make kotlin-test runs its tests on a stack
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
@@ -36,7 +37,8 @@ TEST_TOOLS := grpcurl buf helm chromium prometheus
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check infra-up infra-down infra-status run \
-	test test-unit test-integration test-e2e lint lint-proto bench chaos chaos-short clean
+	test test-unit test-integration test-e2e lint lint-proto bench chaos chaos-short clean \
+	kotlin kotlin-test
 
 all: test
 
@@ -106,8 +108,17 @@ run: venv infra-up
 
 # Unit, integration and end-to-end tests against the real local
 # infrastructure. pytest exits 5 when it ran no test: that is a failure too.
-test: venv test-tools infra-up
+test: venv test-tools infra-up kotlin
 	@$(PYTEST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
+
+# The Kotlin/JVM SDK (clients/kotlin): compiled and packaged with Maven on Java 17 (both
+# installed from Debian when missing; its dependencies come from Maven Central into ~/.m2).
+# Its JUnit tests run against a stack of their own in tests/e2e/test_kotlin_sdk.py (make test).
+kotlin:
+	@clients/kotlin/build.sh
+
+kotlin-test: venv infra-up kotlin
+	$(PYTEST) tests/e2e/test_kotlin_sdk.py $(PYTEST_ARGS)
 
 test-unit: venv
 	@deploy/local/tools.sh prometheus

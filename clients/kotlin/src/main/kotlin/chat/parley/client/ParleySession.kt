@@ -322,6 +322,18 @@ class ParleySession internal constructor(
         write(ConnectRequest.newBuilder().setTyping(frame).build())
     }
 
+    /**
+     * Asks the server to send again every message after these positions (a mid-stream `sync`
+     * frame, answered by the messages and a `sync_complete`). What this session already delivered
+     * is dropped by (conversation, seq), so the application sees only messages it has not had.
+     * False while disconnected: the next hello resumes from the session's own positions anyway.
+     */
+    suspend fun resync(cursors: Map<String, Long>): Boolean = withContext(dispatcher) {
+        val sync = SyncFrame.newBuilder()
+        for ((c, s) in cursors.toSortedMap()) sync.addCursors(Cursor.newBuilder().setConversationId(c).setSeq(s))
+        write(ConnectRequest.newBuilder().setRequestId("y${++requestIds}").setSync(sync).build())
+    }
+
     /** The committed cursors (what the application finished with). */
     suspend fun cursors(): Map<String, Long> = withContext(dispatcher) { HashMap(committed) }
 
