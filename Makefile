@@ -41,16 +41,19 @@ PYTEST := $(PY) -m pytest --import-mode=importlib
 all: test
 
 # The venv is rebuilt when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); Parley needs >= 3.11 (set PYTHON=...)" >&2; exit 1; }
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
 	  || { echo "error: $(PYTHON) cannot create a venv with pip (on Debian: apt-get install python3-venv)" >&2; exit 1; }
-	@echo "==> creating $(VENV) with $(PYTHON) and installing parley[dev]"
+	@echo "==> creating $(VENV) with $(PYTHON) and installing parley-client and parley[dev]"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e ./clients/python -e '.[dev]'
+	@# Upgrading a venv whose parley still owned the `parley` script: removing that old
+	@# parley took the script parley-client had just installed with it.
+	@[ -x $(VENV)/bin/parley ] || $(PY) -m pip install -q --no-deps --force-reinstall -e ./clients/python
 	touch $@
 
 venv: $(VENV)/.installed
@@ -62,9 +65,10 @@ test-tools:
 	@deploy/local/tools.sh $(TEST_TOOLS)
 	@deploy/local/codegen-tools.sh
 
-# Regenerates Python code and type stubs from protos/ into services/parley.
+# Regenerates Python code and type stubs from protos/: parley.v1 into
+# clients/python (parley-client ships it), parley.internal.v1 into services.
 proto: venv
-	@scripts/gen-protos.sh services
+	@scripts/gen-protos.sh
 
 # Every language of buf.gen.yaml: Python into services/ (the same bytes as
 # `make proto`), Java, Kotlin and TypeScript into gen/ (not committed).

@@ -1,6 +1,7 @@
 """buf.gen.yaml generates every language from the protos with local plugins.
 
-Python must come out byte for byte as checked in (the same generators as
+Python must come out byte for byte as checked in (parley.v1 in
+clients/python, parley.internal.v1 in services) (the same generators as
 `make proto`); Java, Kotlin and TypeScript get the public API (parley.v1) in
 the packages the proto options name, and nothing of the internal one.
 """
@@ -38,8 +39,15 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_python_is_what_make_proto_checked_in(generated: Path) -> None:
-    fresh = sorted(p.relative_to(generated) for p in (generated / "services").rglob("*") if p.is_file())
+    fresh = sorted(
+        p.relative_to(generated)
+        for root in ("clients/python", "services")
+        for p in (generated / root).rglob("*")
+        if p.is_file()
+    )
     assert len(fresh) == 24, fresh  # 6 protos x (_pb2, _pb2_grpc) x (.py, .pyi)
+    public = [p for p in fresh if str(p).startswith("clients/python/parley/v1/")]
+    assert len(public) == 12, "parley.v1 belongs to the client distribution"
     stale = [str(p) for p in fresh if (generated / p).read_bytes() != (REPO_ROOT / p).read_bytes()]
     assert not stale, f"buf generate and `make proto` disagree on {stale}"
 
