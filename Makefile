@@ -93,8 +93,9 @@ lint-proto: venv
 proto-release:
 	@deploy/local/tools.sh buf
 	buf build
-	rm -rf protos-released && mkdir -p protos-released
+	rm -rf protos-released/protos protos-released/buf.yaml
 	cp -r buf.yaml protos protos-released/
+	@echo "protos-released/ now holds this contract: update the version in protos-released/README.md and commit"
 
 # Runs every linter, then fails if any did (one run shows all problems).
 lint: venv
