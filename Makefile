@@ -4,7 +4,7 @@
 #
 #   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it)
 #   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
-#   make lint     ruff, ruff format --check, mypy --strict, buf lint
+#   make lint     ruff, ruff format --check, mypy --strict, buf lint, buf breaking, helm lint
 #   make chaos    the fault suite (several minutes; chaos-short is CI's form); SEED=... replays a run
 #   make kotlin   build the Kotlin/JVM SDK (clients/kotlin); make kotlin-test runs its tests on a stack
 SHELL := /bin/bash
@@ -36,23 +36,26 @@ export PARLEY_TEST_CASSANDRA_PORT ?= $(PARLEY_CASSANDRA_PORT)
 TEST_TOOLS := grpcurl buf helm chromium prometheus
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
-.PHONY: all venv tools test-tools proto proto-check infra-up infra-down infra-status run \
+.PHONY: all venv tools test-tools proto proto-check proto-release proto-gen infra-up infra-down infra-status run \
 	test test-unit test-integration test-e2e lint lint-proto bench chaos chaos-short clean \
 	kotlin kotlin-test
 
 all: test
 
 # The venv is rebuilt when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); Parley needs >= 3.11 (set PYTHON=...)" >&2; exit 1; }
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
 	  || { echo "error: $(PYTHON) cannot create a venv with pip (on Debian: apt-get install python3-venv)" >&2; exit 1; }
-	@echo "==> creating $(VENV) with $(PYTHON) and installing parley[dev]"
+	@echo "==> creating $(VENV) with $(PYTHON) and installing parley-client and parley[dev]"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e ./clients/python -e '.[dev]'
+	@# Upgrading a venv whose parley still owned the `parley` script: removing that old
+	@# parley took the script parley-client had just installed with it.
+	@[ -x $(VENV)/bin/parley ] || $(PY) -m pip install -q --no-deps --force-reinstall -e ./clients/python
 	touch $@
 
 venv: $(VENV)/.installed
@@ -62,18 +65,39 @@ tools:
 
 test-tools:
 	@deploy/local/tools.sh $(TEST_TOOLS)
+	@deploy/local/codegen-tools.sh
 
-# Regenerates Python code and type stubs from protos/ into services/parley.
+# Regenerates Python code and type stubs from protos/: parley.v1 into
+# clients/python (parley-client ships it), parley.internal.v1 into services.
 proto: venv
-	@scripts/gen-protos.sh services
+	@scripts/gen-protos.sh
+
+# Every language of buf.gen.yaml: Python into services/ (the same bytes as
+# `make proto`), Java, Kotlin and TypeScript into gen/ (not committed).
+proto-gen: venv
+	@deploy/local/tools.sh buf
+	@deploy/local/codegen-tools.sh
+	buf generate
 
 # Fails when the checked-in generated code is older than protos/.
 proto-check: venv
 	$(PYTEST) -q tests/unit/test_protos_fresh.py
 
+# buf lint, and buf breaking against the released contract (protos-released/,
+# committed: CI clones main without tags).
 lint-proto: venv
 	@deploy/local/tools.sh buf
 	buf lint
+	buf breaking --against protos-released
+
+# Cuts a release of the protos: the current protos become the contract that
+# `buf breaking` holds later changes to. Only for a deliberate release.
+proto-release:
+	@deploy/local/tools.sh buf
+	buf build
+	rm -rf protos-released/protos protos-released/buf.yaml
+	cp -r buf.yaml protos protos-released/
+	@echo "protos-released/ now holds this contract: update the version in protos-released/README.md and commit"
 
 # Runs every linter, then fails if any did (one run shows all problems).
 lint: venv
@@ -83,6 +107,8 @@ lint: venv
 	echo "==> ruff format --check"; $(VENV)/bin/ruff format --check . || rc=1; \
 	echo "==> mypy (strict)"; $(VENV)/bin/mypy || rc=1; \
 	echo "==> buf lint"; buf lint && echo "buf lint: no problems" || rc=1; \
+	echo "==> buf breaking (against protos-released/)"; \
+	  buf breaking --against protos-released && echo "buf breaking: compatible" || rc=1; \
 	if [ -n "$$(find deploy -name Chart.yaml 2>/dev/null)" ]; then \
 	  deploy/local/tools.sh helm; \
 	  for chart in $$(find deploy -name Chart.yaml -exec dirname {} \;); do \

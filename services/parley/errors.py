@@ -13,12 +13,12 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from parley.v1 import errors_pb2, messages_pb2
+from parley_client.protocol import ERROR_CODE_METADATA, RETRY_AFTER_METADATA
 
 ErrorCode = errors_pb2.ErrorCode
-# Trailing-metadata key carrying the ErrorCode name on unary failures.
-ERROR_CODE_METADATA = "parley-error-code"
-# Trailing-metadata key carrying retry-after milliseconds on RESOURCE_EXHAUSTED.
-RETRY_AFTER_METADATA = "parley-retry-after-ms"
+# The trailing-metadata keys (ERROR_CODE_METADATA: the ErrorCode name; RETRY_AFTER_METADATA:
+# milliseconds) are part of the public protocol, so they are defined once, with the client.
+__all__ = ["ERROR_CODE_METADATA", "RETRY_AFTER_METADATA"]
 
 
 class ParleyError(Exception):
@@ -38,6 +38,16 @@ class Unauthenticated(ParleyError):
 class NotAMember(ParleyError):
     status = grpc.StatusCode.PERMISSION_DENIED
     code = errors_pb2.ERROR_CODE_NOT_A_MEMBER
+
+    @classmethod
+    def of(cls, user_id: str, conversation_id: str) -> NotAMember:
+        """The one answer for a conversation the user may not see, whether or not it exists.
+
+        A stranger must not learn which conversations exist (e.g. probe whether two
+        users have a direct conversation, whose id is computable): a missing
+        conversation and someone else's both read PERMISSION_DENIED, same message.
+        """
+        return cls(f"{user_id} is not a member of conversation {conversation_id}")
 
 
 class InvalidArgument(ParleyError):
