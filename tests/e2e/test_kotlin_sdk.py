@@ -44,9 +44,8 @@ def _reports() -> dict[str, dict[str, int]]:
 
 
 def _failure_details() -> str:
-    return "\n".join(
-        path.read_text(errors="replace")[-4000:] for path in sorted(REPORTS.glob("*.txt")) if "FAIL" in path.read_text()
-    )
+    texts = [path.read_text(errors="replace") for path in sorted(REPORTS.glob("*.txt"))]
+    return "\n".join(text[-4000:] for text in texts if "FAIL" in text)
 
 
 # Past the suite's 300 s default: a stale build compiles the SDK first (Kotlin is slow to compile
@@ -63,7 +62,9 @@ def test_kotlin_sdk_junit_suite_passes_against_the_stack(stack: Stack) -> None:
     build = subprocess.run(
         [str(KOTLIN_DIR / "build.sh")], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
     )
-    assert build.returncode == 0, f"clients/kotlin/build.sh failed:\n{build.stdout[-5000:]}{build.stderr[-5000:]}"
+    assert build.returncode == 0, (
+        f"clients/kotlin/build.sh failed:\n{build.stdout[-5000:]}{build.stderr[-5000:]}"
+    )
     shutil.rmtree(REPORTS, ignore_errors=True)
     result = subprocess.run(
         [str(KOTLIN_DIR / "build.sh"), "surefire:test"],
@@ -81,9 +82,11 @@ def test_kotlin_sdk_junit_suite_passes_against_the_stack(stack: Stack) -> None:
     for suite, counts in sorted(reports.items()):
         print(f"junit {suite}: {counts}")
     assert result.returncode == 0, (
-        f"clients/kotlin/build.sh surefire:test failed ({result.returncode}):\n{output}\n{_failure_details()}\n{stack.tail()}"
+        f"clients/kotlin/build.sh surefire:test failed ({result.returncode}):\n{output}\n"
+        f"{_failure_details()}\n{stack.tail()}"
     )
-    assert SUITES <= reports.keys(), f"JUnit suites missing: {SUITES - reports.keys()}\n{output}"
+    missing = SUITES - reports.keys()
+    assert not missing, f"JUnit suites missing: {missing}\n{output}"
     skipped = {suite: c["skipped"] for suite, c in reports.items() if c["skipped"]}
     assert not skipped, f"JUnit tests skipped (the stack tests must run here): {skipped}"
     assert reports["SessionStackTest"]["tests"] >= 9, reports
