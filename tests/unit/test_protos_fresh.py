@@ -1,4 +1,4 @@
-"""The generated code in services/parley matches protos/ (nobody forgot `make proto`).
+"""The generated code matches protos/ (nobody forgot `make proto`).
 
 Regenerates every proto with scripts/gen-protos.sh (the same script `make
 proto` runs, with the pinned grpcio-tools and mypy-protobuf of the venv) into
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICES = REPO_ROOT / "services"
-GENERATED_DIRS = ("parley/v1", "parley/internal/v1")
+# The public API ships with the client distribution, the internal one with the server.
+GENERATED_DIRS = ("clients/python/parley/v1", "services/parley/internal/v1")
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
@@ -42,7 +42,7 @@ def test_checked_in_generated_code_matches_the_protos(tmp_path: Path) -> None:
     assert result.returncode == 0, f"gen-protos.sh failed:\n{result.stdout}\n{result.stderr}"
 
     fresh = generated_files(tmp_path)
-    checked_in = generated_files(SERVICES)
+    checked_in = generated_files(REPO_ROOT)
     assert fresh, f"gen-protos.sh generated nothing under {GENERATED_DIRS}"
 
     missing = sorted(set(fresh) - set(checked_in))
@@ -57,7 +57,7 @@ def test_checked_in_generated_code_matches_the_protos(tmp_path: Path) -> None:
         diff = difflib.unified_diff(
             checked_in[name].read_text().splitlines(),
             fresh[name].read_text().splitlines(),
-            f"checked in: services/{name}",
+            f"checked in: {name}",
             "regenerated",
             lineterm="",
             n=1,

@@ -163,7 +163,8 @@ const file_parley_v1_errors_proto_rawDesc = "" +
 	"\x1cERROR_CODE_TOO_MANY_SESSIONS\x10\r\x12\x1c\n" +
 	"\x18ERROR_CODE_SLOW_CONSUMER\x10\x0e\x12\x19\n" +
 	"\x15ERROR_CODE_OVERLOADED\x10(\x12 \n" +
-	"\x1cERROR_CODE_DEADLINE_EXCEEDED\x10)B,Z*parley/bench/loadgen/pb/parley/v1;parleyv1b\x06proto3"
+	"\x1cERROR_CODE_DEADLINE_EXCEEDED\x10)Bc\n" +
+	"\x0echat.parley.v1B\vErrorsProtoP\x01Z*parley/bench/loadgen/pb/parley/v1;parleyv1\xa2\x02\x03PLY\xaa\x02\tParley.V1\xba\x02\x03PLYb\x06proto3"
 
 var (
 	file_parley_v1_errors_proto_rawDescOnce sync.Once

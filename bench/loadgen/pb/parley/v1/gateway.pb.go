@@ -2010,7 +2010,8 @@ const file_parley_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"GetHistory\x12\x1c.parley.v1.GetHistoryRequest\x1a\x1d.parley.v1.GetHistoryResponse2_\n" +
 	"\x0fPresenceService\x12L\n" +
-	"\vGetPresence\x12\x1d.parley.v1.GetPresenceRequest\x1a\x1e.parley.v1.GetPresenceResponseB,Z*parley/bench/loadgen/pb/parley/v1;parleyv1b\x06proto3"
+	"\vGetPresence\x12\x1d.parley.v1.GetPresenceRequest\x1a\x1e.parley.v1.GetPresenceResponseBd\n" +
+	"\x0echat.parley.v1B\fGatewayProtoP\x01Z*parley/bench/loadgen/pb/parley/v1;parleyv1\xa2\x02\x03PLY\xaa\x02\tParley.V1\xba\x02\x03PLYb\x06proto3"
 
 var (
 	file_parley_v1_gateway_proto_rawDescOnce sync.Once

@@ -966,7 +966,8 @@ const file_parley_v1_messages_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x02B,Z*parley/bench/loadgen/pb/parley/v1;parleyv1b\x06proto3"
+	"\x17CONVERSATION_KIND_GROUP\x10\x02Be\n" +
+	"\x0echat.parley.v1B\rMessagesProtoP\x01Z*parley/bench/loadgen/pb/parley/v1;parleyv1\xa2\x02\x03PLY\xaa\x02\tParley.V1\xba\x02\x03PLYb\x06proto3"
 
 var (
 	file_parley_v1_messages_proto_rawDescOnce sync.Once
