@@ -31,12 +31,13 @@ export PARLEY_REDIS_URL ?= redis://127.0.0.1:$(PARLEY_REDIS_PORT)/0
 export PARLEY_TEST_REDIS_URL ?= $(PARLEY_REDIS_URL)
 export PARLEY_TEST_CASSANDRA_PORT ?= $(PARLEY_CASSANDRA_PORT)
 
-# Tools the tests drive (grpcurl, buf, helm from the Go module proxy; Debian's chromium and prometheus).
-TEST_TOOLS := grpcurl buf helm chromium prometheus
+# Tools the tests drive (grpcurl, buf, helm from the Go module proxy; Debian's chromium, prometheus, node).
+TEST_TOOLS := grpcurl buf helm chromium prometheus node
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check infra-up infra-down infra-status run \
-	test test-unit test-integration test-e2e lint lint-proto bench chaos chaos-short clean
+	test test-unit test-integration test-e2e lint lint-proto bench chaos chaos-short clean \
+	typescript web proto-ts
 
 all: test
 
@@ -60,6 +61,29 @@ tools:
 
 test-tools:
 	@deploy/local/tools.sh $(TEST_TOOLS)
+
+# The TypeScript SDK (clients/typescript) and the web chat bundled from it into
+# clients/web/app.js (what the gateway serves): npm ci from the registry by
+# package-lock.json, tsc, esbuild. Rebuilt when a source changes.
+TS := clients/typescript
+TS_SOURCES := $(shell find $(TS)/src $(TS)/scripts clients/web/src -type f 2>/dev/null) \
+	$(TS)/tsconfig.json clients/web/tsconfig.json
+$(TS)/node_modules/.installed: $(TS)/package-lock.json
+	@deploy/local/tools.sh node
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(TS)/dist/index.js clients/web/app.js &: $(TS)/node_modules/.installed $(TS_SOURCES)
+	cd $(TS) && npm run --silent build && npm run --silent build:web
+
+typescript: $(TS)/dist/index.js clients/web/app.js
+
+web: clients/web/app.js
+
+# Regenerates the TypeScript types (clients/typescript/src/gen) from protos/parley/v1.
+proto-ts: $(TS)/node_modules/.installed
+	@deploy/local/tools.sh buf
+	cd $(TS) && npm run --silent generate
 
 # Regenerates Python code and type stubs from protos/ into services/parley.
 proto: venv
@@ -100,13 +124,13 @@ infra-status:
 
 # Starts Redis, Cassandra and the four services; Ctrl-C stops everything.
 # grpcurl is what its banner suggests trying.
-run: venv infra-up
+run: venv infra-up web
 	@deploy/local/tools.sh grpcurl
 	$(PY) -m parley.devstack
 
 # Unit, integration and end-to-end tests against the real local
 # infrastructure. pytest exits 5 when it ran no test: that is a failure too.
-test: venv test-tools infra-up
+test: venv test-tools infra-up typescript
 	@$(PYTEST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
 
 test-unit: venv
@@ -116,7 +140,7 @@ test-unit: venv
 test-integration: venv infra-up
 	$(PYTEST) tests/integration $(PYTEST_ARGS)
 
-test-e2e: venv test-tools infra-up
+test-e2e: venv test-tools infra-up typescript
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
 SCENARIO ?= smoke

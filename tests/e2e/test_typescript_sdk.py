@@ -69,3 +69,13 @@ def run_npm(script: str, stack: Stack, artifacts: Path) -> None:
 
 def test_typescript_sdk(stack: Stack, tmp_path: Path) -> None:
     run_npm("test", stack, tmp_path)
+
+
+def test_web_chat_in_chromium(stack: Stack, tmp_path: Path) -> None:
+    """Two browser profiles chat, a reload keeps history, an offline peer catches up (screenshots in tmp_path)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test-tools` (make test does it)")
+    run_npm("test:web", stack, tmp_path)
+    shots = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert len(shots) >= 8, shots
+    print(f"screenshots in {tmp_path}: {shots}")

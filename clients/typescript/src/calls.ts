@@ -4,12 +4,16 @@
  * after it breaks; answers are matched by request_id (they may come out of
  * order). A call answered UNAUTHENTICATED (the token expired while the socket
  * was open) is retried once on a new socket with a refreshed token; a call
- * whose socket broke is retried once if it is idempotent.
+ * whose socket broke is retried once if it is idempotent; an idempotent call
+ * refused as overloaded, unavailable or rate limited is retried after the
+ * server's retry-after with jittered backoff (a send is idempotent by its
+ * client_message_id).
  */
 import { type MessageInitShape, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 
 import { type BridgeRequest, BridgeRequestSchema, type BridgeResponse, BridgeResponseSchema } from "./gen/parley/v1/bridge_pb.js";
 import { ErrorCode } from "./gen/parley/v1/errors_pb.js";
+import { retryDelayMs } from "./backoff.js";
 import { GrpcStatus, ParleyError, fromErrorFrame } from "./errors.js";
 import type { TokenProvider } from "./session.js";
 import { OPEN, SUBPROTOCOL, type SocketLike, type WebSocketFactory, toBytes } from "./transport.js";
@@ -39,11 +43,13 @@ export class CallChannel {
     private readonly token: TokenProvider,
     private readonly webSocket: WebSocketFactory,
     private readonly timeoutMs = 15_000,
+    private readonly retries = 5,
   ) {}
 
   async call<K extends CallCase>(kind: K, value: CallValue<K>): Promise<ResultValue<K>> {
     let retriedAuth = false;
     let retriedTransport = false;
+    let attempts = 0;
     for (;;) {
       let response: BridgeResponse;
       try {
@@ -63,6 +69,12 @@ export class CallChannel {
           retriedAuth = true;
           this.refresh = true;
           this.drop();
+          continue;
+        }
+        const retryable = error.transient || error.code === ErrorCode.RATE_LIMITED;
+        if (retryable && !NOT_IDEMPOTENT.has(kind) && attempts < this.retries && !this.closed) {
+          await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempts, error.retryAfterMs ?? 0)));
+          attempts += 1;
           continue;
         }
         throw error;
