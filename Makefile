@@ -4,7 +4,7 @@
 #
 #   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it)
 #   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
-#   make lint     ruff, ruff format --check, mypy --strict, buf lint
+#   make lint     ruff, ruff format --check, mypy --strict, buf lint, buf breaking, helm lint
 #   make chaos    the fault suite (several minutes; chaos-short is CI's form); SEED=... replays a run
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -35,7 +35,7 @@ export PARLEY_TEST_CASSANDRA_PORT ?= $(PARLEY_CASSANDRA_PORT)
 TEST_TOOLS := grpcurl buf helm chromium prometheus node
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
-.PHONY: all venv tools test-tools proto proto-check infra-up infra-down infra-status run \
+.PHONY: all venv tools test-tools proto proto-check proto-release proto-gen infra-up infra-down infra-status run \
 	test test-unit test-integration test-e2e lint lint-proto bench chaos chaos-short clean \
 	typescript web proto-ts
 
@@ -61,6 +61,7 @@ tools:
 
 test-tools:
 	@deploy/local/tools.sh $(TEST_TOOLS)
+	@deploy/local/codegen-tools.sh
 
 # The TypeScript SDK (clients/typescript) and the web chat bundled from it into
 # clients/web/app.js (what the gateway serves): npm ci from the registry by
@@ -89,13 +90,31 @@ proto-ts: $(TS)/node_modules/.installed
 proto: venv
 	@scripts/gen-protos.sh services
 
+# Every language of buf.gen.yaml: Python into services/ (the same bytes as
+# `make proto`), Java, Kotlin and TypeScript into gen/ (not committed).
+proto-gen: venv
+	@deploy/local/tools.sh buf
+	@deploy/local/codegen-tools.sh
+	buf generate
+
 # Fails when the checked-in generated code is older than protos/.
 proto-check: venv
 	$(PYTEST) -q tests/unit/test_protos_fresh.py
 
+# buf lint, and buf breaking against the released contract (protos-released/,
+# committed: CI clones main without tags).
 lint-proto: venv
 	@deploy/local/tools.sh buf
 	buf lint
+	buf breaking --against protos-released
+
+# Cuts a release of the protos: the current protos become the contract that
+# `buf breaking` holds later changes to. Only for a deliberate release.
+proto-release:
+	@deploy/local/tools.sh buf
+	buf build
+	rm -rf protos-released && mkdir -p protos-released
+	cp -r buf.yaml protos protos-released/
 
 # Runs every linter, then fails if any did (one run shows all problems).
 lint: venv
@@ -105,6 +124,8 @@ lint: venv
 	echo "==> ruff format --check"; $(VENV)/bin/ruff format --check . || rc=1; \
 	echo "==> mypy (strict)"; $(VENV)/bin/mypy || rc=1; \
 	echo "==> buf lint"; buf lint && echo "buf lint: no problems" || rc=1; \
+	echo "==> buf breaking (against protos-released/)"; \
+	  buf breaking --against protos-released && echo "buf breaking: compatible" || rc=1; \
 	if [ -n "$$(find deploy -name Chart.yaml 2>/dev/null)" ]; then \
 	  deploy/local/tools.sh helm; \
 	  for chart in $$(find deploy -name Chart.yaml -exec dirname {} \;); do \

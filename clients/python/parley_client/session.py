@@ -31,7 +31,7 @@ import itertools
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -366,6 +366,19 @@ class Session:
         """Typing indicator; ephemeral, so it is dropped (False) while disconnected."""
         frame = gateway_pb2.TypingFrame(conversation_id=conversation_id, typing=typing)
         return self._write(gateway_pb2.ConnectRequest(typing=frame))
+
+    async def resync(self, cursors: Mapping[str, int]) -> bool:
+        """Asks the server to send again every message after these positions (a mid-stream
+        ``sync`` frame, answered by the messages and a ``sync_complete``).
+
+        What this session already delivered is dropped by (conversation, seq), so the
+        application sees only messages it has not had. False while disconnected: the next
+        hello resumes from the session's own positions anyway.
+        """
+        sync = gateway_pb2.SyncFrame(
+            cursors=[messages_pb2.Cursor(conversation_id=c, seq=s) for c, s in sorted(cursors.items())]
+        )
+        return self._write(gateway_pb2.ConnectRequest(request_id=f"y{next(self._request_ids)}", sync=sync))
 
     def cursors(self) -> dict[str, int]:
         """The committed cursors (what the application finished with)."""

@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16parley/v1/errors.proto\x12\tparley.v1*\x96\x04\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_CODE_UNAUTHENTICATED\x10\x01\x12\x1b\n\x17\x45RROR_CODE_NOT_A_MEMBER\x10\x02\x12\x1f\n\x1b\x45RROR_CODE_INVALID_ARGUMENT\x10\x03\x12\x1d\n\x19\x45RROR_CODE_BODY_TOO_LARGE\x10\x04\x12\x19\n\x15\x45RROR_CODE_BODY_EMPTY\x10\x05\x12\x1c\n\x18\x45RROR_CODE_BODY_NOT_UTF8\x10\x06\x12\x1b\n\x17\x45RROR_CODE_RATE_LIMITED\x10\x07\x12%\n!ERROR_CODE_CONVERSATION_NOT_FOUND\x10\x08\x12\"\n\x1e\x45RROR_CODE_FAILED_PRECONDITION\x10\t\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\n\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x0b\x12\x1d\n\x19\x45RROR_CODE_HELLO_REQUIRED\x10\x0c\x12 \n\x1c\x45RROR_CODE_TOO_MANY_SESSIONS\x10\r\x12\x1c\n\x18\x45RROR_CODE_SLOW_CONSUMER\x10\x0e\x12\x19\n\x15\x45RROR_CODE_OVERLOADED\x10(\x12 \n\x1c\x45RROR_CODE_DEADLINE_EXCEEDED\x10)b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16parley/v1/errors.proto\x12\tparley.v1*\x96\x04\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_CODE_UNAUTHENTICATED\x10\x01\x12\x1b\n\x17\x45RROR_CODE_NOT_A_MEMBER\x10\x02\x12\x1f\n\x1b\x45RROR_CODE_INVALID_ARGUMENT\x10\x03\x12\x1d\n\x19\x45RROR_CODE_BODY_TOO_LARGE\x10\x04\x12\x19\n\x15\x45RROR_CODE_BODY_EMPTY\x10\x05\x12\x1c\n\x18\x45RROR_CODE_BODY_NOT_UTF8\x10\x06\x12\x1b\n\x17\x45RROR_CODE_RATE_LIMITED\x10\x07\x12%\n!ERROR_CODE_CONVERSATION_NOT_FOUND\x10\x08\x12\"\n\x1e\x45RROR_CODE_FAILED_PRECONDITION\x10\t\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\n\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x0b\x12\x1d\n\x19\x45RROR_CODE_HELLO_REQUIRED\x10\x0c\x12 \n\x1c\x45RROR_CODE_TOO_MANY_SESSIONS\x10\r\x12\x1c\n\x18\x45RROR_CODE_SLOW_CONSUMER\x10\x0e\x12\x19\n\x15\x45RROR_CODE_OVERLOADED\x10(\x12 \n\x1c\x45RROR_CODE_DEADLINE_EXCEEDED\x10)B7\n\x0e\x63hat.parley.v1B\x0b\x45rrorsProtoP\x01\xa2\x02\x03PLY\xaa\x02\tParley.V1\xba\x02\x03PLYb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.v1.errors_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016chat.parley.v1B\013ErrorsProtoP\001\242\002\003PLY\252\002\tParley.V1\272\002\003PLY'
   _globals['_ERRORCODE']._serialized_start=38
   _globals['_ERRORCODE']._serialized_end=572
 # @@protoc_insertion_point(module_scope)

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from parley.v1 import messages_pb2 as parley_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n parley/internal/v1/history.proto\x12\x12parley.internal.v1\x1a\x18parley/v1/messages.proto\"\x9a\x01\n\x11GetHistoryRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x17\n\nbefore_seq\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x0f\n\x07user_id\x18\x05 \x01(\tB\r\n\x0b_before_seqB\x0c\n\n_after_seq\"a\n\x12GetHistoryResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x04\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x18\n\x16GetWriterStatusRequest\"s\n\x17GetWriterStatusResponse\x12\x13\n\x0blag_entries\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x61ssandra_up\x18\x02 \x01(\x08\x12\x15\n\rwritten_total\x18\x03 \x01(\x04\x12\x16\n\x0erefused_reason\x18\x04 \x01(\t2\xd9\x01\n\x0eHistoryService\x12[\n\nGetHistory\x12%.parley.internal.v1.GetHistoryRequest\x1a&.parley.internal.v1.GetHistoryResponse\x12j\n\x0fGetWriterStatus\x12*.parley.internal.v1.GetWriterStatusRequest\x1a+.parley.internal.v1.GetWriterStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n parley/internal/v1/history.proto\x12\x12parley.internal.v1\x1a\x18parley/v1/messages.proto\"\x9a\x01\n\x11GetHistoryRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x17\n\nbefore_seq\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x0f\n\x07user_id\x18\x05 \x01(\tB\r\n\x0b_before_seqB\x0c\n\n_after_seq\"a\n\x12GetHistoryResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x04\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"\x18\n\x16GetWriterStatusRequest\"s\n\x17GetWriterStatusResponse\x12\x13\n\x0blag_entries\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x61ssandra_up\x18\x02 \x01(\x08\x12\x15\n\rwritten_total\x18\x03 \x01(\x04\x12\x16\n\x0erefused_reason\x18\x04 \x01(\t2\xd9\x01\n\x0eHistoryService\x12[\n\nGetHistory\x12%.parley.internal.v1.GetHistoryRequest\x1a&.parley.internal.v1.GetHistoryResponse\x12j\n\x0fGetWriterStatus\x12*.parley.internal.v1.GetWriterStatusRequest\x1a+.parley.internal.v1.GetWriterStatusResponseBL\n\x17\x63hat.parley.internal.v1B\x0cHistoryProtoP\x01\xa2\x02\x04PLYI\xaa\x02\x12Parley.Internal.V1\xba\x02\x04PLYIb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.internal.v1.history_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\027chat.parley.internal.v1B\014HistoryProtoP\001\242\002\004PLYI\252\002\022Parley.Internal.V1\272\002\004PLYI'
   _globals['_GETHISTORYREQUEST']._serialized_start=83
   _globals['_GETHISTORYREQUEST']._serialized_end=237
   _globals['_GETHISTORYRESPONSE']._serialized_start=239
