@@ -134,10 +134,18 @@ export class ParleyClient {
     return (await this.calls.call("getPresence", { userIds })).presences;
   }
 
-  /** One-shot send without a session (idempotent by clientMessageId). */
-  async sendOnce(conversationId: string, text: string, clientMessageId = newClientMessageId()): Promise<SendAck> {
-    const body = new TextEncoder().encode(text);
-    const reply = await this.calls.call("send", { conversationId, clientMessageId, body, deviceId: "" });
+  /**
+   * One-shot send without a session (ChatService.Send over the bridge); idempotent by
+   * clientMessageId, so it is retried after the server's retry-after when shed or rate limited.
+   */
+  async sendOnce(
+    conversationId: string,
+    text: string | Uint8Array,
+    options: { clientMessageId?: string; deviceId?: string } = {},
+  ): Promise<SendAck> {
+    const body = typeof text === "string" ? new TextEncoder().encode(text) : text;
+    const clientMessageId = options.clientMessageId ?? newClientMessageId();
+    const reply = await this.calls.call("send", { conversationId, clientMessageId, body, deviceId: options.deviceId ?? "" });
     return required(reply.ack);
   }
 

@@ -321,6 +321,21 @@ export class Session {
     return this.write(create(ConnectRequestSchema, { frame: { case: "typing", value: { conversationId, typing } } }));
   }
 
+  /**
+   * Asks the server to send again every message after these positions (a mid-stream
+   * `sync` frame, answered by the messages and a `sync_complete`). What this session
+   * already delivered is dropped by (conversation, seq). False while disconnected: the
+   * next hello resumes from the session's own positions anyway.
+   */
+  resync(cursors: Record<string, number>): boolean {
+    const list = Object.entries(cursors)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([conversationId, seq]) => create(CursorSchema, { conversationId, seq: BigInt(seq) }));
+    return this.write(
+      create(ConnectRequestSchema, { requestId: `y${this.nextRequestId++}`, frame: { case: "sync", value: { cursors: list } } }),
+    );
+  }
+
   /** The committed cursors (what the application finished with). */
   cursors(): Record<string, number> {
     return Object.fromEntries(this.committed);
