@@ -35,7 +35,8 @@ def ws_url(stack: Stack) -> str:
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, cassandra_config: CassandraConfig) -> Iterator[Stack]:
-    if not (PACKAGE / "dist" / "index.js").exists() or not (REPO_ROOT / "clients" / "web" / "app.js").exists():
+    built = [PACKAGE / "dist" / "index.js", REPO_ROOT / "clients" / "web" / "app.js"]
+    if not all(path.exists() for path in built):
         pytest.fail("the TypeScript package is not built: run `make typescript` (make test does it)")
     with devstack(redis_url, cassandra_config) as running:
         yield running
@@ -60,11 +61,13 @@ def run_npm(script: str, stack: Stack, artifacts: Path) -> None:
         capture_output=True,
         text=True,
         timeout=NPM_TIMEOUT,
+        check=False,
     )
     # Shown by pytest on failure (and with -s): which node tests passed or failed, and why.
     print(result.stdout[-20000:])
     print(result.stderr[-5000:])
-    assert result.returncode == 0, f"npm run {script} failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}\n{stack.tail()}"
+    output = f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"npm run {script} failed:\n{output}\n{stack.tail()}"
 
 
 def test_typescript_sdk(stack: Stack, tmp_path: Path) -> None:
@@ -72,7 +75,10 @@ def test_typescript_sdk(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_web_chat_in_chromium(stack: Stack, tmp_path: Path) -> None:
-    """Two browser profiles chat, a reload keeps history, an offline peer catches up (screenshots in tmp_path)."""
+    """Two browser profiles chat, a reload keeps history, an offline peer catches up.
+
+    Screenshots of each step are left in tmp_path.
+    """
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test-tools` (make test does it)")
     run_npm("test:web", stack, tmp_path)
