@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from gateway.app import build as build_gateway
 from gateway.config import GatewayConfig, LimitsConfig
 from parley.auth import DEV_SECRET, AuthConfig
-from parley.config import CassandraConfig, RedisConfig, ServerConfig, TelemetryConfig
+from parley.config import CassandraConfig, LogConfig, RedisConfig, ServerConfig, TelemetryConfig
 from parley.server import RunningServer, serving
 from presence.app import build as build_presence
 from presence.config import PresenceConfig
@@ -95,6 +95,7 @@ async def running_stack(
     cassandra: CassandraConfig | None = None,
     router_overrides: dict[str, object] | None = None,
     gateway_overrides: dict[str, object] | None = None,
+    log: LogConfig | None = None,
 ) -> AsyncIterator[Stack]:
     """Router + gateway (+ presence, + history on ``cassandra``) in-process on free ports.
 
@@ -114,8 +115,10 @@ async def running_stack(
             config_h = history_config(redis_config, dataclasses.replace(cassandra, keyspace=KEYSPACE))
             _, history = await stack.enter_async_context(history_service(config_h))
             history_addr = history.address
+        log = log or LogConfig()
         router_spec = await build_router(
-            router_config(redis_config, history_addr, **(router_overrides or {})), setup_telemetry=False
+            router_config(redis_config, history_addr, log=log, **(router_overrides or {})),
+            setup_telemetry=False,
         )
         router = await stack.enter_async_context(serving(router_spec))
         config = gateway_config(
@@ -125,7 +128,7 @@ async def running_stack(
             history_addr=history_addr or "127.0.0.1:1",
             presence_addr=presence_addr,
         )
-        config = dataclasses.replace(config, presence_lease_s=presence_lease_s, ws_port=ws_port)
+        config = dataclasses.replace(config, presence_lease_s=presence_lease_s, ws_port=ws_port, log=log)
         config = dataclasses.replace(config, **(gateway_overrides or {}))  # type: ignore[arg-type]
         gateway = await stack.enter_async_context(serving(await build_gateway(config, setup_telemetry=False)))
         yield Stack(

@@ -21,6 +21,7 @@ from gateway.presence_feed import PresenceFeed
 from gateway.presence_leases import SessionLeases
 from gateway.servicer import Caller, ChatServicer, ConversationServicer, HistoryServicer, PresenceServicer
 from gateway.websocket import WEB_DIR, WebSocketBridge
+from parley.appender import LogAppender
 from parley.auth import Authenticator
 from parley.grpcclient import service_channel
 from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2_grpc
@@ -81,8 +82,19 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
     admission = Admission(config.admission, loop_lag)
     # Ends of sessions still running at shutdown finish before the hub and leases stop.
     finalizers = Finalizers()
+    appender = LogAppender(
+        redis, keys, dedupe_ttl_s=config.log.dedupe_ttl_s, messages_maxlen=config.log.messages_maxlen
+    )
     chat = ChatServicer(
-        caller, backends, hub, acks, config.limits, presence, admission=admission, finalizers=finalizers
+        caller,
+        backends,
+        hub,
+        acks,
+        appender,
+        config.limits,
+        presence,
+        admission=admission,
+        finalizers=finalizers,
     )
 
     conversations = ConversationServicer(caller, backends)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from gateway.admission import AdmissionConfig
 from parley.auth import AuthConfig
-from parley.config import ConfigError, Env, RedisConfig, ServerConfig, TelemetryConfig
+from parley.config import ConfigError, Env, LogConfig, RedisConfig, ServerConfig, TelemetryConfig
 from parley.limits import MAX_BODY_BYTES_CEILING
 from parley.tls import InternalTLS, ServerTLS, edge_tls_from_env
 
@@ -52,9 +52,12 @@ class GatewayConfig:
     presence_addr: str = "127.0.0.1:50053"
     history_addr: str = "127.0.0.1:50054"
     partitions: int = 16
+    # Sends are appended to the conversation logs by the gateway itself (parley.appender).
+    log: LogConfig = field(default_factory=LogConfig)
     # Unique per process: names this gateway's inbox and routes.
     gateway_id: str = ""
-    # Route-table lease; renewed every lease/3. A dead gateway's routes lapse after it.
+    # This gateway's liveness lease, renewed every lease/3 (one command, whatever the number
+    # of users). After a crash, routers skip and then remove its routes once it lapsed.
     route_lease_s: float = 30.0
     # Presence session leases (the presence service caps them at 30 s).
     presence_lease_s: float = 30.0
@@ -98,6 +101,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         presence_addr=env.str("PARLEY_PRESENCE_ADDR", "127.0.0.1:50053"),
         history_addr=env.str("PARLEY_HISTORY_ADDR", "127.0.0.1:50054"),
         partitions=env.int("PARLEY_PARTITIONS", 16, minimum=1, maximum=1024),
+        log=LogConfig.from_env(env),
         gateway_id=env.str(
             "PARLEY_GATEWAY_ID", f"gw-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         ),

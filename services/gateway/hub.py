@@ -2,7 +2,7 @@
 
 The hub registers this gateway in the route table for every user with a
 local session (before that session syncs, so no delivery can slip between
-sync and live), renews those routes in one batch per interval, and runs the
+sync and live), renews the gateway's one liveness lease per interval, and runs the
 single reader of this gateway's inbox, handing each frame to the local
 sessions of its target users.
 """
@@ -43,6 +43,7 @@ class Hub:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._routes.heartbeat(self.gateway_id, self._lease_s)
         self._tasks = [
             asyncio.create_task(self._read_inbox(), name="hub-inbox"),
             asyncio.create_task(self._renew_routes(), name="hub-routes"),
@@ -54,8 +55,7 @@ class Hub:
             for session in list(sessions.values()):
                 session.close()
         with contextlib.suppress(Exception):
-            for user_id in list(self._by_user):
-                await self._routes.unregister(self.gateway_id, user_id)
+            await self._routes.leave(self.gateway_id)
             await self._inbox.delete(self.gateway_id)
 
     # --- sessions -------------------------------------------------------------------------
@@ -76,7 +76,7 @@ class Hub:
         sessions[session.session_id] = session
         self._by_id[session.session_id] = session
         if first:
-            await self._routes.register(self.gateway_id, [session.user_id], self._lease_s)
+            await self._routes.register(self.gateway_id, [session.user_id])
 
     async def remove(self, session: Session) -> None:
         sessions = self._by_user.get(session.user_id)
@@ -104,13 +104,20 @@ class Hub:
     # --- background -----------------------------------------------------------------------
 
     async def _renew_routes(self) -> None:
+        # One liveness lease for all of this gateway's routes: the work per interval
+        # does not grow with its users.
         while True:
             await asyncio.sleep(self._lease_s / 3)
             try:
-                await self._routes.register(self.gateway_id, list(self._by_user), self._lease_s)
+                if await self._routes.heartbeat(self.gateway_id, self._lease_s):
+                    # Declared dead meanwhile (a stall longer than the lease) and swept.
+                    log.warning(
+                        "this gateway's routes were swept; registering its %d users again", len(self._by_user)
+                    )
+                    await self._routes.register(self.gateway_id, list(self._by_user))
                 await self._inbox.touch(self.gateway_id)
             except Exception:
-                log.exception("renewing routes failed; retrying next interval")
+                log.exception("renewing this gateway's liveness failed; retrying next interval")
 
     async def _read_inbox(self) -> None:
         # This gateway's inbox is new (its id is unique per process): read it from the start.

@@ -29,11 +29,12 @@ from gateway.hub import Hub
 from gateway.limits import SendLimiter, TypingLimiter, validate_body
 from gateway.session import Session, SessionOverflow, SyncPlan, contacts_of
 from parley import errors, limits
+from parley.appender import EXPIRED_MESSAGE, LogAppender
 from parley.auth import Authenticator
 from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
 from parley.server import ServicerContext
 from parley.tasks import Finalizers
-from parley.telemetry import SEND_ATTRIBUTES
+from parley.telemetry import SEND_ATTRIBUTES, inject_traceparent
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 from parley.wire import Undecodable, accepts_undecodable
 
@@ -94,6 +95,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         backends: Backends,
         hub: Hub,
         acks: AckCoalescer,
+        appender: LogAppender,
         limits: LimitsConfig,
         presence: PresenceHooks | None = None,
         *,
@@ -105,6 +107,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         self._router = backends.router
         self._hub = hub
         self._acks = acks
+        self._appender = appender
         self._limits = limits
         self._sends = SendLimiter(limits.send_rate_per_s, limits.send_burst)
         self._typing = TypingLimiter(limits.typing_interval_s)
@@ -138,10 +141,10 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         limits.check_device_id(device_id)
         validate_body(body, self._limits.max_body_bytes)
         self._sends.check(user)
-        # One trace per send: router append, fan-out and each push join it
-        # (the context travels in gRPC metadata, then inside the stream entries).
-        # Admitted before any work, or refused with OVERLOADED (gateway.admission); the
-        # deadline travels with the call, and the router drops work whose deadline passed.
+        # One trace per send: the append, fan-out and each push join it (the context
+        # travels inside the log entries). Admitted before any work, or refused with
+        # OVERLOADED (gateway.admission); a send still waiting for its batch when its
+        # deadline passes is dropped before Redis (parley.appender), never stored late.
         started_at = time.perf_counter()
         with (
             self._admission.admit(user),
@@ -150,21 +153,22 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
             span.set_attributes(SEND_ATTRIBUTES)
             span.set_attribute("messaging.message.body.size", len(body))
             span.set_attribute("parley.conversation_id", conversation_id)
-            reply = await rpc(
-                self._router.Append(
-                    router_pb2.AppendRequest(
-                        conversation_id=conversation_id,
-                        sender_id=user,
-                        sender_device_id=device_id,
-                        sender_session_id=session_id,
-                        client_message_id=client_message_id,
-                        body=body,
-                    ),
-                    timeout=self._send_deadline_s,
-                )
-            )
+            try:
+                async with asyncio.timeout(self._send_deadline_s):
+                    ack = await self._appender.append(
+                        conversation_id,
+                        user,
+                        device_id,
+                        client_message_id,
+                        body,
+                        exclude_session=session_id,
+                        traceparent=inject_traceparent(),
+                        deadline_ms=int((time.time() + self._send_deadline_s) * 1000),
+                    )
+            except TimeoutError:
+                raise errors.DeadlineExceeded(EXPIRED_MESSAGE) from None
         metrics.observe_send(started_at)
-        return reply.ack
+        return ack
 
     # --- the session stream ---------------------------------------------------------------
 

@@ -132,6 +132,23 @@ def secret(env: Env, name: str) -> str:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """How messages are appended to the conversation logs; every appending service must agree."""
+
+    # A retried send within this window returns the original seq (>= 24 h by contract).
+    dedupe_ttl_s: int = 48 * 3600
+    # Recent messages kept per conversation in Redis for resume; older ones come from history.
+    messages_maxlen: int = 10_000
+
+    @classmethod
+    def from_env(cls, env: Env) -> LogConfig:
+        return cls(
+            dedupe_ttl_s=env.int("PARLEY_DEDUPE_TTL_SECONDS", cls.dedupe_ttl_s, minimum=24 * 3600),
+            messages_maxlen=env.int("PARLEY_MESSAGES_MAXLEN", cls.messages_maxlen, minimum=10),
+        )
+
+
+@dataclass(frozen=True)
 class CassandraConfig:
     hosts: tuple[str, ...] = ("127.0.0.1",)
     port: int = 9042

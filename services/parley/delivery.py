@@ -2,11 +2,11 @@
 how deliveries reach a gateway.
 
 - The **route table** maps a user to the gateways holding at least one of the
-  user's sessions, each with a lease expiry. Gateways register a user when its
-  first local session opens, renew every lease in one pipelined batch per
-  interval, and remove the route when the last local session closes. A
-  gateway that dies stops renewing; the router ignores expired routes, so a
-  dead gateway costs nothing after its lease.
+  user's sessions. Gateways register a user when its first local session
+  opens and remove the route when the last local session closes; nothing is
+  renewed per user. Each gateway renews one liveness lease; routers skip the
+  routes of a gateway whose lease lapsed and sweep them away, so a dead
+  gateway costs nothing after its lease.
 - The **inbox** is a stream per gateway. The router appends one entry per
   (delivery, gateway) with the serialized server frame and the target users
   on that gateway; the gateway reads its inbox in order with one blocking
@@ -37,19 +37,33 @@ def now_ms() -> int:
 
 
 class RouteTable:
+    """Routes (user -> gateways) and the gateways' liveness.
+
+    Nothing here is renewed per user: a gateway writes a route when a user's
+    first local session opens and removes it when the last one closes; its
+    one timer renews its own liveness lease (``heartbeat``). Readers skip the
+    routes of gateways known dead (``refresh``, run by the routers about once
+    a second, learns them), and ``sweep`` removes a dead gateway's routes by
+    its user set. A gateway not yet seen by ``refresh`` counts as alive, so a
+    new gateway's users get their deliveries from its first session on.
+    """
+
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        # Gateways whose liveness lease lapsed, as of the last refresh.
+        self._dead: frozenset[str] = frozenset()
 
-    async def register(self, gateway_id: str, user_ids: Iterable[str], lease_s: float) -> None:
-        """Registers (or renews) this gateway as a route for the users."""
-        expiry = str(now_ms() + int(lease_s * 1000))
+    # --- a gateway's side ---------------------------------------------------------------
+
+    async def register(self, gateway_id: str, user_ids: Iterable[str]) -> None:
+        """Routes the users to this gateway (until ``unregister`` or the gateway's death)."""
+        registered = str(now_ms())
         pipe = self._redis.pipeline(transaction=False)
+        users_key = self._keys.gateway_users(gateway_id)
         for n, user_id in enumerate(user_ids, 1):
-            key = self._keys.routes(user_id)
-            pipe.hset(key, gateway_id, expiry)
-            # The hash outlives its fields by one lease at most.
-            pipe.pexpire(key, int(lease_s * 2000))
+            pipe.hset(self._keys.routes(user_id), gateway_id, registered)
+            pipe.sadd(users_key, user_id)
             if n % 1000 == 0:
                 await pipe.execute()
                 pipe = self._redis.pipeline(transaction=False)
@@ -57,23 +71,69 @@ class RouteTable:
             await pipe.execute()
 
     async def unregister(self, gateway_id: str, user_id: str) -> None:
-        await self._redis.hdel(self._keys.routes(user_id), gateway_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hdel(self._keys.routes(user_id), gateway_id)
+        pipe.srem(self._keys.gateway_users(gateway_id), user_id)
+        await pipe.execute()
+
+    async def heartbeat(self, gateway_id: str, lease_s: float) -> bool:
+        """Renews this gateway's liveness: its routes count until the lease lapses.
+
+        Returns True if the gateway was not registered as alive: the first
+        heartbeat, or after a router swept it as dead (e.g. it stalled longer
+        than its lease) — then its routes are gone and it must register its
+        users again.
+        """
+        added = await self._redis.zadd(self._keys.gateways(), {gateway_id: now_ms() + int(lease_s * 1000)})
+        return bool(added)
+
+    async def leave(self, gateway_id: str) -> None:
+        """A gateway stopping cleanly: every route to it goes now, not after its lease."""
+        await self.sweep(gateway_id)
+
+    # --- readers (routers) --------------------------------------------------------------
 
     async def lookup(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
-        """gateway_id -> users (of user_ids) with a live route there."""
+        """gateway_id -> users (of user_ids) routed there, skipping gateways known dead."""
         if not user_ids:
             return {}
         pipe = self._redis.pipeline(transaction=False)
         for user_id in user_ids:
-            pipe.hgetall(self._keys.routes(user_id))
+            pipe.hkeys(self._keys.routes(user_id))
         results = await pipe.execute()
-        now = now_ms()
+        dead = self._dead
         out: dict[str, list[str]] = {}
-        for user_id, routes in zip(user_ids, results, strict=True):
-            for gateway, expiry in routes.items():
-                if int(expiry) > now:
-                    out.setdefault(gateway.decode(), []).append(user_id)
+        for user_id, gateways in zip(user_ids, results, strict=True):
+            for raw in gateways:
+                gateway = raw.decode()
+                if gateway not in dead:
+                    out.setdefault(gateway, []).append(user_id)
         return out
+
+    async def refresh(self) -> list[str]:
+        """Learns which gateways' leases lapsed; returns them (to be swept)."""
+        dead = await self._redis.zrangebyscore(self._keys.gateways(), "-inf", now_ms())
+        self._dead = frozenset(g.decode() for g in dead)
+        return sorted(self._dead)
+
+    async def sweep(self, gateway_id: str, *, chunk: int = 1000) -> int:
+        """Removes every route to a gateway and its liveness entry; returns how many routes.
+
+        Idempotent: two routers sweeping the same dead gateway do no harm.
+        """
+        users_key = self._keys.gateway_users(gateway_id)
+        removed = 0
+        while True:
+            users = await self._redis.spop(users_key, chunk)
+            if not users:
+                break
+            pipe = self._redis.pipeline(transaction=False)
+            for user in users:
+                pipe.hdel(self._keys.routes(user.decode()), gateway_id)
+            await pipe.execute()
+            removed += len(users)
+        await self._redis.zrem(self._keys.gateways(), gateway_id)
+        return removed
 
 
 @dataclass(frozen=True)

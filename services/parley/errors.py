@@ -39,6 +39,16 @@ class NotAMember(ParleyError):
     status = grpc.StatusCode.PERMISSION_DENIED
     code = errors_pb2.ERROR_CODE_NOT_A_MEMBER
 
+    @classmethod
+    def of(cls, user_id: str, conversation_id: str) -> NotAMember:
+        """The one answer for a conversation the user may not see, whether or not it exists.
+
+        A stranger must not learn which conversations exist (e.g. probe whether two
+        users have a direct conversation, whose id is computable): a missing
+        conversation and someone else's both read PERMISSION_DENIED, same message.
+        """
+        return cls(f"{user_id} is not a member of conversation {conversation_id}")
+
 
 class InvalidArgument(ParleyError):
     status = grpc.StatusCode.INVALID_ARGUMENT

@@ -25,7 +25,12 @@ Layout (``<prefix>`` is ``PARLEY_REDIS_PREFIX``, default ``parley``):
 - ``<prefix>:{pN}:members:<cid>``       members (set)
 - ``<prefix>:{pN}:cursors:<cid>``       per-member positions (hash: ``d:<uid>`` delivered, ``r:<uid>`` read)
 - ``<prefix>:user:<uid>:convs``         a user's conversations (zset, score = join time ms)
-- ``<prefix>:routes:<uid>``             gateways with sessions of a user (hash gateway_id -> lease expiry ms)
+- ``<prefix>:routes:<uid>``             gateways with sessions of a user (hash gateway_id -> registered ms);
+                                        not renewed: valid while its gateway is alive
+- ``<prefix>:gateways``                 live gateways (zset gateway_id -> liveness lease expiry ms), the one
+                                        thing a gateway renews on a timer, whatever its number of users
+- ``<prefix>:gw:<gateway_id>:users``    users with a route to this gateway (set), so the routes of a
+                                        gateway that died are removed without scanning
 - ``<prefix>:gw:<gateway_id>:inbox``    deliveries for one gateway (stream, read by that gateway only)
 - ``<prefix>:lease:{pN}``               which router instance fans out partition N (string, PX lease)
 - ``<prefix>:history:keyspace:<ks>``    id of the Cassandra keyspace that holds this deployment's history
@@ -150,6 +155,12 @@ class Keys:
         return f"{self.prefix}:history:keyspace:{keyspace}"
 
     # Gateway-scoped
+    def gateways(self) -> str:
+        return f"{self.prefix}:gateways"
+
+    def gateway_users(self, gateway_id: str) -> str:
+        return f"{self.prefix}:gw:{gateway_id}:users"
+
     def inbox(self, gateway_id: str) -> str:
         return f"{self.prefix}:gw:{gateway_id}:inbox"
 

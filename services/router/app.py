@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import grpc
 import redis.asyncio as aioredis
 
+from parley.appender import LogAppender
+from parley.delivery import RouteTable
 from parley.grpcclient import service_channel
 from parley.internal.v1 import history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.keys import Keys
@@ -17,6 +19,7 @@ from parley.telemetry import setup_logging, setup_tracing
 from router import metrics
 from router.config import RouterConfig
 from router.fanout import Deliverer, Fanout
+from router.gateways import GatewaySweeper
 from router.servicer import RouterServicer
 from router.store import ConversationStore
 
@@ -46,11 +49,10 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
     store = ConversationStore(
         redis,
         keys,
-        dedupe_ttl_s=config.dedupe_ttl_s,
-        messages_maxlen=config.messages_maxlen,
         max_group_members=config.max_group_members,
     )
-    deliverer = Deliverer(redis, keys, store)
+    routes = RouteTable(redis, keys)
+    deliverer = Deliverer(redis, keys, store, routes)
     fanout = Fanout(
         redis,
         keys,
@@ -67,7 +69,10 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         channel = service_channel(config.history_addr, "history", config.internal_tls)
         channels.append(channel)
         history = history_pb2_grpc.HistoryServiceStub(channel)
-    servicer = RouterServicer(store, deliverer, history)
+    appender = LogAppender(
+        redis, keys, dedupe_ttl_s=config.log.dedupe_ttl_s, messages_maxlen=config.log.messages_maxlen
+    )
+    servicer = RouterServicer(store, appender, deliverer, history)
     metrics.PARTITIONS_OWNED.set_function(lambda: float(len(fanout.owned_partitions)))
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
@@ -76,5 +81,8 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
 
     # Closer first: started first (Redis reachable before fan-out), stopped last.
     return ServiceSpec(
-        name="router", config=config.server, register=register, components=[Closer(redis, channels), fanout]
+        name="router",
+        config=config.server,
+        register=register,
+        components=[Closer(redis, channels), fanout, GatewaySweeper(routes)],
     ).secure_internal(config.internal_tls)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from parley.config import Env, RedisConfig, ServerConfig, TelemetryConfig
+from parley.config import Env, LogConfig, RedisConfig, ServerConfig, TelemetryConfig
 from parley.tls import InternalTLS
 
 
@@ -20,10 +20,8 @@ class RouterConfig:
     partitions: int = 16
     # Unique per process: the consumer name in the fan-out group and the owner of partition leases.
     router_id: str = ""
-    # A retried send within this window returns the original seq (>= 24 h by contract).
-    dedupe_ttl_s: int = 48 * 3600
-    # Recent messages kept per conversation in Redis for resume; older ones come from history.
-    messages_maxlen: int = 10_000
+    # Appends (its Append RPC); the gateway appends with the same settings.
+    log: LogConfig = field(default_factory=LogConfig)
     # A partition's owner renews its lease every lease/3; another router takes over after it lapses.
     partition_lease_s: float = 6.0
     # Pending fan-out entries idle this long are reclaimed from a consumer that crashed.
@@ -47,8 +45,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> RouterConfig:
         telemetry=TelemetryConfig.from_env(env, "parley-router"),
         partitions=env.int("PARLEY_PARTITIONS", 16, minimum=1, maximum=1024),
         router_id=env.str("PARLEY_ROUTER_ID", default_id),
-        dedupe_ttl_s=env.int("PARLEY_DEDUPE_TTL_SECONDS", 48 * 3600, minimum=24 * 3600),
-        messages_maxlen=env.int("PARLEY_MESSAGES_MAXLEN", 10_000, minimum=10),
+        log=LogConfig.from_env(env),
         partition_lease_s=env.float("PARLEY_PARTITION_LEASE_SECONDS", 6.0, minimum=0.5),
         reclaim_idle_ms=env.int("PARLEY_RECLAIM_IDLE_MS", 5_000, minimum=100),
         fanout_batch=env.int("PARLEY_FANOUT_BATCH", 256, minimum=1, maximum=10_000),

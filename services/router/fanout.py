@@ -96,10 +96,12 @@ def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEntry | None:
 class Deliverer:
     """Resolves members and routes and writes frames to gateway inboxes."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, store: ConversationStore) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, store: ConversationStore, routes: RouteTable | None = None
+    ) -> None:
         self._redis = redis
         self._store = store
-        self._routes = RouteTable(redis, keys)
+        self._routes = routes or RouteTable(redis, keys)
         self._inbox = Inbox(redis, keys)
 
     async def deliver_log_entries(self, entries: Sequence[LogEntry]) -> None:

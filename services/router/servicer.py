@@ -12,6 +12,7 @@ import time
 import grpc
 
 from parley import errors, limits
+from parley.appender import LogAppender
 from parley.internal.v1 import history_pb2, history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.server import ServicerContext
 from parley.telemetry import inject_traceparent
@@ -33,10 +34,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(
         self,
         store: ConversationStore,
+        appender: LogAppender,
         deliverer: Deliverer,
         history: history_pb2_grpc.HistoryServiceAsyncStub | None = None,
     ) -> None:
         self._store = store
+        self._appender = appender
         self._deliverer = deliverer
         self._history = history
 
@@ -49,7 +52,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             # The caller has given up (or is about to): storing it now would ack nobody.
             # Its retry with the same client_message_id is stored once.
             raise errors.DeadlineExceeded("the send's deadline passed before it was stored; retry it")
-        ack = await self._store.append(
+        deadline_ms = int((time.time() + remaining) * 1000) if remaining is not None else 0
+        ack = await self._appender.append(
             request.conversation_id,
             request.sender_id,
             request.sender_device_id,
@@ -57,6 +61,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             request.body,
             exclude_session=request.sender_session_id,
             traceparent=inject_traceparent(),
+            deadline_ms=deadline_ms,
         )
         metrics.record_append(ack)
         return router_pb2.AppendResponse(ack=ack)

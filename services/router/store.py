@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parley import errors, limits
-from parley.ids import direct_conversation_id, new_group_id, new_message_id
+from parley.ids import direct_conversation_id, new_group_id
 from parley.internal.v1 import router_pb2
 from parley.keys import KIND_JOIN, KIND_LEAVE, Keys
 from parley.redisclient import load_script
@@ -49,81 +49,16 @@ class ConversationStore:
         redis: aioredis.Redis,
         keys: Keys,
         *,
-        dedupe_ttl_s: int = 48 * 3600,
-        messages_maxlen: int = 10_000,
         max_group_members: int = 1_000,
     ) -> None:
         self._redis = redis
         self._keys = keys
-        self._dedupe_ttl_s = dedupe_ttl_s
-        self._messages_maxlen = messages_maxlen
         self._max_group_members = max_group_members
-        self._append = load_script(redis, "router", "append.lua")
         self._create = load_script(redis, "router", "create.lua")
         self._cursor = load_script(redis, "router", "cursor.lua")
         self._members = load_script(redis, "router", "members.lua")
 
     # --- messages -------------------------------------------------------------------------
-
-    async def append(
-        self,
-        conversation_id: str,
-        sender_id: str,
-        sender_device_id: str,
-        client_message_id: str,
-        body: bytes,
-        *,
-        exclude_session: str = "",
-        traceparent: str = "",
-    ) -> messages_pb2.SendAck:
-        _check_conversation_id(conversation_id)
-        limits.check_client_message_id(client_message_id)
-        limits.check_device_id(sender_device_id)
-        server_ms = int(time.time() * 1000)
-        message_id = new_message_id(server_ms)
-        # Serialized without seq: the script appends the seq field it assigns.
-        draft = messages_pb2.Message(
-            conversation_id=conversation_id,
-            message_id=message_id,
-            sender_id=sender_id,
-            sender_device_id=sender_device_id,
-            client_message_id=client_message_id,
-            body=body,
-            server_time=timestamp_ms(server_ms),
-        ).SerializeToString()
-        k = self._keys
-        status, seq, mid, ts = await self._append(
-            keys=[
-                k.seq(conversation_id),
-                k.dedupe(conversation_id, sender_id, client_message_id),
-                k.messages(conversation_id),
-                k.log_of(conversation_id),
-                k.members(conversation_id),
-                k.meta(conversation_id),
-                k.dedupe_legacy(conversation_id, sender_id, client_message_id),
-            ],
-            args=[
-                sender_id,
-                draft,
-                message_id,
-                server_ms,
-                self._dedupe_ttl_s,
-                self._messages_maxlen,
-                exclude_session,
-                traceparent,
-                conversation_id,
-            ],
-        )
-        if status in (b"not_found", b"not_member"):
-            raise _not_member(sender_id, conversation_id)
-        return messages_pb2.SendAck(
-            client_message_id=client_message_id,
-            conversation_id=conversation_id,
-            seq=int(seq),
-            message_id=mid.decode(),
-            server_time=timestamp_ms(int(ts)),
-            duplicate=status == b"dup",
-        )
 
     async def last_seq(self, conversation_id: str) -> int:
         value = await self._redis.get(self._keys.seq(conversation_id))
@@ -383,10 +318,4 @@ def _check_conversation_id(cid: str) -> None:
 
 
 def _not_member(user_id: str, cid: str) -> errors.NotAMember:
-    """The one answer for a conversation the user may not see, whether or not it exists.
-
-    A stranger must not learn which conversations exist (e.g. probe whether two
-    users have a direct conversation, whose id is computable): a missing
-    conversation and someone else's both read PERMISSION_DENIED, same message.
-    """
-    return errors.NotAMember(f"{user_id} is not a member of conversation {cid}")
+    return errors.NotAMember.of(user_id, cid)

@@ -68,6 +68,8 @@ def free_base_port(count: int) -> int:
 class Stack:
     process: subprocess.Popen[str]
     base_port: int
+    redis_url: str = ""
+    redis_prefix: str = ""
     lines: list[str] = field(default_factory=list)
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -186,7 +188,9 @@ def devstack(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    running = Stack(process=process, base_port=base)
+    running = Stack(
+        process=process, base_port=base, redis_url=redis_url, redis_prefix=env["PARLEY_REDIS_PREFIX"]
+    )
     reader = threading.Thread(target=running.read_output, daemon=True)
     reader.start()
     try:

@@ -26,6 +26,7 @@ import pytest
 
 from parley.auth import mint_dev_token
 from parley.config import CassandraConfig
+from parley.keys import Keys
 from parley_client import ParleyClient
 from tests.conftest import keyspace_for
 from tests.e2e.devstack_helpers import PKI_DIR, Stack, devstack
@@ -42,8 +43,9 @@ PRESENCE_LEASE_S = 4.0
 def stack(redis_url: str, cassandra_config: CassandraConfig) -> Iterator[Stack]:
     extra = {
         "PARLEY_CASSANDRA_KEYSPACE": KEYSPACE,
-        # A short lease, so a killed gateway's users go offline within seconds here.
+        # Short leases, so a killed gateway's users go offline and its routes go within seconds here.
         "PARLEY_PRESENCE_LEASE_SECONDS": str(PRESENCE_LEASE_S),
+        "PARLEY_ROUTE_LEASE_SECONDS": str(PRESENCE_LEASE_S),
     }
     with devstack(redis_url, cassandra_config, extra) as running:
         yield running
@@ -174,7 +176,9 @@ def test_issue5_presence_online_while_listening_offline_after_listener_killed(
 
 
 def test_issue5_killed_gateway_lets_its_users_go_offline_within_the_lease(stack: Stack) -> None:
+    """And (issue 9) its routes disappear: nothing renewed them per user, the routers sweep them."""
     import grpc
+    import redis
 
     from tests.chat import RawSession
 
@@ -206,6 +210,11 @@ def test_issue5_killed_gateway_lets_its_users_go_offline_within_the_lease(stack:
             break
         assert time.monotonic() < deadline, state
         time.sleep(0.5)
+    routes_key = Keys(prefix=stack.redis_prefix).routes(bob)
+    with redis.Redis.from_url(stack.redis_url) as client:
+        while client.hkeys(routes_key):
+            assert time.monotonic() < deadline, client.hgetall(routes_key)
+            time.sleep(0.2)
 
 
 def test_issue4_history_pages_back_through_300_and_cqlsh_counts_the_rows(

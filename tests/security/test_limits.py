@@ -11,7 +11,7 @@ import pytest
 
 from history.reader import HistoryReader
 from parley import limits
-from parley.config import CassandraConfig, RedisConfig
+from parley.config import CassandraConfig, LogConfig, RedisConfig
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.v1 import errors_pb2, gateway_pb2, gateway_pb2_grpc, messages_pb2
 from parley_client import output
@@ -68,9 +68,7 @@ async def test_big_history_through_cassandra_pages_by_bytes_and_resumes_beyond_r
     """72 messages of 60 KiB, Redis keeping only 10: a resume from 0 is served from Cassandra in
     byte-bounded pages without a gap, and GetHistory(limit=200) chains shorter pages (has_more)."""
     async with (
-        running_stack(
-            redis_config, cassandra=cassandra_config, router_overrides={"messages_maxlen": 10}
-        ) as stack,
+        running_stack(redis_config, cassandra=cassandra_config, log=LogConfig(messages_maxlen=10)) as stack,
         grpc.aio.insecure_channel(stack.gateway_addr) as channel,
     ):
         mallory, victim = f"mallory-{uuid.uuid4().hex[:8]}", f"victim-{uuid.uuid4().hex[:8]}"

@@ -43,8 +43,8 @@ async def proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
 
 @contextlib.contextmanager
 def paused(proxy: TcpProxy) -> Iterator[None]:
-    """Stalls the router's Redis for the block; always flowing again afterwards, so a failing
-    assertion cannot leave the stack's shutdown waiting on a paused Redis."""
+    """Stalls the gateway's Redis (where sends are appended) for the block; always flowing
+    again afterwards, so a failing assertion cannot leave the shutdown waiting on it."""
     proxy.pause()
     try:
         yield
@@ -60,12 +60,11 @@ def via(proxy: TcpProxy, redis_config: RedisConfig) -> RedisConfig:
 async def shedding_stack(
     redis_config: RedisConfig, proxy: TcpProxy, admission: AdmissionConfig
 ) -> AsyncIterator[tuple[gateway_pb2_grpc.ChatServiceAsyncStub, str]]:
-    """Gateway + router (its Redis behind ``proxy``), and a direct conversation alice-bob."""
+    """Gateway (its Redis behind ``proxy``) + router, and a direct conversation alice-bob."""
     async with (
         running_stack(
             redis_config,
-            router_overrides={"redis": via(proxy, redis_config)},
-            gateway_overrides={"admission": admission},
+            gateway_overrides={"admission": admission, "redis": via(proxy, redis_config)},
         ) as stack,
         grpc.aio.insecure_channel(stack.gateway_addr) as channel,
     ):
@@ -167,6 +166,28 @@ async def test_the_router_drops_an_append_whose_deadline_has_passed(redis_config
         assert fetched.last_seq == 0  # never stored
         ok = await router.Append(request, timeout=5)
         assert ok.ack.seq == 1
+
+
+async def test_a_send_stalled_past_its_deadline_is_never_stored(
+    redis_config: RedisConfig, redis_client: aioredis.Redis, proxy: TcpProxy
+) -> None:
+    """The append request sits in a stalled connection until after the deadline: Redis refuses it."""
+    short = dataclasses.replace(SHEDDING, send_deadline_s=0.3)
+    async with shedding_stack(redis_config, proxy, short) as (chat, cid):
+        keys = Keys(prefix=redis_config.key_prefix, partitions=PARTITIONS)
+        with paused(proxy):
+            with pytest.raises(grpc.aio.AioRpcError) as late:
+                await chat.Send(send_request(cid, "stalled"), metadata=metadata("alice"), timeout=5)
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert (
+                dict(late.value.trailing_metadata() or ())["parley-error-code"]
+                == "ERROR_CODE_DEADLINE_EXCEEDED"
+            )
+            await asyncio.sleep(0.4)  # the stalled request is now past its deadline by Redis' clock too
+        # Flowing again: the stalled script runs now, and stores nothing.
+        retried = await chat.Send(send_request(cid, "stalled"), metadata=metadata("alice"), timeout=5)
+        assert (retried.ack.seq, retried.ack.duplicate) == (1, False)
+        assert int(await redis_client.get(keys.seq(cid)) or 0) == 1
 
 
 async def test_shed_sends_are_retried_by_the_sdk_and_delivered_once(

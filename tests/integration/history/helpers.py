@@ -11,15 +11,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from history.app import History, spec_of
 from history.config import HistoryConfig, WriterSettings
+from parley.appender import LogAppender
 from parley.config import CassandraConfig, RedisConfig, ServerConfig, TelemetryConfig
 from parley.keys import Keys
-from parley.redisclient import load_script
 from parley.server import RunningServer, serving
-from parley.v1 import messages_pb2
 from tests.conftest import keyspace_for
 
 # Keyspaces of these tests (bucket size is fixed per keyspace, so one per size).
@@ -66,12 +64,12 @@ async def history_service(
 
 
 class Appender:
-    """Appends messages exactly as the router does: its append.lua, its keys and arguments."""
+    """Appends messages exactly as the gateway does (parley.appender), into bare conversations."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._script: AsyncScript = load_script(redis, "router", "append.lua")
+        self._appender = LogAppender(redis, keys, dedupe_ttl_s=3600)
 
     async def create(self, conversation_id: str, members: list[str]) -> None:
         await self._redis.sadd(self._keys.members(conversation_id), *members)
@@ -79,58 +77,25 @@ class Appender:
             self._keys.meta(conversation_id), mapping={"kind": "group", "created_by": members[0]}
         )
 
-    def _call(self, conversation_id: str, sender: str, body: bytes) -> tuple[list[str], list[Any]]:
-        client_message_id = uuid.uuid4().hex
-        message_id = uuid.uuid4().hex
-        now_ms = int(time.time() * 1000)
-        message = messages_pb2.Message(
-            conversation_id=conversation_id,
-            message_id=message_id,
-            sender_id=sender,
-            sender_device_id="dev",
-            client_message_id=client_message_id,
-            body=body,
-        )
-        message.server_time.FromMilliseconds(now_ms)
-        k = self._keys
-        keys = [
-            k.seq(conversation_id),
-            k.dedupe(conversation_id, sender, client_message_id),
-            k.messages(conversation_id),
-            k.log_of(conversation_id),
-            k.members(conversation_id),
-            k.meta(conversation_id),
-        ]
-        args = [
-            sender,
-            message.SerializeToString(),
-            message_id,
-            now_ms,
-            3600,
-            10_000,
-            "",
-            "",
-            conversation_id,
-        ]
-        return keys, args
-
     async def send(self, conversation_id: str, sender: str, body: bytes) -> int:
-        keys, args = self._call(conversation_id, sender, body)
-        status, seq, _mid, _ts = await self._script(keys=keys, args=args)
-        assert status == b"ok", status
-        return int(seq)
+        ack = await self._appender.append(conversation_id, sender, "dev", uuid.uuid4().hex, body)
+        assert not ack.duplicate
+        return ack.seq
 
     async def send_many(self, conversation_id: str, sender: str, count: int, *, chunk: int = 500) -> None:
-        """``count`` messages with bodies "<n>" (pipelined: fast enough for thousands)."""
+        """``count`` messages with bodies "<n>" (concurrent, so batched: fast enough for thousands)."""
         sent = 0
         while sent < count:
-            pipe = self._redis.pipeline(transaction=False)
             n = min(chunk, count - sent)
-            for i in range(n):
-                keys, args = self._call(conversation_id, sender, str(sent + i + 1).encode())
-                await self._script(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
-            assert all(reply[0] == b"ok" for reply in replies)
+            acks = await asyncio.gather(
+                *(
+                    self._appender.append(
+                        conversation_id, sender, "dev", uuid.uuid4().hex, str(sent + i + 1).encode()
+                    )
+                    for i in range(n)
+                )
+            )
+            assert not any(ack.duplicate for ack in acks)
             sent += n
 
 

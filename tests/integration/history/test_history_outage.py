@@ -4,7 +4,6 @@ writer keeps the log pending and reports it, and catches up when Cassandra is ba
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from history.app import WRITER_HEALTH_NAME
 from parley.config import CassandraConfig, RedisConfig
+from parley.ids import new_group_id
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.keys import Keys
 from tests.integration.history.helpers import Appender, history_config, history_service, wait_for
@@ -52,7 +52,7 @@ async def test_down_at_start_then_up(
     proxy: TcpProxy,
 ) -> None:
     appender = Appender(redis_client, keys)
-    c = f"c-{uuid.uuid4().hex}"
+    c = new_group_id()
     await appender.create(c, ["alice"])
     await appender.send_many(c, "alice", 30)
     cassandra = dataclasses.replace(history_cassandra, port=proxy.port)  # nothing listens there yet
@@ -95,7 +95,7 @@ async def test_outage_while_running_loses_nothing(
     proxy: TcpProxy,
 ) -> None:
     appender = Appender(redis_client, keys)
-    c = f"c-{uuid.uuid4().hex}"
+    c = new_group_id()
     await appender.create(c, ["alice"])
     await proxy.start()
     cassandra = dataclasses.replace(history_cassandra, port=proxy.port)

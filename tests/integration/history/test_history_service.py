@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -13,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from history.app import WRITER_HEALTH_NAME, History
 from parley.config import CassandraConfig, RedisConfig
 from parley.errors import ERROR_CODE_METADATA
+from parley.ids import new_group_id
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.keys import HISTORY_GROUP, Keys
 from parley.v1 import messages_pb2
@@ -27,7 +27,7 @@ async def test_messages_appended_by_the_router_script_are_stored_and_served(
     redis_config: RedisConfig, keys: Keys, redis_client: aioredis.Redis, history_cassandra: CassandraConfig
 ) -> None:
     appender = Appender(redis_client, keys)
-    conversations = [f"c-{uuid.uuid4().hex}" for _ in range(6)]  # spread over the 4 partitions
+    conversations = [new_group_id() for _ in range(6)]  # spread over the 4 partitions
     for c in conversations:
         await appender.create(c, ["alice", "bob"])
     # Some appended before the writer ever ran: its group starts at id 0, so they are not skipped.
@@ -72,7 +72,7 @@ async def test_lag_counts_unread_and_pending_entries(
     redis_config: RedisConfig, keys: Keys, redis_client: aioredis.Redis, history_cassandra: CassandraConfig
 ) -> None:
     appender = Appender(redis_client, keys)
-    c = f"c-{uuid.uuid4().hex}"
+    c = new_group_id()
     await appender.create(c, ["alice"])
     await appender.send_many(c, "alice", 12)
     parts = History(history_config(redis_config, history_cassandra, partitions=keys.partitions))
@@ -90,7 +90,7 @@ async def test_entries_left_pending_by_a_dead_writer_are_taken_over(
     redis_config: RedisConfig, keys: Keys, redis_client: aioredis.Redis, history_cassandra: CassandraConfig
 ) -> None:
     appender = Appender(redis_client, keys)
-    c = f"c-{uuid.uuid4().hex}"
+    c = new_group_id()
     await appender.create(c, ["alice"])
     await appender.send_many(c, "alice", 40)
     log_key = keys.log_of(c)
@@ -114,7 +114,7 @@ async def test_a_malformed_entry_is_acked_without_blocking_the_partition(
     redis_config: RedisConfig, keys: Keys, redis_client: aioredis.Redis, history_cassandra: CassandraConfig
 ) -> None:
     appender = Appender(redis_client, keys)
-    c = f"c-{uuid.uuid4().hex}"
+    c = new_group_id()
     await appender.create(c, ["alice"])
     await appender.send(c, "alice", b"before")
     await redis_client.xadd(keys.log_of(c), {"c": c, "m": b"no seq"})
@@ -160,7 +160,7 @@ async def test_replaced_writers_are_removed_from_the_group_only_with_nothing_pen
     redis_config: RedisConfig, keys: Keys, redis_client: aioredis.Redis, history_cassandra: CassandraConfig
 ) -> None:
     appender = Appender(redis_client, keys)
-    c = f"c-{uuid.uuid4().hex}"
+    c = new_group_id()
     await appender.create(c, ["alice"])
     await appender.send_many(c, "alice", 10)
     log_key = keys.log_of(c)

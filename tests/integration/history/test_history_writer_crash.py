@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import redis.asyncio as aioredis
 
 from history.db import Database
 from parley.config import CassandraConfig, RedisConfig
+from parley.ids import new_group_id
 from parley.keys import HISTORY_GROUP, Keys
 from tests.integration.history.helpers import Appender, wait_for
 
@@ -72,7 +72,7 @@ async def test_killed_writer_loses_nothing_and_duplicates_nothing(
     restart_as: str,
 ) -> None:
     appender = Appender(redis_client, keys)
-    conversations = [f"crash-{uuid.uuid4().hex}" for _ in range(CONVERSATIONS)]
+    conversations = [new_group_id() for _ in range(CONVERSATIONS)]
     for c in conversations:
         await appender.create(c, ["alice"])
         await appender.send_many(c, "alice", PER_CONVERSATION)

@@ -7,6 +7,7 @@ import asyncio
 import grpc
 import pytest
 
+from gateway.admission import AdmissionConfig
 from parley.config import RedisConfig
 from parley.v1 import errors_pb2, gateway_pb2, gateway_pb2_grpc, messages_pb2
 from tests.chat import RawSession, metadata
@@ -176,7 +177,13 @@ async def test_group_of_five_users_three_devices_each(redis_config: RedisConfig)
 
 async def test_hundred_concurrent_senders_one_gap_free_sequence(redis_config: RedisConfig) -> None:
     senders = [f"s{i:03d}" for i in range(100)]
-    async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
+    # 100 sends at once are past the default in-flight bound (64): this test is about order,
+    # not shedding (tests/integration/gateway/test_admission.py), so all are admitted.
+    admit_all = AdmissionConfig(max_in_flight=1_000, per_user_in_flight=10, max_loop_lag_s=0.0)
+    async with (
+        running_stack(redis_config, gateway_overrides={"admission": admit_all}) as stack,
+        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
+    ):
         conv = gateway_pb2_grpc.ConversationServiceStub(channel)
         reply = await conv.CreateGroup(
             gateway_pb2.CreateGroupRequest(name="busy", member_ids=[*senders, "watcher1", "watcher2"]),

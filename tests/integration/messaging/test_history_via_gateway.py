@@ -8,7 +8,7 @@ import uuid
 import grpc
 import pytest
 
-from parley.config import CassandraConfig, RedisConfig
+from parley.config import CassandraConfig, LogConfig, RedisConfig
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.chat import RawSession, metadata
@@ -44,9 +44,7 @@ async def test_offline_beyond_redis_retention_resumes_from_cassandra_without_gap
 ) -> None:
     # Redis keeps only ~10 recent messages per conversation in this test.
     async with (
-        running_stack(
-            redis_config, cassandra=cassandra_config, router_overrides={"messages_maxlen": 10}
-        ) as stack,
+        running_stack(redis_config, cassandra=cassandra_config, log=LogConfig(messages_maxlen=10)) as stack,
         grpc.aio.insecure_channel(stack.gateway_addr) as channel,
     ):
         conv = gateway_pb2_grpc.ConversationServiceStub(channel)

@@ -70,6 +70,8 @@ def test_every_key_starts_with_the_prefix() -> None:
         keys.user_conversations("u"),
         keys.routes("u"),
         keys.inbox("gw-1"),
+        keys.gateways(),
+        keys.gateway_users("gw-1"),
         keys.presence_sessions("u"),
         keys.presence_state("u"),
         keys.presence_leases(),
