@@ -86,6 +86,8 @@ interface Outcome {
   reason: string;
   error?: ParleyError;
   unauthenticated?: boolean;
+  /** The socket never opened (browsers hide why: a refused token looks like a network failure). */
+  beforeOpen?: boolean;
 }
 
 const decoder = new TextDecoder();
@@ -236,6 +238,10 @@ export class Session {
     });
   }
 
+  private enqueue(task: () => Promise<void>): void {
+    this.chain = this.chain.then(task).catch((error: unknown) => console.error("parley: commit failed", error));
+  }
+
   private setState(state: ConnectionState, extra: Omit<SessionEvents["state"], "state"> = {}): void {
     this.state = state;
     this.emit("state", { state, ...extra });
@@ -372,20 +378,23 @@ export class Session {
   private async run(): Promise<void> {
     let refresh = false;
     let refusedInARow = 0;
+    let unopenedInARow = 0;
     while (!this.closed) {
       const outcome: Outcome = await this.connectOnce(refresh).catch(
         (error: unknown): Outcome => ({ reason: `connect failed: ${String(error)}` }),
       );
       if (this.closed) break;
       const error = outcome.error;
-      refresh = outcome.unauthenticated === true;
-      refusedInARow = refresh ? refusedInARow + 1 : 0;
+      refusedInARow = outcome.unauthenticated === true ? refusedInARow + 1 : 0;
+      unopenedInARow = outcome.beforeOpen === true ? unopenedInARow + 1 : 0;
+      // Every second failure to even open asks for a fresh token too, in case that was why.
+      refresh = outcome.unauthenticated === true || (unopenedInARow > 0 && unopenedInARow % 2 === 0);
       // A fresh token was refused too: reconnecting cannot help.
       if (refusedInARow >= 2 || (error !== undefined && isFatalStatus(error.grpcStatus))) {
         this.end(error ?? new ParleyError(outcome.reason, ErrorCode.UNAUTHENTICATED, GrpcStatus.UNAUTHENTICATED));
         break;
       }
-      let delay = refresh && refusedInARow === 1 ? 0 : this.backoff.nextDelayMs();
+      let delay = refusedInARow === 1 ? 0 : this.backoff.nextDelayMs();
       if (error?.retryAfterMs !== undefined) delay = Math.max(delay, error.retryAfterMs);
       this.setState("disconnected", { reason: outcome.reason, retryInMs: delay, ...(error ? { error } : {}) });
       await new Promise<void>((resolve) => {
@@ -460,7 +469,9 @@ export class Session {
       socket.onerror = (event: unknown) => {
         // Node's `ws` reports a refused upgrade (HTTP 401) here; browsers hide the status.
         const text = String((event as { message?: unknown })?.message ?? "");
-        if (!opened) finish({ reason: `connection failed ${text}`.trim(), unauthenticated: text.includes("401") });
+        if (!opened) {
+          finish({ reason: `connection failed ${text}`.trim(), unauthenticated: text.includes("401"), beforeOpen: true });
+        }
       };
       socket.onclose = (event) => {
         const status = statusOfCloseCode(event.code);
@@ -473,6 +484,7 @@ export class Session {
           reason: opened ? reason : "connection refused",
           ...(error ? { error } : {}),
           unauthenticated: status === GrpcStatus.UNAUTHENTICATED,
+          beforeOpen: !opened,
         });
       };
       socket.onmessage = (event) => {
@@ -663,7 +675,8 @@ export class Session {
   private release(items: Held[]): void {
     for (const item of items) {
       if ("own" in item) {
-        this.emit("state", { state: this.state }, async () => {
+        // Our own send passes the position in turn, without reaching the listeners.
+        this.enqueue(async () => {
           if (this.options.ackMode === "auto") await this.commit(item.conversationId, item.seq);
         });
         continue;
