@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from parley import errors, limits
+from parley import errors, limits, metrics
 from parley.ids import new_message_id
 from parley.keys import F_CONVERSATION, F_EXCLUDE_SESSION, F_MESSAGE, F_SEQ, F_TRACEPARENT, Keys
 from parley.redisclient import load_script
@@ -189,6 +189,7 @@ class LogAppender:
                 _fail(batch, exc)
                 return
             self.batches += 1
+            metrics.APPEND_BATCH.observe(len(batch))
             for i, send in enumerate(batch):
                 status, seq, mid, ts = reply[4 * i : 4 * i + 4]
                 if send.done.done():
@@ -199,7 +200,11 @@ class LogAppender:
                 if status == b"expired":
                     send.done.set_exception(errors.DeadlineExceeded(EXPIRED_MESSAGE))
                     continue
-                self.appended += status == b"ok"
+                if status == b"ok":
+                    self.appended += 1
+                    metrics.APPENDS.inc()
+                else:
+                    metrics.APPEND_DEDUPE_HITS.inc()
                 send.done.set_result(
                     messages_pb2.SendAck(
                         client_message_id=send.client_message_id,

@@ -109,6 +109,16 @@ REDIS_ERRORS = Counter(
     "Redis commands that failed, by command and error class.",
     ["command", "error"],
 )
+# Appends to the conversation logs (parley.appender: the gateways, and the router's Append RPC).
+APPENDS = Counter("parley_appends_total", "Messages appended to the conversation logs (new, not retries).")
+APPEND_DEDUPE_HITS = Counter(
+    "parley_append_dedupe_hits_total", "Sends that were retries of a stored message (its seq returned)."
+)
+APPEND_BATCH = Histogram(
+    "parley_append_batch_messages",
+    "Messages per append script call (one Redis round trip): grows with the load.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 CASSANDRA_LATENCY = Histogram(
     "parley_cassandra_request_seconds",
     "Cassandra requests as the driver's caller sees them, by operation (query or write).",

@@ -8,12 +8,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from parley.v1 import messages_pb2
-
-APPENDS = Counter("parley_router_appends_total", "Messages appended (new, not retries).")
-DEDUPE_HITS = Counter(
-    "parley_router_dedupe_hits_total", "Sends that were retries of a stored message (same seq returned)."
-)
 FANOUT_ENTRIES = Histogram(
     "parley_router_fanout_round_entries",
     "Log entries delivered per fan-out round.",
@@ -30,10 +24,6 @@ FANOUT_LAST_ROUND = Gauge(
     "When the fan-out loop last completed a read (it reads at least every second while healthy).",
 )
 PARTITIONS_OWNED = Gauge("parley_router_partitions_owned", "Partition leases this router holds.")
-
-
-def record_append(ack: messages_pb2.SendAck) -> None:
-    (DEDUPE_HITS if ack.duplicate else APPENDS).inc()
 
 
 def _entry_ms(entry_id: bytes | str) -> int:

@@ -17,7 +17,6 @@ from parley.internal.v1 import history_pb2, history_pb2_grpc, router_pb2, router
 from parley.server import ServicerContext
 from parley.telemetry import inject_traceparent
 from parley.v1 import gateway_pb2, messages_pb2
-from router import metrics
 from router.fanout import Deliverer
 from router.store import ConversationStore, timestamp_ms
 
@@ -63,7 +62,6 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             traceparent=inject_traceparent(),
             deadline_ms=deadline_ms,
         )
-        metrics.record_append(ack)
         return router_pb2.AppendResponse(ack=ack)
 
     async def Fetch(

@@ -5,7 +5,7 @@ service serves /metrics on its gRPC port + 1000. The test starts Debian's
 ``prometheus`` on a free port with a 1 s scrape interval, drives a scripted
 workload through the gateway (sessions, sends), and polls PromQL until the
 series say what happened: open sessions equal the connected clients, the
-router's appends equal the messages sent, the history writer's lag returns
+appends (by the gateways) equal the messages sent, the history writer's lag returns
 to 0, and closing the sessions brings the session count back to 0.
 """
 
@@ -166,8 +166,8 @@ async def test_workload_shows_in_promql(stack: Stack, prometheus: Prometheus) ->
             sessions[0].send(cid, f"metrics {i}")
         for receiver in sessions[1:]:
             assert len(await receiver.messages(MESSAGES)) == MESSAGES
-        prometheus.wait_for("sum(parley_router_appends_total)", MESSAGES)
-        prometheus.wait_for("sum(parley_router_dedupe_hits_total)", 0)
+        prometheus.wait_for("sum(parley_appends_total)", MESSAGES)
+        prometheus.wait_for("sum(parley_append_dedupe_hits_total)", 0)
         prometheus.wait_for('sum(parley_gateway_frames_received_total{kind="send"})', MESSAGES)
         prometheus.wait_for('sum(parley_gateway_frames_sent_total{kind="send_ack"})', MESSAGES)
         # Each message reached the gateway once for its two receivers' sessions.
