@@ -11,7 +11,8 @@ import { WS_URL, client, user } from "../test/helpers.mjs";
 
 const PAGE_URL = WS_URL.replace(/^ws/, "http") + "/";
 const ARTIFACTS = process.env.PARLEY_ARTIFACTS_DIR || join(process.cwd(), "test-artifacts");
-const TIMEOUT = 10_000;
+// Generous: CI machines are shared and a freshly started stack is slow for its first seconds.
+const TIMEOUT = 20_000;
 mkdirSync(ARTIFACTS, { recursive: true });
 
 let browser;
@@ -70,7 +71,13 @@ test("two people chat: list, presence, typing, live messages, ticks; reload keep
   await alice.page.click("#new-chat button");
   await alice.page.waitForSelector(`#conversation-title:text("${b}")`);
   await send(alice.page, "hi bob");
-  await alice.page.waitForSelector('#messages li.mine[data-seq="1"]');
+  try {
+    await alice.page.waitForSelector('#messages li.mine[data-seq="1"]');
+  } catch (error) {
+    await shot(alice.page, "failed-first-send");
+    const shown = await alice.page.$$eval("#messages li", (l) => l.map((x) => [x.dataset.seq, x.dataset.tick, x.title]));
+    throw new Error(`${error.message}; shown: ${JSON.stringify(shown)}; status: ${await alice.page.textContent("#status")}`);
+  }
 
   const item = conversationItem(bob.page, a);
   await item.waitFor();
