@@ -12,7 +12,7 @@
 #
 # Note: Docker cannot run on the machine this file was written on, so this
 # build has not been executed here; it is kept deliberately plain (official
-# base image, `pip install .`, no tricks) so that it is correct by reading.
+# base image, `pip install ./clients/python .`, no tricks) so that it is correct by reading.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -29,8 +29,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/parley
 WORKDIR /src
-# Only what the package build reads: metadata, the README it names, and the
-# two import roots (services/ and clients/python/, see [tool.setuptools]).
+# Only what the package builds read: metadata, the READMEs they name, the
+# server (services/) and the client distribution it depends on (clients/python/:
+# parley-client, which carries the generated parley.v1 code), installed together.
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY clients/python ./clients/python
@@ -40,7 +41,7 @@ COPY clients/python ./clients/python
 # with a read-only root filesystem.
 # The import check fails the build, not the first pod, if a module or its
 # package data is missing from the wheel.
-RUN /opt/parley/bin/pip install --no-cache-dir . \
+RUN /opt/parley/bin/pip install --no-cache-dir ./clients/python . \
  && /opt/parley/bin/python -c "import gateway.app, router.app, presence.app, history.app, history.migrate" \
  && /opt/parley/bin/python -c "import history.migrate as m; assert m.load_migrations(), 'no CQL migrations in the wheel'"
 

@@ -4,8 +4,10 @@
 #
 #   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it)
 #   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
-#   make lint     ruff, ruff format --check, mypy --strict, buf lint, buf breaking, helm lint
+#   make lint     ruff, ruff format --check, mypy --strict, buf lint, buf breaking, gofmt + go vet, helm lint
+#   make loadgen  the Go load generator (build/parley-loadgen) that `make bench` drives
 #   make chaos    the fault suite (several minutes; chaos-short is CI's form); SEED=... replays a run
+#   make kotlin   build the Kotlin/JVM SDK (clients/kotlin); make kotlin-test runs its tests on a stack
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
@@ -31,27 +33,32 @@ export PARLEY_REDIS_URL ?= redis://127.0.0.1:$(PARLEY_REDIS_PORT)/0
 export PARLEY_TEST_REDIS_URL ?= $(PARLEY_REDIS_URL)
 export PARLEY_TEST_CASSANDRA_PORT ?= $(PARLEY_CASSANDRA_PORT)
 
-# Tools the tests drive (grpcurl, buf, helm from the Go module proxy; Debian's chromium, prometheus, node).
-TEST_TOOLS := grpcurl buf helm chromium prometheus node
+# Tools the tests drive (grpcurl, buf, helm and buf's Go plugins from the Go module proxy; Debian's
+# chromium, prometheus and node).
+TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node
+LOADGEN := build/parley-loadgen
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check proto-release proto-gen infra-up infra-down infra-status run \
-	test test-unit test-integration test-e2e lint lint-proto bench chaos chaos-short clean \
-	typescript web proto-ts
+	test test-unit test-integration test-e2e test-loadgen lint lint-proto loadgen bench chaos chaos-short clean \
+	kotlin kotlin-test typescript web proto-ts
 
 all: test
 
 # The venv is rebuilt when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); Parley needs >= 3.11 (set PYTHON=...)" >&2; exit 1; }
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
 	  || { echo "error: $(PYTHON) cannot create a venv with pip (on Debian: apt-get install python3-venv)" >&2; exit 1; }
-	@echo "==> creating $(VENV) with $(PYTHON) and installing parley[dev]"
+	@echo "==> creating $(VENV) with $(PYTHON) and installing parley-client and parley[dev]"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e ./clients/python -e '.[dev]'
+	@# Upgrading a venv whose parley still owned the `parley` script: removing that old
+	@# parley took the script parley-client had just installed with it.
+	@[ -x $(VENV)/bin/parley ] || $(PY) -m pip install -q --no-deps --force-reinstall -e ./clients/python
 	touch $@
 
 venv: $(VENV)/.installed
@@ -86,18 +93,21 @@ proto-ts: $(TS)/node_modules/.installed
 	@deploy/local/tools.sh buf
 	cd $(TS) && npm run --silent generate
 
-# Regenerates Python code and type stubs from protos/ into services/parley.
+# Regenerates Python code and type stubs from protos/: parley.v1 into clients/python
+# (parley-client ships it), parley.internal.v1 into services; and the Go stubs of the
+# public API into bench/loadgen/pb (the Go plugins of buf.gen.yaml).
 proto: venv
-	@scripts/gen-protos.sh services
+	@scripts/gen-protos.sh
+	@scripts/gen-go-protos.sh bench/loadgen/pb
 
 # Every language of buf.gen.yaml: Python into services/ (the same bytes as
-# `make proto`), Java, Kotlin and TypeScript into gen/ (not committed).
+# `make proto`), Go into bench/loadgen/pb, Java, Kotlin and TypeScript into gen/ (not committed).
 proto-gen: venv
-	@deploy/local/tools.sh buf
+	@deploy/local/tools.sh buf protoc-gen-go protoc-gen-go-grpc
 	@deploy/local/codegen-tools.sh
 	buf generate
 
-# Fails when the checked-in generated code is older than protos/.
+# Fails when the checked-in generated code (Python and Go) is older than protos/.
 proto-check: venv
 	$(PYTEST) -q tests/unit/test_protos_fresh.py
 
@@ -113,8 +123,9 @@ lint-proto: venv
 proto-release:
 	@deploy/local/tools.sh buf
 	buf build
-	rm -rf protos-released && mkdir -p protos-released
+	rm -rf protos-released/protos protos-released/buf.yaml
 	cp -r buf.yaml protos protos-released/
+	@echo "protos-released/ now holds this contract: update the version in protos-released/README.md and commit"
 
 # Runs every linter, then fails if any did (one run shows all problems).
 lint: venv
@@ -124,6 +135,9 @@ lint: venv
 	echo "==> ruff format --check"; $(VENV)/bin/ruff format --check . || rc=1; \
 	echo "==> mypy (strict)"; $(VENV)/bin/mypy || rc=1; \
 	echo "==> buf lint"; buf lint && echo "buf lint: no problems" || rc=1; \
+	echo "==> gofmt, go vet (bench/loadgen)"; \
+	unformatted="$$(gofmt -l bench/loadgen)"; [ -z "$$unformatted" ] || { echo "gofmt: $$unformatted"; rc=1; }; \
+	(cd bench/loadgen && GOFLAGS=-buildvcs=false go vet ./...) && echo "go vet: no problems" || rc=1; \
 	echo "==> buf breaking (against protos-released/)"; \
 	  buf breaking --against protos-released && echo "buf breaking: compatible" || rc=1; \
 	if [ -n "$$(find deploy -name Chart.yaml 2>/dev/null)" ]; then \
@@ -151,8 +165,21 @@ run: venv infra-up web
 
 # Unit, integration and end-to-end tests against the real local
 # infrastructure. pytest exits 5 when it ran no test: that is a failure too.
-test: venv test-tools infra-up typescript
+test: venv test-tools infra-up test-loadgen kotlin typescript
 	@$(PYTEST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
+
+# The load generator's own unit tests (accounting, schedule, workload, histogram encoding).
+test-loadgen:
+	cd bench/loadgen && GOFLAGS=-buildvcs=false go test -count=1 ./...
+
+# The Kotlin/JVM SDK (clients/kotlin): compiled and packaged with Maven on Java 17 (both
+# installed from Debian when missing; its dependencies come from Maven Central into ~/.m2).
+# Its JUnit tests run against a stack of their own in tests/e2e/test_kotlin_sdk.py (make test).
+kotlin:
+	@clients/kotlin/build.sh
+
+kotlin-test: venv infra-up kotlin
+	$(PYTEST) tests/e2e/test_kotlin_sdk.py $(PYTEST_ARGS)
 
 test-unit: venv
 	@deploy/local/tools.sh prometheus
@@ -164,8 +191,13 @@ test-integration: venv infra-up
 test-e2e: venv test-tools infra-up typescript
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
+# The load generator (bench/loadgen, Go; modules from the Go module proxy). The runner builds it
+# too when it is missing or older than its sources.
+loadgen:
+	cd bench/loadgen && GOFLAGS=-buildvcs=false go build -trimpath -o $(CURDIR)/$(LOADGEN) .
+
 SCENARIO ?= smoke
-bench: venv infra-up
+bench: venv infra-up loadgen
 	$(PY) -m bench $(SCENARIO) $(BENCH_ARGS)
 
 # The fault suite (tests/chaos/README.md): its own Redis (6390) and Cassandra

@@ -4,7 +4,7 @@ Phases, per target (Parley, or the bare relay for the baseline):
 
 1. start the services as processes (bench/stack.py) on free ports, with a
    Redis key prefix unique to the run;
-2. start the load generator workers (bench/worker.py), each owning a slice
+2. start the load generator processes (bench/loadgen, Go), each owning a slice
    of the users and all their conversations; they create the conversations
    through the public API and open every user's session stream at the
    scenario's ramp rate; the gateway's RSS before and after gives its memory
@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import psutil
 import redis.asyncio as aioredis
 
+from bench.generator import build as build_generator
 from bench.hist import Latency
 from bench.profile import record, top_functions
 from bench.resources import Sampler, find_infra, gc_delta, read_gc_stats
@@ -56,7 +57,6 @@ from bench.stack import (
     relay_stack,
     services_root,
 )
-from bench.worker import STEP_LEAD_S
 from parley.keys import HISTORY_GROUP, Keys
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -65,8 +65,12 @@ PARTITIONS = 16
 SETTLE_S = 2.0
 HISTORY_CATCHUP_S = 60.0
 PROFILED = ("gateway", "router", "relay", "history")
+# A step's sending starts this long after the command, so every generator process starts together.
+STEP_LEAD_S = 0.3
+# The load generator processes are sampled under this name (plus "-<index>").
+GENERATOR = "generator"
 # Environment variables recorded with the results (they change the system under test).
-SETTING_PREFIXES = ("BENCH_", "PARLEY_", "OTEL_")
+SETTING_PREFIXES = ("BENCH_", "PARLEY_", "OTEL_", "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "LOADGEN_")
 IGNORED_SETTINGS = ("PARLEY_STATE_DIR", "PARLEY_REDIS_PORT", "PARLEY_CASSANDRA_PORT")
 
 
@@ -92,23 +96,21 @@ def machine_info() -> dict[str, Any]:
 
 
 class WorkerProcess:
-    """A worker subprocess and its JSON-lines control channel."""
+    """A load generator process (bench/loadgen, Go) and its JSON-lines control channel."""
 
     def __init__(self, index: int, process: asyncio.subprocess.Process) -> None:
         self.index = index
         self.process = process
 
     @classmethod
-    async def spawn(cls, index: int, scratch: Path) -> WorkerProcess:
-        stderr = (scratch / f"worker-{index}.log").open("ab")
+    async def spawn(cls, index: int, scratch: Path, binary: Path) -> WorkerProcess:
+        stderr = (scratch / f"generator-{index}.log").open("ab")
         setpriv = shutil.which("setpriv")
         try:
             process = await asyncio.create_subprocess_exec(
                 # Dies with the runner even if the runner is killed.
                 *([setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []),
-                sys.executable,
-                "-m",
-                "bench.worker",
+                str(binary),
                 cwd=REPO_ROOT,
                 env=base_env(scratch),
                 stdin=asyncio.subprocess.PIPE,
@@ -290,7 +292,7 @@ class Runner:
             say(f"{target}: stopping")
             await asyncio.gather(*(w.stop() for w in workers))
             for w in workers:
-                self.sampler.forget(f"worker-{w.index}")
+                self.sampler.forget(f"{GENERATOR}-{w.index}")
             await stack.stop()
             for service in stack.services:
                 self.sampler.forget(service.name)
@@ -302,9 +304,10 @@ class Runner:
 
     async def start_workers(self, address: str, target: str) -> list[WorkerProcess]:
         scenario = self.scenario
-        workers = [await WorkerProcess.spawn(i, self.scratch) for i in range(scenario.workers)]
+        binary = await asyncio.to_thread(build_generator)
+        workers = [await WorkerProcess.spawn(i, self.scratch, binary) for i in range(scenario.workers)]
         for worker in workers:
-            self.sampler.watch(f"worker-{worker.index}", worker.process.pid)
+            self.sampler.watch(f"{GENERATOR}-{worker.index}", worker.process.pid)
         users = _split(scenario.users, scenario.workers)
         connections = _split(max(scenario.connections, scenario.workers), scenario.workers)
         offset = 0
@@ -446,9 +449,8 @@ class Runner:
         gc_before = read_gc_stats(self.gc_dir)
         profiling: list[asyncio.Task[dict[str, Any] | None]] = []
         if scenario.profile:
+            # py-spy sees Python only: the Go generator's cost is its CPU share in the resources.
             targets = [(s.name, s.pid) for s in stack.running() if s.name in PROFILED]
-            # One load generator too: it shares the cores, so its cost matters as well.
-            targets.append(("worker-0", workers[0].process.pid))
             for name, pid in targets:
                 profiling.append(asyncio.create_task(self.profile(name, pid, rate, window)))
         reports = await _all(
@@ -460,6 +462,7 @@ class Runner:
                 "duration_s": scenario.duration_s,
                 "drain_s": scenario.drain_s,
                 "abort_after_s": scenario.abort_after_s,
+                "lead_s": STEP_LEAD_S,
             },
             "step_done",
         )
@@ -479,6 +482,9 @@ class Runner:
             per_msg = 1000.0 * merged["measured_s"] / merged["window_acks"]
             for usage in merged["resources"]["processes"].values():
                 usage["cpu_ms_per_msg"] = round(usage["cpu_pct"] / 100.0 * per_msg, 3)
+        merged["generator"] = generator_share(
+            merged["resources"], merged["window_acks"], merged["measured_s"]
+        )
         if stack.get("history") is not None and stack["history"].ready:
             # Every message must also reach Cassandra: the history writer's backlog when the
             # deliveries are done, and how long it takes to catch up (the step fails if it cannot).
@@ -553,7 +559,7 @@ class Runner:
         scenario = self.scenario
         load = (
             f"{scenario.users} users, {scenario.connections} HTTP/2 connections, {scenario.workers} "
-            f"load generator process(es) (uvloop); each user in one direct conversation"
+            f"load generator process(es) (Go, bench/loadgen); each user in one direct conversation"
             + (f" and one group of {scenario.group_size}" if scenario.group_size else "")
             + f"; {round(scenario.direct_share * 100)} % of sends to the direct one; "
             f"{scenario.body_bytes}-byte bodies; open-loop constant total rate; steps of "
@@ -572,6 +578,42 @@ class Runner:
             "headline": headline(scenario, targets),
             "targets": targets,
         }
+
+
+def generator_share(resources: dict[str, Any], acks: int, seconds: float) -> dict[str, Any]:
+    """The load generator's own cost in a step: it shares the cores with what it measures.
+
+    ``cpu_pct`` is in % of one core (all generator processes together), ``machine_pct``
+    in % of the whole machine, ``busy_share_pct`` its part of all CPU used meanwhile.
+    """
+    processes = resources.get("processes", {})
+    cpu = sum(p["cpu_pct"] for name, p in processes.items() if name.startswith(f"{GENERATOR}-"))
+    cores = psutil.cpu_count() or 1
+    machine = resources.get("machine_cpu_pct")
+    busy = machine * cores if machine else None
+    return {
+        "processes": sorted(name for name in processes if name.startswith(f"{GENERATOR}-")),
+        "cpu_pct": round(cpu, 1),
+        "machine_pct": round(cpu / cores, 1),
+        "busy_share_pct": round(100.0 * cpu / busy, 1) if busy else None,
+        "cpu_ms_per_msg": round(cpu / 100.0 * 1000.0 * seconds / acks, 3) if acks and seconds else None,
+    }
+
+
+def generator_line(target: str, steps: list[dict[str, Any]]) -> list[str]:
+    """The load generator's share at the heaviest passing step (or the heaviest step)."""
+    step = max(steps, key=lambda s: (s["passed"], s["rate"]))
+    gen = step.get("generator") or {}
+    if gen.get("cpu_pct") is None:
+        return []
+    busy = gen.get("busy_share_pct")
+    per_msg = gen.get("cpu_ms_per_msg")
+    return [
+        f"{target}: load generator at {step['rate']:g} msg/s used {gen['cpu_pct']:g} % of a core = "
+        f"{gen['machine_pct']:g} % of the machine"
+        + ("" if busy is None else f" ({busy:g} % of the CPU in use)")
+        + ("" if per_msg is None else f", {per_msg:.3f} ms CPU per message")
+    ]
 
 
 def code_version() -> dict[str, Any]:
@@ -638,6 +680,7 @@ def headline(scenario: Scenario, targets: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"{target['name']}: {connect.get('connected')} of {connect.get('users')} concurrent streams"
             )
+        lines += generator_line(target["name"], steps)
         memory = target.get("memory")
         if memory:
             lines.append(

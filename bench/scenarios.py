@@ -27,7 +27,7 @@ class Scenario:
     description: str
     users: int
     connections: int  # HTTP/2 connections in total, split across workers
-    workers: int  # load generator processes
+    workers: int  # load generator processes (bench/loadgen; one Go process multiplexes many streams)
     group_size: int  # 0: direct conversations only
     direct_share: float  # share of sends that go to the sender's direct conversation
     body_bytes: int
@@ -81,7 +81,7 @@ SCENARIOS: dict[str, Scenario] = {
             description="ramp to 100,000 concurrent streams, then light traffic (500 msg/s)",
             users=100_000,
             connections=200,
-            workers=2,
+            workers=1,
             group_size=10,
             direct_share=0.7,
             body_bytes=64,
@@ -99,7 +99,7 @@ SCENARIOS: dict[str, Scenario] = {
             "every message also written to Cassandra",
             users=10_000,
             connections=100,
-            workers=2,
+            workers=1,
             group_size=5,
             direct_share=0.7,
             body_bytes=64,
@@ -116,7 +116,7 @@ SCENARIOS: dict[str, Scenario] = {
             description="the throughput load against a bare grpc.aio relay and against Parley, same run",
             users=10_000,
             connections=100,
-            workers=2,
+            workers=1,
             group_size=5,
             direct_share=0.7,
             body_bytes=64,

@@ -1,53 +1,14 @@
-"""Open-loop send scheduling and the search for the highest sustainable rate.
+"""The search for the highest sustainable rate.
 
-Open loop: message ``i`` of a step is *due* at ``start + i / rate`` whether or
-not earlier sends were answered, and latency is measured from that intended
-time. A slow system therefore shows up as latency (and a growing backlog)
-instead of silently lowering the offered rate, which is what a closed loop
-(send, wait, send) does and why its percentiles flatter the system
-("coordinated omission").
+Each rate is offered open loop by the load generator (bench/loadgen/schedule.go):
+message ``i`` of a step is *due* at ``start + i / rate`` whether or not earlier
+sends were answered, and latency is measured from that intended time, so a slow
+system shows up as latency instead of a lower offered rate ("coordinated omission").
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-
-
-class OpenLoopSchedule:
-    """Intended send times of a constant-rate stream of messages."""
-
-    def __init__(self, rate_per_s: float, start_ns: int, duration_s: float) -> None:
-        if rate_per_s <= 0:
-            raise ValueError("rate must be positive")
-        self.rate_per_s = rate_per_s
-        self.start_ns = start_ns
-        self.total = math.floor(rate_per_s * duration_s)
-        self._interval_ns = 1e9 / rate_per_s
-        self._next = 0
-
-    @property
-    def issued(self) -> int:
-        return self._next
-
-    @property
-    def finished(self) -> bool:
-        return self._next >= self.total
-
-    def intended_ns(self, index: int) -> int:
-        return self.start_ns + round(index * self._interval_ns)
-
-    def due(self, now_ns: int) -> list[int]:
-        """Intended times of every message due by ``now_ns`` and not yet issued (in order)."""
-        if now_ns < self.start_ns:
-            return []
-        last = min(self.total, math.floor((now_ns - self.start_ns) / self._interval_ns) + 1)
-        out = [self.intended_ns(i) for i in range(self._next, last)]
-        self._next = max(self._next, last)
-        return out
-
-    def next_due_ns(self) -> int | None:
-        return None if self.finished else self.intended_ns(self._next)
 
 
 @dataclass

@@ -1,11 +1,18 @@
 """A protoc plugin (CodeGeneratorRequest on stdin, CodeGeneratorResponse on
-stdout) that runs one of grpcio-tools' builtin generators (python,
-grpc_python) on the request's descriptors: grpcio-tools ships protoc as a
-Python module, not as plugin executables buf could call.
+stdout) for buf.gen.yaml that writes the same Python as scripts/gen-protos.sh:
+grpcio-tools' builtin generators (python, grpc_python; grpcio-tools ships
+protoc as a Python module, not as plugin executables buf could call) and
+mypy-protobuf's (mypy, mypy_grpc), all from the venv.
+
+Options: ``gen=python|grpc_python|mypy|mypy_grpc`` and ``package=PKG``: only
+the files of that proto package are generated (parley.v1 goes to the client
+distribution, parley.internal.v1 to the server's; buf's own type filters
+would also generate the files the package imports).
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -15,7 +22,8 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
-GENERATORS = ("python", "grpc_python")
+BUILTIN = ("python", "grpc_python")
+MYPY = ("mypy", "mypy_grpc")
 
 
 def default_json_name(name: str) -> str:
@@ -34,31 +42,51 @@ def strip_default_json_names(messages: Iterable[descriptor_pb2.DescriptorProto])
         strip_default_json_names(message.nested_type)
 
 
-def main() -> int:
-    request = plugin_pb2.CodeGeneratorRequest.FromString(sys.stdin.buffer.read())
+def run_builtin(generator: str, request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGeneratorResponse:
     response = plugin_pb2.CodeGeneratorResponse(
         supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
     )
-    generator = request.parameter or "python"
-    if generator not in GENERATORS:
-        response.error = f"unknown generator {generator!r} (opt: one of {', '.join(GENERATORS)})"
+    for file in request.proto_file:
+        strip_default_json_names(file.message_type)
+    with tempfile.TemporaryDirectory() as tmp:
+        descriptors = Path(tmp, "in.binpb")
+        descriptors.write_bytes(descriptor_pb2.FileDescriptorSet(file=request.proto_file).SerializeToString())
+        out = Path(tmp, "out")
+        out.mkdir()
+        args = ["protoc", f"--descriptor_set_in={descriptors}", f"--{generator}_out={out}"]
+        rc = protoc.main([*args, *request.file_to_generate])
+        if rc != 0:
+            response.error = f"grpc_tools.protoc --{generator}_out failed (exit {rc})"
+        for path in sorted(p for p in out.rglob("*") if p.is_file()):
+            response.file.add(name=str(path.relative_to(out)), content=path.read_text())
+    return response
+
+
+def main() -> int:
+    request = plugin_pb2.CodeGeneratorRequest.FromString(sys.stdin.buffer.read())
+    options = dict(item.split("=", 1) for item in request.parameter.split(",") if "=" in item)
+    generator, package = options.get("gen", "python"), options.get("package")
+    if package:
+        packages = {f.name: f.package for f in request.proto_file}
+        keep = [name for name in request.file_to_generate if packages.get(name) == package]
+        del request.file_to_generate[:]
+        request.file_to_generate.extend(keep)
+    request.parameter = ""
+    if not request.file_to_generate:  # buf calls once per directory: another package's
+        output = plugin_pb2.CodeGeneratorResponse(
+            supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
+        ).SerializeToString()
+    elif generator in BUILTIN:
+        output = run_builtin(generator, request).SerializeToString()
+    elif generator in MYPY:
+        plugin = Path(sys.executable).with_name(f"protoc-gen-{generator}")
+        output = subprocess.run(
+            [str(plugin)], input=request.SerializeToString(), capture_output=True, check=True
+        ).stdout
     else:
-        for file in request.proto_file:
-            strip_default_json_names(file.message_type)
-        with tempfile.TemporaryDirectory() as tmp:
-            descriptors = Path(tmp, "in.binpb")
-            descriptors.write_bytes(
-                descriptor_pb2.FileDescriptorSet(file=request.proto_file).SerializeToString()
-            )
-            out = Path(tmp, "out")
-            out.mkdir()
-            args = ["protoc", f"--descriptor_set_in={descriptors}", f"--{generator}_out={out}"]
-            rc = protoc.main([*args, *request.file_to_generate])
-            if rc != 0:
-                response.error = f"grpc_tools.protoc --{generator}_out failed (exit {rc})"
-            for path in sorted(p for p in out.rglob("*") if p.is_file()):
-                response.file.add(name=str(path.relative_to(out)), content=path.read_text())
-    sys.stdout.buffer.write(response.SerializeToString())
+        failed = plugin_pb2.CodeGeneratorResponse(error=f"unknown gen={generator!r}: {BUILTIN + MYPY}")
+        output = failed.SerializeToString()
+    sys.stdout.buffer.write(output)
     return 0
 
 

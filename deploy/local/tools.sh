@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Developer tools that tests use the way users do: grpcurl, buf, helm, built
+# Developer tools that tests use the way users do: grpcurl, buf, helm (and
+# buf's Go plugins protoc-gen-go, protoc-gen-go-grpc), built
 # from the Go module proxy into $PARLEY_STATE_DIR/bin (pinned versions), and
 # Debian's Chromium for the web page tests and Debian's Prometheus (with
 # promtool) for the metrics tests (apt).
@@ -21,6 +22,9 @@ declare -A MODULES=(
   [grpcurl]="github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"
   [buf]="github.com/bufbuild/buf/cmd/buf@v1.75.0"
   [helm]="helm.sh/helm/v3/cmd/helm@v3.22.0"
+  # buf's local plugins for the Go stubs of bench/loadgen (buf.gen.yaml; remote plugins are not reachable).
+  [protoc-gen-go]="google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12"
+  [protoc-gen-go-grpc]="google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2"
 )
 # Tools from Debian's packages: name -> "binary package...".
 declare -A APT_TOOLS=(
@@ -50,7 +54,7 @@ cache_put() {
 
 mkdir -p "$BIN"
 requested=("$@")
-[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm chromium prometheus node)
+[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node)
 names=()
 for name in "${requested[@]}"; do
   if [ -n "${APT_TOOLS[$name]:-}" ]; then

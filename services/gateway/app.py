@@ -11,15 +11,17 @@ import redis.asyncio as aioredis
 from gateway import metrics
 from gateway.acks import AckCoalescer
 from gateway.admission import Admission, LoopLag
+from gateway.api import ConversationServicer, HistoryServicer, PresenceServicer
 from gateway.backends import Backends
 from gateway.bridge_calls import BridgeCalls
+from gateway.caller import Caller
 from gateway.config import GatewayConfig
 from gateway.dev_tokens import DevTokens
 from gateway.hub import Hub
 from gateway.presence import GatewayPresence
 from gateway.presence_feed import PresenceFeed
 from gateway.presence_leases import SessionLeases
-from gateway.servicer import Caller, ChatServicer, ConversationServicer, HistoryServicer, PresenceServicer
+from gateway.servicer import ChatServicer
 from gateway.websocket import WEB_DIR, WebSocketBridge
 from parley.appender import LogAppender
 from parley.auth import Authenticator

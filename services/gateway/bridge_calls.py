@@ -19,7 +19,8 @@ from typing import Any, cast
 from google.protobuf.message import Message
 from grpc.aio import ServicerContext
 
-from gateway.servicer import ChatServicer, ConversationServicer, HistoryServicer, PresenceServicer
+from gateway.api import ConversationServicer, HistoryServicer, PresenceServicer
+from gateway.servicer import ChatServicer
 from parley import errors
 from parley.auth import AUTH_METADATA
 from parley.v1 import bridge_pb2

@@ -7,7 +7,6 @@ the CLI also knows; services refuse it unless ``PARLEY_ENV=development``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import jwt
@@ -15,10 +14,12 @@ import jwt
 from parley import limits
 from parley.config import ConfigError, Env
 from parley.errors import Unauthenticated
+from parley_client.devtoken import DEV_SECRET, mint_dev_token
+from parley_client.protocol import AUTH_METADATA
 
-# Well known on purpose: it lets `parley --as alice` mint tokens locally.
-DEV_SECRET = "parley-development-secret-do-not-use-in-production"
-AUTH_METADATA = "authorization"
+# DEV_SECRET (well known on purpose: `parley --as alice` mints tokens with it) and
+# mint_dev_token come from the client, which mints without a JWT package.
+__all__ = ["AUTH_METADATA", "DEV_SECRET", "mint_dev_token"]
 
 
 # Kept here for callers of parley.auth; the limits live in parley.limits with every other one.
@@ -103,8 +104,3 @@ class Authenticator:
         if not isinstance(sub, str) or not valid_user_id(sub):
             raise Unauthenticated("token subject is not a valid user id")
         return sub
-
-
-def mint_dev_token(user_id: str, *, ttl_seconds: int = 24 * 3600, secret: str = DEV_SECRET) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl_seconds}, secret, algorithm="HS256")

@@ -13,12 +13,12 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from parley.v1 import errors_pb2, messages_pb2
+from parley_client.protocol import ERROR_CODE_METADATA, RETRY_AFTER_METADATA
 
 ErrorCode = errors_pb2.ErrorCode
-# Trailing-metadata key carrying the ErrorCode name on unary failures.
-ERROR_CODE_METADATA = "parley-error-code"
-# Trailing-metadata key carrying retry-after milliseconds on RESOURCE_EXHAUSTED.
-RETRY_AFTER_METADATA = "parley-retry-after-ms"
+# The trailing-metadata keys (ERROR_CODE_METADATA: the ErrorCode name; RETRY_AFTER_METADATA:
+# milliseconds) are part of the public protocol, so they are defined once, with the client.
+__all__ = ["ERROR_CODE_METADATA", "RETRY_AFTER_METADATA"]
 
 
 class ParleyError(Exception):

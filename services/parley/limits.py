@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from parley import errors
 from parley.ids import valid_conversation_id
+from parley_client import protocol
 
 # --- sizes ------------------------------------------------------------------------------------
 
@@ -32,7 +33,7 @@ MAX_METADATA_BYTES = 16 * 1024
 
 # --- identifiers and names -------------------------------------------------------------------
 
-MAX_USER_ID_LEN = 128
+MAX_USER_ID_LEN = protocol.MAX_USER_ID_LEN
 MAX_DEVICE_ID_LEN = 128
 MAX_CLIENT_MESSAGE_ID_LEN = 128
 MAX_REQUEST_ID_LEN = 128
@@ -45,12 +46,9 @@ MAX_SYNC_CURSORS = 10_000
 # User ids in one GetPresence, CreateGroup, AddMembers or RemoveMembers call.
 MAX_USER_IDS_PER_REQUEST = 1_000
 # Characters never allowed in a user or device id: they separate fields in Redis values.
-_ID_FORBIDDEN = frozenset(" ,|{}")
-
-
-def valid_user_id(user_id: str) -> bool:
-    """1-128 printable characters (no control, format or whitespace characters), none of ``,|{}``."""
-    return 0 < len(user_id) <= MAX_USER_ID_LEN and user_id.isprintable() and not _ID_FORBIDDEN & set(user_id)
+_ID_FORBIDDEN = protocol.ID_FORBIDDEN
+# The user id rule is the protocol's (the SDK checks it too): defined once, with the client.
+valid_user_id = protocol.valid_user_id
 
 
 def valid_device_id(device_id: str) -> bool:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -84,7 +85,23 @@ def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis
     return InstrumentedRedis(connection_pool=pool)
 
 
+def script_source(package: str, name: str) -> str:
+    """The text of ``<package>/lua/<name>``.
+
+    Looked up in the package's import locations rather than through
+    importlib.resources: ``parley`` is a namespace package (the parley-client
+    distribution brings its ``parley.v1`` portion), and Python 3.11's
+    resources cannot read a namespace package installed in editable mode.
+    """
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or ()) if spec is not None else []
+    for location in locations:
+        path = Path(location, "lua", name)
+        if path.is_file():
+            return path.read_text()
+    raise FileNotFoundError(f"lua/{name} not found in package {package} ({locations})")
+
+
 def load_script(client: aioredis.Redis, package: str, name: str) -> AsyncScript:
     """Registers ``<package>/lua/<name>`` (EVALSHA with automatic reload on NOSCRIPT)."""
-    source = resources.files(package).joinpath("lua", name).read_text()
-    return client.register_script(source)
+    return client.register_script(script_source(package, name))

@@ -139,7 +139,7 @@ def test_issue3_parallel_sends_arrive_gap_free_then_a_restarted_listener_prints_
     assert [r["seq"] for r in rows] == list(range(1, 41))
     assert {r["conversation_id"] for r in rows} == {cid}
     assert sorted(str(r["text"]) for r in rows) == sorted(f"message {i}" for i in range(40))
-    assert all(r["sender"] == alice and r["message_id"] for r in rows)
+    assert all(r["sender_id"] == alice and r["message_id"] for r in rows)
 
     listener.kill()
     for i in range(40, 60):
@@ -158,16 +158,16 @@ def test_issue5_presence_online_while_listening_offline_after_listener_killed(
     alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     env = cli_env(stack, tmp_path / "state")
     share_a_conversation(env, alice, bob)
-    assert presence_of(env, alice, bob)["status"] == "offline"
+    assert presence_of(env, alice, bob)["status"] == "PRESENCE_STATUS_OFFLINE"
     listener = Listener(env, bob)
     assert listener.ready.wait(30)
-    assert presence_of(env, alice, bob)["status"] == "online"
+    assert presence_of(env, alice, bob)["status"] == "PRESENCE_STATUS_ONLINE"
     listener.kill()
     killed_at = time.time()
     deadline = time.monotonic() + 35
     while True:
         state = presence_of(env, alice, bob)
-        if state["status"] == "offline":
+        if state["status"] == "PRESENCE_STATUS_OFFLINE":
             break
         assert time.monotonic() < deadline, state
         time.sleep(0.5)
@@ -190,7 +190,7 @@ def test_issue5_killed_gateway_lets_its_users_go_offline_within_the_lease(stack:
         credentials = grpc.ssl_channel_credentials((PKI_DIR / "ca.crt").read_bytes())
         channel = grpc.aio.secure_channel(gateway(stack), credentials)
         session = await RawSession(channel, bob).open()
-        assert presence_of(env, "observer", bob)["status"] == "online"
+        assert presence_of(env, "observer", bob)["status"] == "PRESENCE_STATUS_ONLINE"
         gateway_pids = [pid for pid, cmd in stack.child_pids().items() if cmd.endswith("-m gateway")]
         assert gateway_pids
         for pid in gateway_pids:
@@ -206,7 +206,7 @@ def test_issue5_killed_gateway_lets_its_users_go_offline_within_the_lease(stack:
             state = presence_of(env, "observer", bob)
         except AssertionError:
             state = {"status": "unknown"}  # the gateway is still restarting
-        if state["status"] == "offline":
+        if state["status"] == "PRESENCE_STATUS_OFFLINE":
             break
         assert time.monotonic() < deadline, state
         time.sleep(0.5)

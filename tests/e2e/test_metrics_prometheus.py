@@ -173,15 +173,17 @@ async def test_workload_shows_in_promql(stack: Stack, prometheus: Prometheus) ->
         # Each message reached the gateway once for its two receivers' sessions.
         prometheus.wait_for("sum(parley_gateway_delivery_seconds_count)", MESSAGES)
         prometheus.wait_for("sum(parley_gateway_send_ack_seconds_count)", MESSAGES)
+        # The gateway appended them itself, in script calls of one or more messages.
+        prometheus.wait_for("sum(parley_append_batch_messages_sum)", MESSAGES)
+        batches = prometheus.value("sum(parley_append_batch_messages_count)") or 0
+        assert 1 <= batches <= MESSAGES
+        # Internal calls are counted on both sides: the group creation went gateway -> router.
         prometheus.wait_for(
             'sum(grpc_server_handled_total{grpc_service="parley.internal.v1.RouterService",'
-            'grpc_method="Append",grpc_code="OK"})',
-            MESSAGES,
+            'grpc_method="CreateGroup",grpc_code="OK"})',
+            1,
         )
-        prometheus.wait_for(
-            'sum(grpc_client_handled_total{grpc_method="Append",grpc_code="OK"})',
-            MESSAGES,
-        )
+        prometheus.wait_for('sum(grpc_client_handled_total{grpc_method="CreateGroup",grpc_code="OK"})', 1)
         # Stored in Cassandra: the writer catches up and its lag returns to 0.
         prometheus.wait_for("sum(parley_history_messages_written_total)", MESSAGES, timeout=60)
         prometheus.wait_for("max(parley_history_writer_lag_entries)", 0, timeout=60)

@@ -1,6 +1,7 @@
 """buf.gen.yaml generates every language from the protos with local plugins.
 
-Python must come out byte for byte as checked in (the same generators as
+Python must come out byte for byte as checked in (parley.v1 in
+clients/python, parley.internal.v1 in services) (the same generators as
 `make proto`); Java, Kotlin and TypeScript get the public API (parley.v1) in
 the packages the proto options name, and nothing of the internal one.
 """
@@ -16,6 +17,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_BIN = Path(os.environ.get("PARLEY_STATE_DIR", REPO_ROOT / ".state")) / "bin"
 PLUGINS = ("buf", "protoc", "protoc-gen-grpc-java", "protoc-gen-es")
+PUBLIC = sorted(p.stem for p in (REPO_ROOT / "protos" / "parley" / "v1").glob("*.proto"))
+INTERNAL = sorted(p.stem for p in (REPO_ROOT / "protos" / "parley" / "internal" / "v1").glob("*.proto"))
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +41,17 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_python_is_what_make_proto_checked_in(generated: Path) -> None:
-    fresh = sorted(p.relative_to(generated) for p in (generated / "services").rglob("*") if p.is_file())
-    assert len(fresh) == 28, fresh  # 7 protos x (_pb2, _pb2_grpc) x (.py, .pyi)
+    fresh = sorted(
+        p.relative_to(generated)
+        for root in ("clients/python", "services")
+        for p in (generated / root).rglob("*")
+        if p.is_file()
+    )
+    suffixes = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+    assert sorted(map(str, fresh)) == sorted(
+        [f"clients/python/parley/v1/{name}{suffix}" for name in PUBLIC for suffix in suffixes]
+        + [f"services/parley/internal/v1/{name}{suffix}" for name in INTERNAL for suffix in suffixes]
+    ), "parley.v1 belongs to the client distribution, parley.internal.v1 to the server's"
     stale = [str(p) for p in fresh if (generated / p).read_bytes() != (REPO_ROOT / p).read_bytes()]
     assert not stale, f"buf generate and `make proto` disagree on {stale}"
 
@@ -55,6 +67,5 @@ def test_java_and_kotlin_get_the_public_api_in_its_java_package(generated: Path)
 
 def test_typescript_gets_the_public_api(generated: Path) -> None:
     ts = generated / "gen/typescript/parley/v1"
-    names = sorted(p.name for p in ts.iterdir())
-    assert names == ["bridge_pb.ts", "errors_pb.ts", "gateway_pb.ts", "messages_pb.ts"]
+    assert sorted(p.name for p in ts.iterdir()) == [f"{name}_pb.ts" for name in PUBLIC]
     assert "export const ChatService" in (ts / "gateway_pb.ts").read_text()

@@ -1,4 +1,4 @@
-"""The generated code in services/parley matches protos/ (nobody forgot `make proto`).
+"""The generated code matches protos/ (nobody forgot `make proto`).
 
 Regenerates every proto with scripts/gen-protos.sh (the same script `make
 proto` runs, with the pinned grpcio-tools and mypy-protobuf of the venv) into
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICES = REPO_ROOT / "services"
-GENERATED_DIRS = ("parley/v1", "parley/internal/v1")
+# The public API ships with the client distribution, the internal one with the server.
+GENERATED_DIRS = ("clients/python/parley/v1", "services/parley/internal/v1")
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
@@ -42,7 +42,7 @@ def test_checked_in_generated_code_matches_the_protos(tmp_path: Path) -> None:
     assert result.returncode == 0, f"gen-protos.sh failed:\n{result.stdout}\n{result.stderr}"
 
     fresh = generated_files(tmp_path)
-    checked_in = generated_files(SERVICES)
+    checked_in = generated_files(REPO_ROOT)
     assert fresh, f"gen-protos.sh generated nothing under {GENERATED_DIRS}"
 
     missing = sorted(set(fresh) - set(checked_in))
@@ -57,7 +57,7 @@ def test_checked_in_generated_code_matches_the_protos(tmp_path: Path) -> None:
         diff = difflib.unified_diff(
             checked_in[name].read_text().splitlines(),
             fresh[name].read_text().splitlines(),
-            f"checked in: services/{name}",
+            f"checked in: {name}",
             "regenerated",
             lineterm="",
             n=1,
@@ -67,4 +67,30 @@ def test_checked_in_generated_code_matches_the_protos(tmp_path: Path) -> None:
         "generated code is out of date: run `make proto` and commit the result\n"
         f"  not checked in: {missing}\n  no longer generated: {orphans}\n  stale: {stale}\n"
         + "\n".join(diffs)
+    )
+
+
+GO_STUBS = REPO_ROOT / "bench" / "loadgen" / "pb"
+
+
+def go_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.go"))}
+
+
+def test_checked_in_go_stubs_match_the_protos(tmp_path: Path) -> None:
+    """The load generator's Go stubs (bench/loadgen/pb) come from the same protos (`make proto`)."""
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "gen-go-protos.sh"), str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"gen-go-protos.sh failed:\n{result.stdout}\n{result.stderr}"
+    fresh, checked_in = go_files(tmp_path), go_files(GO_STUBS)
+    assert fresh, "gen-go-protos.sh generated nothing"
+    changed = sorted(name for name in set(fresh) | set(checked_in) if fresh.get(name) != checked_in.get(name))
+    assert not changed, (
+        f"Go stubs in bench/loadgen/pb are out of date: run `make proto` and commit the result: {changed}"
     )

@@ -28,15 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
-
-from parley.auth import DEV_SECRET, mint_dev_token, valid_user_id
 from parley.v1 import messages_pb2
 from parley_client import output
 from parley_client.client import DEFAULT_TARGET, ParleyClient, split_target
 from parley_client.cursors import CursorStoreError, JsonFileCursorStore
+from parley_client.devtoken import DEV_SECRET, mint_dev_token, token_subject
 from parley_client.errors import ParleyError, RateLimitedError
 from parley_client.events import ConnectedEvent, DisconnectedEvent, MessageEvent, SyncCompleteEvent
+from parley_client.protocol import valid_user_id
 from parley_client.state import cursor_file, default_state_dir, device_id
 
 EXIT_OK = 0
@@ -216,16 +215,6 @@ def _dev_secret(environ: Mapping[str, str]) -> str:
     return DEV_SECRET
 
 
-def _token_subject(token: str) -> str | None:
-    """The user a token names; not verified here (the gateway does that)."""
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
-        return None
-    sub = claims.get("sub")
-    return sub if isinstance(sub, str) else None
-
-
 def resolve_identity(args: argparse.Namespace, environ: Mapping[str, str]) -> Identity:
     as_user: str | None = getattr(args, "as_user", None)
     token: str | None = getattr(args, "token", None)
@@ -245,7 +234,7 @@ def resolve_identity(args: argparse.Namespace, environ: Mapping[str, str]) -> Id
         raise UsageError(
             "who are you? pass --as USER (development token) or --token JWT (or set PARLEY_TOKEN)"
         )
-    return Identity(token, _token_subject(token))
+    return Identity(token, token_subject(token))
 
 
 def resolve_gateway(args: argparse.Namespace, environ: Mapping[str, str]) -> str:

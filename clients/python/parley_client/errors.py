@@ -14,8 +14,8 @@ from typing import TypeAlias
 
 import grpc
 
-from parley.errors import ERROR_CODE_METADATA, RETRY_AFTER_METADATA
 from parley.v1 import errors_pb2, messages_pb2
+from parley_client.protocol import ERROR_CODE_METADATA, RETRY_AFTER_METADATA
 
 ErrorCode = errors_pb2.ErrorCode
 ErrorCodeValue: TypeAlias = errors_pb2.ErrorCode.ValueType

@@ -1,4 +1,13 @@
-"""How the CLI prints messages, conversations and presence (text and JSON lines)."""
+"""How the CLI prints messages, conversations and presence (text and JSON lines).
+
+JSON lines use the API's field names (the proto names, as in the protobuf JSON
+mapping the WebSocket bridge speaks: ``sender_id``, ``member_ids``, ``id``) and
+its enum names (``CONVERSATION_KIND_GROUP``, ``PRESENCE_STATUS_ONLINE``), so a
+script written against the CLI reads API objects. Deviations, for the shell:
+seqs are JSON numbers (not strings), unset timestamps are null, a message's
+``body`` is given decoded as ``text``, and a few derived fields are added
+(``title`` of a conversation).
+"""
 
 from __future__ import annotations
 
@@ -47,7 +56,7 @@ def message_dict(message: messages_pb2.Message) -> dict[str, Any]:
         "conversation_id": message.conversation_id,
         "seq": message.seq,
         "message_id": message.message_id,
-        "sender": message.sender_id,
+        "sender_id": message.sender_id,
         "sender_device_id": message.sender_device_id,
         "client_message_id": message.client_message_id,
         "text": decode_body(message.body),
@@ -85,6 +94,11 @@ KIND_NAMES = {
 }
 
 
+def enum_name(enum: Any, value: int) -> str:
+    """The API's name of an enum value (a number the protos do not know stays a number's text)."""
+    return str(enum.Name(value)) if value in enum.values() else str(value)
+
+
 def conversation_title(conversation: messages_pb2.Conversation, me: str | None) -> str:
     """A group's name; for a direct conversation, the other member."""
     if conversation.kind == messages_pb2.CONVERSATION_KIND_GROUP:
@@ -95,25 +109,26 @@ def conversation_title(conversation: messages_pb2.Conversation, me: str | None) 
 
 def conversation_dict(conversation: messages_pb2.Conversation, me: str | None = None) -> dict[str, Any]:
     return {
-        "conversation_id": conversation.id,
-        "kind": KIND_NAMES.get(conversation.kind, "unspecified"),
+        "id": conversation.id,
+        "kind": enum_name(messages_pb2.ConversationKind, conversation.kind),
         "name": conversation.name,
-        "title": conversation_title(conversation, me),
-        "members": list(conversation.member_ids),
+        "member_ids": list(conversation.member_ids),
         "created_by": conversation.created_by,
         "created_at": iso_time(conversation.created_at),
+        # Derived: a group's name, or the other member of a direct conversation.
+        "title": conversation_title(conversation, me),
     }
 
 
 def summary_dict(summary: messages_pb2.ConversationSummary, me: str | None) -> dict[str, Any]:
-    out = conversation_dict(summary.conversation, me)
-    out.update(
-        last_seq=summary.last_seq,
-        read_seq=summary.read_seq,
-        unread_count=summary.unread_count,
-        last_message=message_dict(summary.last_message) if summary.HasField("last_message") else None,
-    )
-    return out
+    """A ConversationSummary as the API has it: the conversation nested, then its counters."""
+    return {
+        "conversation": conversation_dict(summary.conversation, me),
+        "last_message": message_dict(summary.last_message) if summary.HasField("last_message") else None,
+        "last_seq": summary.last_seq,
+        "read_seq": summary.read_seq,
+        "unread_count": summary.unread_count,
+    }
 
 
 def summary_line(summary: messages_pb2.ConversationSummary, me: str | None) -> str:
@@ -139,7 +154,7 @@ STATUS_NAMES = {
 def presence_dict(presence: messages_pb2.Presence) -> dict[str, Any]:
     return {
         "user_id": presence.user_id,
-        "status": STATUS_NAMES.get(presence.status, "unknown"),
+        "status": enum_name(messages_pb2.PresenceStatus, presence.status),
         "last_seen": iso_time(presence.last_seen),
         "changed_at": iso_time(presence.changed_at),
     }

@@ -128,7 +128,7 @@ async def test_send_then_listen_resumes_exactly_after_sigkill(
 
         async with listening(env, bob) as listener:
             backlog = await listener.lines(2)
-            assert [(m["seq"], m["sender"], m["text"]) for m in backlog] == [
+            assert [(m["seq"], m["sender_id"], m["text"]) for m in backlog] == [
                 (1, alice, "first"),
                 (2, alice, "second"),
             ]
@@ -206,7 +206,12 @@ async def test_groups_conversations_and_error_exit_codes(redis_config: RedisConf
         code, out, _ = await run(env, "conversations", "--as", bob, "--json")
         assert code == 0
         [summary] = [json.loads(line) for line in out.splitlines()]
-        assert (summary["conversation_id"], summary["kind"], summary["name"]) == (gid, "group", "team")
+        conversation = summary["conversation"]
+        assert (conversation["id"], conversation["kind"], conversation["name"]) == (
+            gid,
+            "CONVERSATION_KIND_GROUP",
+            "team",
+        )
         assert summary["unread_count"] == 1 and summary["last_message"]["text"] == "hello team"
         code, out, _ = await run(env, "conversations", "--as", bob)
         assert code == 0 and "team" in out and "unread=1" in out
@@ -235,8 +240,10 @@ async def test_presence_of_a_connected_user(redis_config: RedisConfig, tmp_path:
             code, out, err = await run(env, "presence", "--as", alice, bob, carol, "--json")
             assert code == 0, err
             by_user = {p["user_id"]: p for p in map(json.loads, out.splitlines())}
-            assert by_user[bob]["status"] == "online" and by_user[bob]["last_seen"]
-            assert by_user[carol]["status"] != "online" and by_user[carol]["last_seen"] is None
+            assert by_user[bob]["status"] == "PRESENCE_STATUS_ONLINE" and by_user[bob]["last_seen"]
+            assert (
+                by_user[carol]["status"] != "PRESENCE_STATUS_ONLINE" and by_user[carol]["last_seen"] is None
+            )
             code, out, _ = await run(env, "presence", "--as", alice, bob)
             assert code == 0 and out.startswith(f"{bob} online last_seen=")
 
@@ -264,7 +271,7 @@ async def test_history_pages_and_all(
         )
         assert code == 0, err
         rows = [json.loads(line) for line in out.splitlines()]
-        assert [(r["seq"], r["text"], r["sender"]) for r in rows] == [
+        assert [(r["seq"], r["text"], r["sender_id"]) for r in rows] == [
             (i, f"m{i}", alice) for i in range(1, 8)
         ]
         code, out, _ = await run(

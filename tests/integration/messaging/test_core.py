@@ -305,7 +305,8 @@ async def test_unauthenticated(redis_config: RedisConfig, token: str | None) -> 
 async def test_send_rate_limit_gives_retry_after_and_spares_others(redis_config: RedisConfig) -> None:
     from gateway.config import LimitsConfig
 
-    limits = LimitsConfig(send_rate_per_s=2, send_burst=3)
+    # One token per 2 s: the five sends fit well within one refill even on a busy machine.
+    limits = LimitsConfig(send_rate_per_s=0.5, send_burst=3)
     async with (
         running_stack(redis_config, limits=limits) as stack,
         grpc.aio.insecure_channel(stack.gateway_addr) as channel,

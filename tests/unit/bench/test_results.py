@@ -11,7 +11,7 @@ import pytest
 from bench.hist import Latency
 from bench.profile import top_functions
 from bench.results import _overload_table, markdown_summary, merge_worker_steps, write_results
-from bench.runner import headline
+from bench.runner import generator_share, headline
 from bench.scenarios import SCENARIOS, step_verdict
 
 MS = 1_000_000
@@ -110,7 +110,16 @@ def test_verdict_names_every_reason_a_step_is_not_sustained() -> None:
 
 def _result(tmp_name: str = "smoke") -> tuple[dict[str, Any], dict[str, dict[str, Latency]]]:
     merged, hists = merge_worker_steps([_report(0)])
-    merged.update(target="parley", rate=500.0, passed=True, reasons=[], resources={})
+    resources = {
+        "processes": {
+            "gateway": {"cpu_pct": 80.0, "cpu_pct_max": 90.0, "rss_mb": 100.0},
+            "generator-0": {"cpu_pct": 15.0, "cpu_pct_max": 20.0, "rss_mb": 30.0},
+            "generator-1": {"cpu_pct": 5.0, "cpu_pct_max": 6.0, "rss_mb": 30.0},
+        },
+        "machine_cpu_pct": 50.0,
+    }
+    merged.update(target="parley", rate=500.0, passed=True, reasons=[], resources=resources)
+    merged["generator"] = generator_share(resources, acks=5000, seconds=10.0)
     target = {
         "name": "parley",
         "services": ["router", "gateway"],
@@ -149,7 +158,29 @@ def test_summary_states_machine_load_latency_and_loss() -> None:
     assert "history did not start" in text
     assert "40.96 KB per stream" in text
     assert "lost=0" in text  # the headline
+    # The load generator's own cost: both processes, against the machine and the CPU in use.
+    assert "load generator at 500 msg/s used 20 % of a core" in text
+    assert "0.400 ms CPU per message" in text
+    assert "| generator-0 | 15 |" in text  # and each process in the resources table
     assert "| parley | 500 |" in text
+
+
+def test_generator_share_counts_only_generator_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bench.runner.psutil.cpu_count", lambda: 2)
+    resources = {
+        "processes": {"gateway": {"cpu_pct": 80.0}, "generator-0": {"cpu_pct": 30.0}},
+        "machine_cpu_pct": 60.0,  # of 2 cores: 120 % of a core in use
+    }
+    share = generator_share(resources, acks=1000, seconds=2.0)
+    assert share == {
+        "processes": ["generator-0"],
+        "cpu_pct": 30.0,
+        "machine_pct": 15.0,
+        "busy_share_pct": 25.0,
+        "cpu_ms_per_msg": 0.6,  # 0.3 core x 2 s / 1000 messages
+    }
+    idle = generator_share({"processes": {}, "machine_cpu_pct": None}, acks=0, seconds=0.0)
+    assert idle["cpu_pct"] == 0.0 and idle["busy_share_pct"] is None and idle["cpu_ms_per_msg"] is None
 
 
 def test_write_results_makes_json_markdown_plot_and_latest(tmp_path: Path) -> None:

@@ -1,47 +1,8 @@
-"""Open-loop scheduling and the rate search."""
+"""The rate search (the open-loop schedule is tested in bench/loadgen/schedule_test.go)."""
 
 from __future__ import annotations
 
-import pytest
-
-from bench.schedule import OpenLoopSchedule, RateSearch
-
-SECOND = 1_000_000_000
-
-
-def test_schedule_issues_messages_at_their_intended_times_regardless_of_when_asked() -> None:
-    schedule = OpenLoopSchedule(rate_per_s=100, start_ns=SECOND, duration_s=1.0)
-    assert schedule.total == 100
-    assert schedule.due(SECOND - 1) == []
-    first = schedule.due(SECOND)
-    assert first == [SECOND]
-    # Asked late (a stall of 105 ms): everything due meanwhile comes at once, with
-    # its original intended time: the stall shows up as latency, not as a lower rate.
-    late = schedule.due(SECOND + 105_000_000)
-    assert late == [SECOND + i * 10_000_000 for i in range(1, 11)]
-    assert schedule.issued == 11
-    assert schedule.next_due_ns() == SECOND + 110_000_000
-
-
-def test_schedule_finishes_after_rate_times_duration_messages() -> None:
-    schedule = OpenLoopSchedule(rate_per_s=250, start_ns=0, duration_s=2.0)
-    everything = schedule.due(10 * SECOND)
-    assert len(everything) == 500
-    assert everything == sorted(everything)
-    assert schedule.finished and schedule.next_due_ns() is None
-    assert schedule.due(20 * SECOND) == []
-
-
-def test_schedule_with_fractional_interval_keeps_the_average_rate() -> None:
-    schedule = OpenLoopSchedule(rate_per_s=3, start_ns=0, duration_s=10.0)
-    times = schedule.due(10 * SECOND)
-    assert len(times) == 30
-    assert times[3] == SECOND  # 3 per second: message 3 starts the second second
-
-
-def test_schedule_rejects_a_non_positive_rate() -> None:
-    with pytest.raises(ValueError):
-        OpenLoopSchedule(rate_per_s=0, start_ns=0, duration_s=1)
+from bench.schedule import RateSearch
 
 
 def _run(search: RateSearch, capacity: float) -> list[float]:

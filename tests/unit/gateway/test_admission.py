@@ -27,6 +27,34 @@ def test_sends_beyond_the_bound_are_shed_with_a_retry_hint() -> None:
         assert admission.in_flight == 1
 
 
+def test_the_hint_grows_with_the_refusals_per_admission_and_is_capped() -> None:
+    now = [100.0]
+    config = AdmissionConfig(max_in_flight=1, per_user_in_flight=1, retry_after_s=0.2, max_retry_after_s=3.0)
+    admission = Admission(config, clock=lambda: now[0])
+
+    def shed_hint() -> float:
+        with admission.admit("a"), pytest.raises(errors.Overloaded) as shed, admission.admit("b"):
+            pass
+        return shed.value.retry_after_s
+
+    first = shed_hint()  # 1 admitted, 1 refused: the base, doubled by the full bound
+    assert first == pytest.approx(0.4)
+    for _ in range(3):  # 4 admitted, 4 refused: still one refusal per admission
+        assert shed_hint() == pytest.approx(0.4)
+    with admission.admit("a"):
+        for _ in range(8):  # a flood: 12 refused for 5 admitted
+            with pytest.raises(errors.Overloaded), admission.admit("b"):
+                pass
+        assert admission.retry_after_s() == pytest.approx(0.4 * 12 / 5)
+        for _ in range(40):
+            with pytest.raises(errors.Overloaded), admission.admit("b"):
+                pass
+        assert admission.retry_after_s() == 3.0  # capped
+    now[0] += 2.5  # two quiet seconds: the windows forget the flood
+    with admission.admit("a"):
+        assert admission.retry_after_s() == pytest.approx(0.4)
+
+
 def test_one_user_cannot_take_the_whole_budget() -> None:
     admission = Admission(AdmissionConfig(max_in_flight=10, per_user_in_flight=2))
     with contextlib.ExitStack() as held:
