@@ -43,14 +43,14 @@ export PARLEY_REDIS_ACL ?= true
 export PARLEY_CASSANDRA_AUTH ?= true
 
 # Tools the tests drive (grpcurl, buf, helm and buf's Go plugins from the Go module proxy; Debian's
-# chromium and prometheus).
-TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus
+# chromium, prometheus and node).
+TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node
 LOADGEN := build/parley-loadgen
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check proto-release proto-gen infra-up infra-down infra-status run \
 	test test-unit test-integration test-e2e test-loadgen lint lint-proto loadgen bench chaos chaos-short clean \
-	kotlin kotlin-test
+	kotlin kotlin-test typescript web proto-ts
 
 all: test
 
@@ -78,6 +78,29 @@ tools:
 test-tools:
 	@deploy/local/tools.sh $(TEST_TOOLS)
 	@deploy/local/codegen-tools.sh
+
+# The TypeScript SDK (clients/typescript) and the web chat bundled from it into
+# clients/web/app.js (what the gateway serves): npm ci from the registry by
+# package-lock.json, tsc, esbuild. Rebuilt when a source changes.
+TS := clients/typescript
+TS_SOURCES := $(shell find $(TS)/src $(TS)/scripts clients/web/src -type f 2>/dev/null) \
+	$(TS)/tsconfig.json clients/web/tsconfig.json
+$(TS)/node_modules/.installed: $(TS)/package-lock.json
+	@deploy/local/tools.sh node
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(TS)/dist/index.js clients/web/app.js &: $(TS)/node_modules/.installed $(TS_SOURCES)
+	cd $(TS) && npm run --silent build && npm run --silent build:web
+
+typescript: $(TS)/dist/index.js clients/web/app.js
+
+web: clients/web/app.js
+
+# Regenerates the TypeScript types (clients/typescript/src/gen) from protos/parley/v1.
+proto-ts: $(TS)/node_modules/.installed
+	@deploy/local/tools.sh buf
+	cd $(TS) && npm run --silent generate
 
 # Regenerates Python code and type stubs from protos/: parley.v1 into clients/python
 # (parley-client ships it), parley.internal.v1 into services; and the Go stubs of the
@@ -145,13 +168,13 @@ infra-status:
 
 # Starts Redis, Cassandra and the four services; Ctrl-C stops everything.
 # grpcurl is what its banner suggests trying.
-run: venv infra-up
+run: venv infra-up web
 	@deploy/local/tools.sh grpcurl
 	$(PY) -m parley.devstack
 
 # Unit, integration and end-to-end tests against the real local
 # infrastructure. pytest exits 5 when it ran no test: that is a failure too.
-test: venv test-tools infra-up test-loadgen kotlin
+test: venv test-tools infra-up test-loadgen kotlin typescript
 	@$(PYTEST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
 
 # The load generator's own unit tests (accounting, schedule, workload, histogram encoding).
@@ -174,7 +197,7 @@ test-unit: venv
 test-integration: venv infra-up
 	$(PYTEST) tests/integration $(PYTEST_ARGS)
 
-test-e2e: venv test-tools infra-up
+test-e2e: venv test-tools infra-up typescript
 	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
 # The load generator (bench/loadgen, Go; modules from the Go module proxy). The runner builds it

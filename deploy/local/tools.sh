@@ -31,6 +31,8 @@ declare -A APT_TOOLS=(
   [chromium]="/usr/bin/chromium chromium fonts-dejavu-core"
   # The server binary and promtool; the tests start their own server on a free port.
   [prometheus]="/usr/bin/promtool prometheus"
+  # Node.js (>= 18) and npm for the TypeScript SDK and the web chat (clients/typescript).
+  [node]="/usr/bin/npm nodejs npm"
 )
 
 check_go() {
@@ -52,7 +54,7 @@ cache_put() {
 
 mkdir -p "$BIN"
 requested=("$@")
-[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus)
+[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node)
 names=()
 for name in "${requested[@]}"; do
   if [ -n "${APT_TOOLS[$name]:-}" ]; then

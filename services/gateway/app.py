@@ -13,8 +13,10 @@ from gateway.acks import AckCoalescer
 from gateway.admission import Admission, LoopLag
 from gateway.api import ConversationServicer, HistoryServicer, PresenceServicer
 from gateway.backends import Backends
+from gateway.bridge_calls import BridgeCalls
 from gateway.caller import Caller
 from gateway.config import GatewayConfig
+from gateway.dev_tokens import DevTokens
 from gateway.hub import Hub
 from gateway.presence import GatewayPresence
 from gateway.presence_feed import PresenceFeed
@@ -97,13 +99,15 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         finalizers=finalizers,
     )
 
+    conversations = ConversationServicer(caller, backends)
+    history = HistoryServicer(caller, backends)
+    presence_servicer = PresenceServicer(caller, backends)
+
     def register(server: grpc.aio.Server) -> Iterable[str]:
         gateway_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
-        gateway_pb2_grpc.add_ConversationServiceServicer_to_server(
-            ConversationServicer(caller, backends), server
-        )
-        gateway_pb2_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(caller, backends), server)
-        gateway_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(caller, backends), server)
+        gateway_pb2_grpc.add_ConversationServiceServicer_to_server(conversations, server)
+        gateway_pb2_grpc.add_HistoryServiceServicer_to_server(history, server)
+        gateway_pb2_grpc.add_PresenceServiceServicer_to_server(presence_servicer, server)
         return [gateway_pb2.DESCRIPTOR.services_by_name[name].full_name for name in PUBLIC_SERVICES]
 
     components: list[Component] = [clients, hub, acks, leases, feed, loop_lag, finalizers]
@@ -116,6 +120,9 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
                 config.ws_host,
                 config.ws_port,
                 WEB_DIR,
+                # The same servicers answer the bridge's unary calls (/v1/call).
+                calls=BridgeCalls(chat, conversations, history, presence_servicer),
+                dev_tokens=DevTokens.from_auth(config.auth),
                 ssl_context=config.edge_tls.reloading_ssl_context() if config.edge_tls else None,
             )
         )

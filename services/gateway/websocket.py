@@ -4,8 +4,10 @@ Browsers cannot open gRPC streams, so this bridge carries the same
 ``parley.v1.ConnectRequest``/``ConnectResponse`` frames over a WebSocket and
 runs the same transport-neutral session (``ChatServicer.session_stream``).
 
-Endpoint ``/v1/connect``. Authentication happens before the upgrade (HTTP 401
-otherwise), with the JWT in either
+Endpoint ``/v1/connect``. A second endpoint, ``/v1/call``, carries unary calls
+(conversations, history, presence, one-shot send) as ``parley.v1.BridgeRequest``/
+``BridgeResponse`` envelopes (gateway.bridge_calls). Authentication happens
+before the upgrade (HTTP 401 otherwise), with the JWT in either
 
 * the subprotocol list: ``new WebSocket(url, ["parley.v1", "bearer.<JWT>"])``
   (browsers cannot set headers; the server answers with ``parley.v1``), or
@@ -40,10 +42,14 @@ details is sent first):
 
 Every code except 4001 means "reconnect with backoff and resume from your
 cursors".
+
+On a development stack (``PARLEY_ENV=development``) ``GET /v1/dev/token?user_id=NAME``
+mints a token for the web chat's sign-in (gateway.dev_tokens); elsewhere it is 404.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http
 import json
@@ -66,15 +72,21 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from gateway.bridge_calls import BridgeCalls
+from gateway.dev_tokens import PATH as DEV_TOKEN_PATH
+from gateway.dev_tokens import DevTokens
 from gateway.metrics import WEBSOCKET, counted_requests, tracked_session
 from gateway.servicer import ChatServicer
 from parley import errors
 from parley.auth import Authenticator
-from parley.v1 import gateway_pb2
+from parley.v1 import bridge_pb2, gateway_pb2
 
 log = logging.getLogger(__name__)
 
 CONNECT_PATH = "/v1/connect"
+CALL_PATH = "/v1/call"
+# Calls of one /v1/call socket running at once; the next request is read when one ends.
+MAX_CONCURRENT_CALLS = 8
 SUBPROTOCOL = Subprotocol("parley.v1")
 BEARER_PREFIX = "bearer."
 ACCESS_TOKEN_PARAM = "access_token"
@@ -97,7 +109,7 @@ CLOSE_CODES: dict[grpc.StatusCode, int] = {
 # The page in a source checkout (what `make run` and the tests serve); None-safe if absent.
 WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
 # Only these kinds of files of the static directory are served.
-STATIC_SUFFIXES = (".html", ".js", ".css", ".svg", ".ico")
+STATIC_SUFFIXES = (".html", ".js", ".css", ".svg", ".ico", ".map")
 
 
 def close_code(err: errors.ParleyError) -> int:
@@ -129,6 +141,27 @@ def encode_response(frame: gateway_pb2.ConnectResponse, binary: bool) -> str | b
     if binary:
         return frame.SerializeToString()
     fields = json_format.MessageToDict(frame, preserving_proto_field_name=True)
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_call(message: str | bytes) -> bridge_pb2.BridgeRequest:
+    """A /v1/call client message in either encoding; InvalidArgument if it is not a request."""
+    request = bridge_pb2.BridgeRequest()
+    try:
+        if isinstance(message, str):
+            json_format.Parse(message, request)
+        else:
+            request.ParseFromString(message)
+    except (json_format.ParseError, DecodeError) as exc:
+        kind = "JSON" if isinstance(message, str) else "protobuf"
+        raise errors.InvalidArgument(f"malformed {kind} BridgeRequest: {exc}") from None
+    return request
+
+
+def encode_call_response(response: bridge_pb2.BridgeResponse, binary: bool) -> str | bytes:
+    if binary:
+        return response.SerializeToString()
+    fields = json_format.MessageToDict(response, preserving_proto_field_name=True)
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -186,6 +219,7 @@ def load_static(directory: Path | None) -> dict[str, StaticFile]:
 class _Connection(ServerConnection):
     # Set by process_request once the token checked out; read by the handler.
     user_id: str = ""
+    token: str = ""
 
 
 @dataclass
@@ -205,6 +239,8 @@ class WebSocketBridge:
         port: int,
         static_dir: Path | None,
         *,
+        calls: BridgeCalls | None = None,
+        dev_tokens: DevTokens | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         ping_interval_s: float = 20.0,
         ping_timeout_s: float = 20.0,
@@ -216,6 +252,8 @@ class WebSocketBridge:
         self._host = host
         self._port = port
         self._static_dir = static_dir
+        self._calls = calls
+        self._dev_tokens = dev_tokens
         self._max_message_bytes = max_message_bytes
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
@@ -272,7 +310,7 @@ class WebSocketBridge:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        if path == CONNECT_PATH:
+        if path == CONNECT_PATH or (path == CALL_PATH and self._calls is not None):
             token = _token_from(request)
             if not token:
                 return self._unauthorized(connection, "missing access token")
@@ -280,7 +318,10 @@ class WebSocketBridge:
                 cast(_Connection, connection).user_id = self._auth.user_from_token(token)
             except errors.Unauthenticated as exc:
                 return self._unauthorized(connection, exc.message)
+            cast(_Connection, connection).token = token
             return None  # go on with the upgrade
+        if path == DEV_TOKEN_PATH and self._dev_tokens is not None:
+            return self._dev_token(request, self._dev_tokens)
         static = self._static.get(path)
         if static is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
@@ -297,6 +338,25 @@ class WebSocketBridge:
         return Response(http.HTTPStatus.OK.value, "OK", headers, static.body)
 
     @staticmethod
+    def _dev_token(request: Request, issuer: DevTokens) -> Response:
+        user_id = (parse_qs(urlsplit(request.path).query).get("user_id") or [""])[0]
+        try:
+            body, status = issuer.issue(user_id), http.HTTPStatus.OK
+        except errors.InvalidArgument as exc:
+            body, status = {"error": exc.message}, http.HTTPStatus.BAD_REQUEST
+        payload = json.dumps(body).encode()
+        headers = Headers(
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                ("Cache-Control", "no-store"),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Connection", "close"),
+            ]
+        )
+        return Response(status.value, status.phrase, headers, payload)
+
+    @staticmethod
     def _unauthorized(connection: ServerConnection, message: str) -> Response:
         response = connection.respond(http.HTTPStatus.UNAUTHORIZED, f"{message}\n")
         response.headers["WWW-Authenticate"] = "Bearer"
@@ -305,6 +365,50 @@ class WebSocketBridge:
     # --- the session ---------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
+        if connection.request is not None and urlsplit(connection.request.path).path == CALL_PATH:
+            await self._serve_calls(connection)
+            return
+        await self._serve_session(connection)
+
+    async def _serve_calls(self, connection: ServerConnection) -> None:
+        calls = self._calls
+        assert calls is not None  # process_request refuses /v1/call without it
+        token = cast(_Connection, connection).token
+        slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(message: str | bytes) -> None:
+            binary = isinstance(message, bytes)
+            try:
+                try:
+                    request = decode_call(message)
+                except errors.InvalidArgument as exc:
+                    response = bridge_pb2.BridgeResponse(request_id=_request_id_of(message))
+                    response.error.CopyFrom(errors.error_frame(exc, response.request_id))
+                else:
+                    response = await calls.call(token, request)
+                with contextlib.suppress(ConnectionClosed):
+                    await connection.send(encode_call_response(response, binary))
+            finally:
+                slots.release()
+
+        try:
+            async for message in connection:
+                # Backpressure: a client sending calls faster than they finish waits here.
+                await slots.acquire()
+                task = asyncio.create_task(answer(message))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        except ConnectionClosed:
+            pass
+        finally:
+            # Nobody can read the answers any more.
+            for task in list(running):
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _serve_session(self, connection: ServerConnection) -> None:
         user = cast(_Connection, connection).user_id
         encoding = _Encoding()
 
