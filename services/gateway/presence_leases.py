@@ -2,15 +2,16 @@
 
 The gateway registers each session with the presence service when it opens
 and unregisters it when it closes; in between, one background loop renews
-the leases of all of this gateway's sessions in batched RenewLeases calls
-(one call per ``batch`` sessions, not one per session). If this gateway
-dies, the renewals stop and presence expires its sessions within the lease.
+this gateway's lease, which keeps all of its sessions live: one RenewLeases
+call per interval, whatever the number of sessions. If this gateway dies,
+the renewals stop and presence expires all of its sessions within the lease.
 
 Presence being briefly unreachable is tolerated: a registration that fails is
 kept locally and retried on the next tick, a renewal that fails is retried on
 the next tick (leases are a few renew intervals long, so one missed tick
-expires nothing), and sessions the service reports as expired (its reaper
-removed them, e.g. after a long outage) are registered again.
+expires nothing), and when the service reports that this gateway's lease
+had lapsed (its reaper may have removed the sessions, e.g. after a long
+outage) every session is registered again.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Session ids per RenewLeases call.
-RENEW_BATCH = 1000
 # Registrations retried at once per tick (after an outage, or expired sessions).
 REREGISTER_CONCURRENCY = 32
 
@@ -46,7 +45,6 @@ class SessionLeases:
         renew_interval_s: float,
         *,
         lease_s: float | None = None,
-        batch: int = RENEW_BATCH,
         rpc_timeout_s: float = 5.0,
     ) -> None:
         """``lease_s`` None uses the service default; it should be at least three renew intervals."""
@@ -57,7 +55,6 @@ class SessionLeases:
         if lease_s is not None:
             self._lease = Duration()
             self._lease.FromMilliseconds(int(lease_s * 1000))
-        self._batch = batch
         self._timeout_s = rpc_timeout_s
         # session_id -> session, for every open session of this gateway.
         self._sessions: dict[str, presence_pb2.Session] = {}
@@ -136,19 +133,25 @@ class SessionLeases:
                 log.exception("presence lease renewal failed")
 
     async def renew_once(self) -> None:
-        """One tick: renew every registered session, then register whatever presence does not know."""
-        known = [sid for sid in self._sessions if sid not in self._unregistered]
-        for start in range(0, len(known), self._batch):
-            chunk = known[start : start + self._batch]
-            try:
-                reply = await self._stub.RenewLeases(
-                    presence_pb2.RenewLeasesRequest(gateway_id=self._gateway_id, session_ids=chunk),
-                    timeout=self._timeout_s,
-                )
-            except grpc.aio.AioRpcError as err:
-                log.warning("presence lease renewal failed (%s); retrying next tick", err.code().name)
-                return
-            self._unregistered.update(sid for sid in reply.expired_session_ids if sid in self._sessions)
+        """One tick: renew this gateway's lease (one call, whatever the number of sessions),
+        then register whatever presence does not know."""
+        if not self._sessions:
+            return  # nothing to keep alive (presence holds no lease of a gateway without sessions)
+        request = presence_pb2.RenewLeasesRequest(gateway_id=self._gateway_id)
+        if self._lease is not None:
+            request.lease.CopyFrom(self._lease)
+        try:
+            reply = await self._stub.RenewLeases(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as err:
+            log.warning("presence lease renewal failed (%s); retrying next tick", err.code().name)
+            return
+        if not reply.gateway_known:
+            # Our lease had lapsed (a stall or an outage longer than it): a reaper may have
+            # removed our sessions, so all of them are registered again.
+            log.warning(
+                "presence lost this gateway's lease; registering its %d sessions again", len(self._sessions)
+            )
+            self._unregistered.update(self._sessions)
         await self._reregister()
 
     async def _reregister(self) -> None:

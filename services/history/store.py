@@ -55,23 +55,29 @@ STATEMENTS: dict[str, str] = {
         "SELECT kind, name, created_by, created_at, last_seq, last_message "
         "FROM {ks}.conversations WHERE conversation_id = ?"
     ),
+    # Membership and read positions are written USING TIMESTAMP of their log entry (see LogEvent.at_us).
     "insert_member": (
-        "INSERT INTO {ks}.conversation_members (conversation_id, user_id, joined_at) VALUES (?, ?, ?)"
+        "INSERT INTO {ks}.conversation_members (conversation_id, user_id, joined_at) VALUES (?, ?, ?) "
+        "USING TIMESTAMP ?"
     ),
-    "delete_member": "DELETE FROM {ks}.conversation_members WHERE conversation_id = ? AND user_id = ?",
+    "delete_member": (
+        "DELETE FROM {ks}.conversation_members USING TIMESTAMP ? WHERE conversation_id = ? AND user_id = ?"
+    ),
     "select_members": "SELECT user_id FROM {ks}.conversation_members WHERE conversation_id = ?",
     "insert_user_conversation": (
-        "INSERT INTO {ks}.user_conversations (user_id, conversation_id, joined_at) VALUES (?, ?, ?)"
+        "INSERT INTO {ks}.user_conversations (user_id, conversation_id, joined_at) VALUES (?, ?, ?) "
+        "USING TIMESTAMP ?"
     ),
     "insert_user_conversation_read": (
         "INSERT INTO {ks}.user_conversations (user_id, conversation_id, joined_at, read_seq) "
-        "VALUES (?, ?, ?, ?)"
+        "VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
     ),
     "delete_user_conversation": (
-        "DELETE FROM {ks}.user_conversations WHERE user_id = ? AND conversation_id = ?"
+        "DELETE FROM {ks}.user_conversations USING TIMESTAMP ? WHERE user_id = ? AND conversation_id = ?"
     ),
     "update_read_seq": (
-        "UPDATE {ks}.user_conversations SET read_seq = ? WHERE user_id = ? AND conversation_id = ?"
+        "UPDATE {ks}.user_conversations USING TIMESTAMP ? SET read_seq = ? "
+        "WHERE user_id = ? AND conversation_id = ?"
     ),
     "select_user_conversations": (
         "SELECT conversation_id, joined_at, read_seq FROM {ks}.user_conversations WHERE user_id = ?"
@@ -104,6 +110,12 @@ class LogEvent:
     users: tuple[str, ...] = ()
     seq: int = 0
     conversation: bytes = b""  # KIND_CONVERSATION: serialized parley.v1.Conversation
+    # Cassandra write timestamp (µs) of the event's writes, from its log entry id
+    # (event_timestamp_us): entries of one conversation are ordered in its partition
+    # log, so writers that apply them out of order (two writers on one consumer group,
+    # a retry after a later event) still end in log order: a leave is never undone by
+    # an older join, a read position never goes back. 0: now (a repair from Redis' state).
+    at_us: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,19 +235,22 @@ class HistoryStore:
     # --- conversations and membership (events the router records on the log) --------------------
 
     async def apply_event(self, event: LogEvent) -> None:
-        """Stores one membership or read-position event; every write here is idempotent."""
+        """Stores one membership or read-position event; idempotent, and order-proof (``at_us``)."""
+        at = event.at_us or None
         if event.kind == KIND_CONVERSATION:
-            await self.upsert_conversation(messages_pb2.Conversation.FromString(event.conversation))
+            await self.upsert_conversation(messages_pb2.Conversation.FromString(event.conversation), at_us=at)
         elif event.kind == KIND_JOIN:
-            await self.add_members(event.conversation_id, event.users)
+            await self.add_members(event.conversation_id, event.users, at_us=at)
         elif event.kind == KIND_LEAVE:
             for user_id in event.users:
-                await self.remove_member(event.conversation_id, user_id)
+                await self.remove_member(event.conversation_id, user_id, at_us=at)
         elif event.kind == KIND_READ:
-            # The router only records a position when it rises, so the last event wins.
-            await self.set_read_seq(event.users[0], event.conversation_id, event.seq)
+            # The router only records a position when it rises, so the newest event wins.
+            await self.set_read_seq(event.users[0], event.conversation_id, event.seq, at_us=at)
 
-    async def upsert_conversation(self, conversation: messages_pb2.Conversation) -> None:
+    async def upsert_conversation(
+        self, conversation: messages_pb2.Conversation, *, at_us: int | None = None
+    ) -> None:
         """Stores a conversation's metadata and its members (never touches last_seq/last_message)."""
         created_ms = _timestamp_ms(conversation.created_at) if conversation.HasField("created_at") else None
         await self._db.execute(
@@ -244,7 +259,7 @@ class HistoryStore:
         )
         if conversation.member_ids:
             joined = created_ms or _now_ms()
-            await self.add_members(conversation.id, conversation.member_ids, joined_at_ms=joined)
+            await self.add_members(conversation.id, conversation.member_ids, joined_at_ms=joined, at_us=at_us)
 
     async def add_members(
         self,
@@ -253,6 +268,7 @@ class HistoryStore:
         *,
         joined_at_ms: int | None = None,
         read_seq: int | None = None,
+        at_us: int | None = None,
     ) -> None:
         """Adds members both ways (one logged batch per member: both rows or neither).
 
@@ -260,37 +276,43 @@ class HistoryStore:
         last seq, so history from before joining does not count as unread).
         """
         joined = joined_at_ms if joined_at_ms is not None else _now_ms()
+        at = at_us or _now_us()
         db = self._db
         batches = []
         for user_id in dict.fromkeys(user_ids):
             batch = BatchStatement(batch_type=BatchType.LOGGED)
-            batch.add(db.prepared("insert_member"), (conversation_id, user_id, joined))
+            batch.add(db.prepared("insert_member"), (conversation_id, user_id, joined, at))
             if read_seq is None:
-                batch.add(db.prepared("insert_user_conversation"), (user_id, conversation_id, joined))
+                batch.add(db.prepared("insert_user_conversation"), (user_id, conversation_id, joined, at))
             else:
                 batch.add(
-                    db.prepared("insert_user_conversation_read"), (user_id, conversation_id, joined, read_seq)
+                    db.prepared("insert_user_conversation_read"),
+                    (user_id, conversation_id, joined, read_seq, at),
                 )
             batches.append(db.execute(batch))
         await _gather_bounded(batches)
 
-    async def remove_member(self, conversation_id: str, user_id: str) -> None:
+    async def remove_member(self, conversation_id: str, user_id: str, *, at_us: int | None = None) -> None:
+        at = at_us or _now_us()
         batch = BatchStatement(batch_type=BatchType.LOGGED)
-        batch.add(self._db.prepared("delete_member"), (conversation_id, user_id))
-        batch.add(self._db.prepared("delete_user_conversation"), (user_id, conversation_id))
+        batch.add(self._db.prepared("delete_member"), (at, conversation_id, user_id))
+        batch.add(self._db.prepared("delete_user_conversation"), (at, user_id, conversation_id))
         await self._db.execute(batch)
 
     async def members(self, conversation_id: str) -> list[str]:
         rows = await self._db.execute(self._db.prepared("select_members"), (conversation_id,))
         return [str(row[0]) for row in rows]
 
-    async def set_read_seq(self, user_id: str, conversation_id: str, read_seq: int) -> None:
+    async def set_read_seq(
+        self, user_id: str, conversation_id: str, read_seq: int, *, at_us: int | None = None
+    ) -> None:
         """Stores a member's read position as given: the caller passes its already max-merged value.
 
         An UPDATE writes no row marker, so a late update for a member who left
         leaves a row without ``joined_at``; :meth:`conversation_list` ignores those.
         """
-        await self._db.execute(self._db.prepared("update_read_seq"), (read_seq, user_id, conversation_id))
+        at = at_us or _now_us()
+        await self._db.execute(self._db.prepared("update_read_seq"), (at, read_seq, user_id, conversation_id))
 
     async def conversation_list(
         self, user_id: str, *, with_members: bool = False
@@ -387,6 +409,22 @@ async def _gather_bounded(awaitables: Sequence[Awaitable[T]], limit: int = _LIST
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def event_timestamp_us(entry_id: bytes | str) -> int:
+    """A Cassandra write timestamp (µs) that orders events as their log entry ids do.
+
+    An entry id is ``<ms>-<n>`` (Redis' clock, then a counter within the millisecond);
+    up to a thousand entries per millisecond keep distinct timestamps, beyond that
+    they share one (Cassandra then lets a delete win a tie).
+    """
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, n = text.partition("-")
+    return int(ms) * 1000 + min(int(n or 0), 999)
 
 
 def _timestamp_ms(ts: Timestamp) -> int:

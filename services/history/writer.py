@@ -62,19 +62,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from history import metrics
 from history.config import WriterSettings
-from history.store import LogEvent, StoredMessage
+from history.store import LogEvent, StoredMessage, event_timestamp_us
+from parley import partition_log
 from parley.keys import (
-    F_CONVERSATION,
     F_KIND,
-    F_MESSAGE,
-    F_SEQ,
-    F_TRACEPARENT,
-    F_USERS,
     HISTORY_GROUP,
-    KIND_CONVERSATION,
-    KIND_JOIN,
-    KIND_LEAVE,
-    KIND_READ,
     Keys,
 )
 from parley.redisclient import load_script
@@ -83,12 +75,7 @@ from parley.telemetry import CASSANDRA_WRITE_ATTRIBUTES, context_from_traceparen
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
-_C = F_CONVERSATION.encode()
-_S = F_SEQ.encode()
-_M = F_MESSAGE.encode()
-_TP = F_TRACEPARENT.encode()
 _K = F_KIND.encode()
-_U = F_USERS.encode()
 # Spans are per batch; each links to at most this many of the messages' traces.
 _MAX_LINKS = 16
 
@@ -125,41 +112,32 @@ class LogEntry:
     event: LogEvent | None = None
 
 
-def parse_event(fields: dict[bytes, bytes]) -> LogEvent | None:
-    """The event of a log entry with a kind, or None if it is malformed."""
-    try:
-        kind = fields[_K].decode()
-        cid = fields[_C].decode()
-        if kind == KIND_CONVERSATION:
-            return LogEvent(kind, cid, conversation=bytes(fields[_M]))
-        if kind in (KIND_JOIN, KIND_LEAVE):
-            users = tuple(u for u in fields[_U].decode().split(",") if u)
-            return LogEvent(kind, cid, users=users) if users else None
-        if kind == KIND_READ:
-            return LogEvent(kind, cid, users=(fields[_U].decode(),), seq=int(fields[_S]))
-    except (KeyError, ValueError, UnicodeDecodeError):
-        return None
-    return None
-
-
 def parse_entries(stream: str, items: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[LogEntry]:
+    """The writer's view of log entries (parley.partition_log.decode): messages and events.
+
+    An event's writes carry a timestamp from its entry id, so applying events
+    out of log order (two writers, retries) still leaves the log order's state.
+    """
     entries: list[LogEntry] = []
     for entry_id, fields in items:
-        message: StoredMessage | None = None
-        traceparent = b""
-        if fields and _K in fields:
-            entries.append(LogEntry(stream, entry_id, None, event=parse_event(fields)))
-            continue
-        if fields:
-            try:
-                message = StoredMessage(fields[_C].decode(), int(fields[_S]), bytes(fields[_M]))
-            except (KeyError, ValueError, UnicodeDecodeError):
-                message = None
-            else:
-                if message.seq < 1:
-                    message = None
-            traceparent = fields.get(_TP, b"")
-        entries.append(LogEntry(stream, entry_id, message, traceparent))
+        decoded = partition_log.decode(entry_id, fields)
+        if isinstance(decoded, partition_log.MessageEntry):
+            message = StoredMessage(decoded.conversation_id, decoded.seq, decoded.message)
+            entries.append(LogEntry(stream, entry_id, message, decoded.traceparent.encode()))
+        elif isinstance(decoded, partition_log.EventEntry):
+            event = LogEvent(
+                decoded.kind,
+                decoded.conversation_id,
+                users=decoded.users,
+                seq=decoded.seq,
+                conversation=decoded.conversation,
+                at_us=event_timestamp_us(entry_id),
+            )
+            entries.append(LogEntry(stream, entry_id, None, event=event))
+        elif fields and _K in fields:
+            entries.append(LogEntry(stream, entry_id, None, event=None))  # a malformed event
+        else:
+            entries.append(LogEntry(stream, entry_id, None))  # malformed, or deleted
     return entries
 
 

@@ -52,7 +52,11 @@ lingering zset and change stream per shard.
                                           ``ch`` changed ms, ``lf`` when the last session was lost)
 - ``<prefix>:{presence}:index``           every live session (hash session_id ->
                                           ``user\\x1fdevice\\x1fgateway\\x1flease_ms``)
-- ``<prefix>:{presence}:leases``          every live session by lease expiry (zset session_id -> expiry ms)
+- ``<prefix>:{presence}:leases``          lease expiries (zset): ``gw\\x1f<gateway_id>`` -> expiry ms, one per
+                                          gateway, keeping all of its sessions live (a gateway renews one
+                                          entry per interval, whatever its number of sessions); plain
+                                          session ids are sessions leased before gateway leases
+- ``<prefix>:{presence}:gwsessions:<gid>``  a gateway's live sessions (set), reaped with its lease
 - ``<prefix>:{presence}:lingering``       users whose last connection broke, by the time offline is
                                           due (zset user_id -> ms)
 - ``<prefix>:{presence}:changes``         stream of status changes (field ``p``: serialized

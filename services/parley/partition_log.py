@@ -1,5 +1,22 @@
-"""The partition logs' retention contract: what may be trimmed, and when.
+"""The partition logs: the entry format every reader and writer shares, and the retention contract.
 
+Entries (field names in ``parley.keys``; written by the Lua scripts that
+append messages and record membership and read events, which take the names
+as arguments or from this contract):
+
+- a **message**: ``c`` conversation id, ``s`` seq, ``m`` the serialized
+  ``parley.v1.Message`` (seq included), ``x`` the sender's session (not to
+  be delivered to), ``tp`` W3C trace context;
+- an **event**: ``k`` kind (``conversation``, ``join``, ``leave``, ``read``),
+  ``c`` conversation id, and ``m`` the serialized ``parley.v1.Conversation``
+  (conversation), ``u`` comma-separated users (join, leave) or the user (read),
+  ``s`` the read position (read).
+
+:func:`decode` is the one parser (fan-out and the history writer both use it).
+A malformed entry decodes to None: consumers log it, count it and acknowledge
+it with the rest, so it never stalls its partition (retrying cannot fix it).
+
+Retention.
 Every message and membership/read event is appended to its partition's log
 (``Keys.log``) by the router's append script. Two consumer groups read every
 log (``LOG_GROUPS``): ``fanout`` (the router, delivery to gateways) and
@@ -26,11 +43,80 @@ let ``parley-admin history backfill`` rewrite what Cassandra lost.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import redis.asyncio as aioredis
 
-from parley.keys import LOG_GROUPS
+from parley.keys import (
+    F_CONVERSATION,
+    F_EXCLUDE_SESSION,
+    F_KIND,
+    F_MESSAGE,
+    F_SEQ,
+    F_TRACEPARENT,
+    F_USERS,
+    KIND_CONVERSATION,
+    KIND_JOIN,
+    KIND_LEAVE,
+    KIND_READ,
+    LOG_GROUPS,
+)
 
 StreamId = tuple[int, int]
+
+_C, _S, _M = F_CONVERSATION.encode(), F_SEQ.encode(), F_MESSAGE.encode()
+_X, _TP, _K, _U = F_EXCLUDE_SESSION.encode(), F_TRACEPARENT.encode(), F_KIND.encode(), F_USERS.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEntry:
+    entry_id: bytes
+    conversation_id: str
+    seq: int
+    message: bytes  # serialized parley.v1.Message, seq included
+    exclude_session: str = ""
+    traceparent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventEntry:
+    entry_id: bytes
+    kind: str  # parley.keys.KIND_*
+    conversation_id: str
+    users: tuple[str, ...] = ()
+    seq: int = 0  # read: the position
+    conversation: bytes = b""  # conversation: serialized parley.v1.Conversation
+
+
+def decode(entry_id: bytes, fields: dict[bytes, bytes] | None) -> MessageEntry | EventEntry | None:
+    """One log entry; None if it is malformed (or was deleted: XAUTOCLAIM reports those as None)."""
+    if not fields:
+        return None
+    try:
+        cid = fields[_C].decode()
+        if _K not in fields:
+            seq = int(fields[_S])
+            if seq < 1:
+                return None
+            return MessageEntry(
+                entry_id,
+                cid,
+                seq,
+                bytes(fields[_M]),
+                fields.get(_X, b"").decode(),
+                fields.get(_TP, b"").decode(),
+            )
+        kind = fields[_K].decode()
+        if kind == KIND_CONVERSATION:
+            return EventEntry(entry_id, kind, cid, conversation=bytes(fields[_M]))
+        if kind in (KIND_JOIN, KIND_LEAVE):
+            users = tuple(u for u in fields[_U].decode().split(",") if u)
+            return EventEntry(entry_id, kind, cid, users=users) if users else None
+        if kind == KIND_READ:
+            return EventEntry(entry_id, kind, cid, users=(fields[_U].decode(),), seq=int(fields[_S]))
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+    return None  # a kind this version does not know
 
 
 def parse_id(value: bytes | str) -> StreamId:

@@ -68,9 +68,19 @@ CASSANDRA_WRITE_ATTRIBUTES: Mapping[str, str] = {
 }
 
 
+# Session streams live for hours: a span per stream would hold memory per client for its
+# whole life and record nothing useful. What happens on a stream is traced per message
+# instead (gateway.send, gateway.push), each its own trace.
+LONG_LIVED_STREAMS = ("/parley.v1.ChatService/Connect",)
+
+
 def untraced_rpcs() -> filters.Condition[Any]:
-    """Health checks and reflection: true for the RPCs that must not make spans."""
-    return filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection."))
+    """Health checks, reflection and session streams: true for the RPCs that must not make spans."""
+    return filters.any_of(
+        filters.health_check(),
+        filters.service_prefix("grpc.reflection."),
+        *(filters.full_method_name(name) for name in LONG_LIVED_STREAMS),
+    )
 
 
 def traced_rpcs() -> filters.Condition[Any]:

@@ -48,7 +48,9 @@ def check_session(session: presence_pb2.Session) -> None:
     check_id("session.gateway_id", session.gateway_id)
 
 
-def lease_ms(request: presence_pb2.RegisterSessionRequest, config: PresenceConfig) -> int:
+def lease_ms(
+    request: presence_pb2.RegisterSessionRequest | presence_pb2.RenewLeasesRequest, config: PresenceConfig
+) -> int:
     """The requested lease, or the default when unset, capped at the maximum."""
     if not request.HasField("lease"):
         return config.default_lease_ms
@@ -83,8 +85,10 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
     ) -> presence_pb2.RenewLeasesResponse:
         check_id("gateway_id", request.gateway_id)
         session_ids = check_ids("session_ids", request.session_ids)
-        expired = await self._store.renew(gateway_id=request.gateway_id, session_ids=session_ids)
-        return presence_pb2.RenewLeasesResponse(expired_session_ids=expired)
+        known, expired = await self._store.renew(
+            gateway_id=request.gateway_id, lease_ms=lease_ms(request, self._config), session_ids=session_ids
+        )
+        return presence_pb2.RenewLeasesResponse(expired_session_ids=expired, gateway_known=known)
 
     async def UnregisterSession(
         self, request: presence_pb2.UnregisterSessionRequest, context: Context

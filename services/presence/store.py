@@ -122,14 +122,19 @@ class PresenceStore:
         )
         return presence_from(user_id, int(reply[0]), int(reply[1]), int(reply[2]))
 
-    async def renew(self, *, gateway_id: str, session_ids: Sequence[str]) -> list[str]:
-        """Renews the given sessions; returns those that are not live sessions of this gateway."""
+    async def renew(
+        self, *, gateway_id: str, lease_ms: int, session_ids: Sequence[str] = ()
+    ) -> tuple[bool, list[str]]:
+        """Renews the gateway's lease (all its sessions); returns whether it held a live
+        lease before, and which of ``session_ids`` are not live sessions of this gateway."""
+        reply = await self._run(self._renew, gateway_id, lease_ms)
+        known = bool(int(reply[0]))
         expired: list[str] = []
         for start in range(0, len(session_ids), SCRIPT_BATCH):
             chunk = session_ids[start : start + SCRIPT_BATCH]
-            reply = await self._run(self._renew, gateway_id, *chunk)
-            expired.extend(sid.decode() for sid in reply)
-        return expired
+            reply = await self._run(self._renew, gateway_id, lease_ms, *chunk)
+            expired.extend(sid.decode() for sid in reply[1:])
+        return known, expired
 
     async def get(self, user_ids: Sequence[str]) -> list[messages_pb2.Presence]:
         out: list[messages_pb2.Presence] = []

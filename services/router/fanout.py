@@ -21,7 +21,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
@@ -29,11 +28,6 @@ from opentelemetry import trace
 from parley import partition_log
 from parley.delivery import Inbox, RouteTable
 from parley.keys import (
-    F_CONVERSATION,
-    F_EXCLUDE_SESSION,
-    F_KIND,
-    F_MESSAGE,
-    F_TRACEPARENT,
     FANOUT_GROUP,
     LOG_GROUPS,
     Keys,
@@ -67,32 +61,6 @@ def message_frame(message: bytes) -> bytes:
     return b"\x12" + varint(len(message)) + message
 
 
-@dataclass(frozen=True)
-class LogEntry:
-    entry_id: bytes
-    conversation_id: str
-    message: bytes
-    exclude_session: str
-    traceparent: str
-
-
-_KIND = F_KIND.encode()
-
-
-def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEntry | None:
-    """The message entry, or None if it is malformed (only a bug could write one)."""
-    try:
-        return LogEntry(
-            entry_id=entry_id,
-            conversation_id=fields[F_CONVERSATION.encode()].decode(),
-            message=fields[F_MESSAGE.encode()],
-            exclude_session=fields.get(F_EXCLUDE_SESSION.encode(), b"").decode(),
-            traceparent=fields.get(F_TRACEPARENT.encode(), b"").decode(),
-        )
-    except (KeyError, UnicodeDecodeError):
-        return None
-
-
 class Deliverer:
     """Resolves members and routes and writes frames to gateway inboxes."""
 
@@ -104,7 +72,7 @@ class Deliverer:
         self._routes = routes or RouteTable(redis, keys)
         self._inbox = Inbox(redis, keys)
 
-    async def deliver_log_entries(self, entries: Sequence[LogEntry]) -> None:
+    async def deliver_log_entries(self, entries: Sequence[partition_log.MessageEntry]) -> None:
         cids = list(dict.fromkeys(e.conversation_id for e in entries))
         members = dict(zip(cids, await self._store.members_many(cids), strict=True))
         users = list(dict.fromkeys(u for cid in cids for u in members[cid]))
@@ -365,15 +333,14 @@ class Fanout:
         owned = {self._keys.log(p) for p in self._owned}
         # A partition given up while its entries were being read: they stay pending for the next holder.
         batches = [(log_key, items) for log_key, items in batches if log_key in owned and items]
-        # Membership and read events ride the log for the history writer; fan-out skips them.
-        parsed = [
-            (entry_id, parse_entry(entry_id, fields))
+        decoded = [
+            (entry_id, partition_log.decode(entry_id, fields))
             for _, items in batches
             for entry_id, fields in items
-            if _KIND not in fields
         ]
-        entries = [entry for _, entry in parsed if entry is not None]
-        malformed = [_text(entry_id) for entry_id, entry in parsed if entry is None]
+        # Membership and read events ride the log for the history writer; fan-out skips them.
+        entries = [entry for _, entry in decoded if isinstance(entry, partition_log.MessageEntry)]
+        malformed = [_text(entry_id) for entry_id, entry in decoded if entry is None]
         if malformed:
             # Retrying cannot fix it, and it must not stall its partition's fan-out: acked
             # with the rest, never delivered (the history writer skips it the same way).

@@ -45,13 +45,16 @@ class _Details:
         self.method = method
 
 
-def test_health_and_reflection_are_not_traced() -> None:
+def test_health_reflection_and_session_streams_are_not_traced() -> None:
     traced = traced_rpcs()
     assert not traced(_Details("/grpc.health.v1.Health/Check"))
     assert not traced(_Details("/grpc.health.v1.Health/Watch"))
     assert not traced(_Details("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"))
     assert not traced(_Details("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"))
-    assert traced(_Details("/parley.v1.ChatService/Connect"))
+    # A span per session stream would live (and hold memory) as long as the client stays.
+    assert not traced(_Details("/parley.v1.ChatService/Connect"))
+    assert traced(_Details("/parley.v1.ChatService/Send"))
+    assert traced(_Details("/parley.internal.v1.RouterService/Fetch"))
 
 
 def test_metrics_port_follows_the_grpc_port() -> None:

@@ -23,6 +23,11 @@ end
 
 local function state_key(uid) return BASE .. 'state:' .. uid end
 local function sessions_key(uid) return BASE .. 'sessions:' .. uid end
+-- A gateway's live sessions (set), and its member in the lease zset: sessions
+-- live by their gateway's lease, so a gateway renews one entry, not one per session.
+local function gateway_sessions_key(gateway) return BASE .. 'gwsessions:' .. gateway end
+local GATEWAY_MEMBER = 'gw' .. SEP
+local function gateway_member(gateway) return GATEWAY_MEMBER .. gateway end
 
 -- index value: user, device, gateway, lease ms
 local function parse_session(value)
@@ -113,11 +118,16 @@ local function go_offline(uid, last_seen_ms, now)
   emit(uid, OFFLINE, last_seen_ms, now)
 end
 
--- Removes one session from the index, the leases and its user's sessions;
--- returns the number of sessions the user has left.
+-- Removes one session from the index, its gateway's sessions, the leases and
+-- its user's sessions; returns the number of sessions the user has left.
 local function drop_session(sid, uid)
+  local value = redis.call('HGET', KEYS[1], sid)
+  if value then
+    local _, _, gateway = parse_session(value)
+    if gateway then redis.call('SREM', gateway_sessions_key(gateway), sid) end
+  end
   redis.call('HDEL', KEYS[1], sid)
-  redis.call('ZREM', KEYS[2], sid)
+  redis.call('ZREM', KEYS[2], sid)  -- a lease of its own (registered before gateway leases)
   local sk = sessions_key(uid)
   redis.call('HDEL', sk, sid)
   return redis.call('HLEN', sk)

@@ -1,5 +1,6 @@
--- One bounded reaper pass, run by every replica: removes sessions whose lease
--- expired and declares offline the users left without sessions, then declares
+-- One bounded reaper pass, run by every replica: removes the sessions of
+-- gateways whose lease expired and declares offline the users left without
+-- sessions, then declares
 -- offline the lingering users whose grace period is over. Atomic, so when two
 -- replicas reap at once each expired session is removed, and each change
 -- emitted, by exactly one of them.
@@ -9,9 +10,10 @@ local limit = tonumber(ARGV[3])
 local now = now_ms()
 local reaped, offline = 0, 0
 
+-- Members are gateways (gw<SEP>id: all of its sessions) or, from before
+-- gateway leases, single sessions.
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
-for i = 1, #due, 2 do
-  local sid, expiry = due[i], tonumber(due[i + 1])
+local function reap_session(sid, expiry)
   local value = redis.call('HGET', KEYS[1], sid)
   reaped = reaped + 1
   if value then
@@ -21,8 +23,25 @@ for i = 1, #due, 2 do
       go_offline(uid, expiry - tonumber(lease), now)
       offline = offline + 1
     end
+  end
+end
+local more = 0
+for i = 1, #due, 2 do
+  local member, expiry = due[i], tonumber(due[i + 1])
+  if string.sub(member, 1, #GATEWAY_MEMBER) == GATEWAY_MEMBER then
+    -- A dead gateway: its sessions, a bounded number per pass.
+    local set = gateway_sessions_key(string.sub(member, #GATEWAY_MEMBER + 1))
+    for _, sid in ipairs(redis.call('SPOP', set, limit)) do
+      reap_session(sid, expiry)
+    end
+    if redis.call('SCARD', set) == 0 then
+      redis.call('ZREM', KEYS[2], member)
+    else
+      more = 1
+    end
   else
-    redis.call('ZREM', KEYS[2], sid)
+    reap_session(member, expiry)
+    redis.call('ZREM', KEYS[2], member)
   end
 end
 
@@ -36,6 +55,6 @@ for _, uid in ipairs(lingering) do
   end
 end
 
-local full = 0
+local full = more
 if #due / 2 >= limit or #lingering >= limit then full = 1 end
 return {reaped, offline, full}

@@ -1,6 +1,6 @@
 -- Registers (or re-registers) a session and returns its user's presence.
 -- ARGV[3] user id  ARGV[4] device id  ARGV[5] session id  ARGV[6] gateway id
--- ARGV[7] lease ms
+-- ARGV[7] lease ms (the gateway's lease is set to it)
 -- Returns {'ok', status, last_seen_ms, changed_ms} or {'conflict'} when the
 -- session id is registered to another user.
 local uid, device, sid, gateway, lease = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
@@ -10,8 +10,14 @@ local existing = redis.call('HGET', KEYS[1], sid)
 if existing and parse_session(existing) ~= uid then
   return {'conflict'}
 end
+if existing then
+  local _, _, old_gateway = parse_session(existing)
+  if old_gateway and old_gateway ~= gateway then redis.call('SREM', gateway_sessions_key(old_gateway), sid) end
+end
 redis.call('HSET', KEYS[1], sid, uid .. SEP .. device .. SEP .. gateway .. SEP .. lease)
-redis.call('ZADD', KEYS[2], now + lease, sid)
+redis.call('SADD', gateway_sessions_key(gateway), sid)
+-- The session lives by its gateway's lease (renewed once per interval for all of them).
+redis.call('ZADD', KEYS[2], now + lease, gateway_member(gateway))
 redis.call('HSET', sessions_key(uid), sid, device)
 on_session_added(uid, now)
 

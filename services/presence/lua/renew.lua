@@ -1,30 +1,32 @@
--- Renews the leases of a batch of one gateway's sessions, each by its own
--- lease length. A session whose lease ran out but that no reaper removed yet
--- is renewed too: nobody was told it had gone.
--- ARGV[3] gateway id  ARGV[4...] session ids (bounded by the caller)
--- Returns the ids that are not live sessions of this gateway (reaped, never
--- registered, or registered by another gateway): the gateway re-registers them.
-local gateway = ARGV[3]
+-- Renews one gateway's lease: every session it registered stays live. Work
+-- per call does not grow with the gateway's sessions; the optional session
+-- ids are only checked (a gateway re-registers those that are not its live
+-- sessions, e.g. a registration that failed).
+-- ARGV[3] gateway id  ARGV[4] lease ms  ARGV[5...] session ids to check (bounded by the caller)
+-- Returns {known, expired ids...}: known is 1 when the gateway held a live
+-- lease before this call; 0 means its lease had expired (its sessions may be
+-- reaped) or it had none, and it must register its sessions again.
+local gateway, lease = ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
-local expired = {}
-if #ARGV < 4 then return expired end
+local member = gateway_member(gateway)
+-- Known only if its lease had not expired: once expired, a reaper may already
+-- have removed some of its sessions, so the gateway registers them all again.
+local known = 0
+local expiry = redis.call('ZSCORE', KEYS[2], member)
+if expiry and tonumber(expiry) >= now then known = 1 end
+if expiry or redis.call('SCARD', gateway_sessions_key(gateway)) > 0 then
+  redis.call('ZADD', KEYS[2], now + lease, member)
+end
 
-local values = redis.call('HMGET', KEYS[1], unpack(ARGV, 4))
-local zadd = {}
+local out = {known}
+if #ARGV < 5 then return out end
+local values = redis.call('HMGET', KEYS[1], unpack(ARGV, 5))
 for i, value in ipairs(values) do
-  local sid = ARGV[i + 3]
   local ok = false
   if value then
-    local _, _, gw, lease = parse_session(value)
-    if gw == gateway then
-      zadd[#zadd + 1] = now + tonumber(lease)
-      zadd[#zadd + 1] = sid
-      ok = true
-    end
+    local _, _, gw = parse_session(value)
+    ok = gw == gateway
   end
-  if not ok then expired[#expired + 1] = sid end
+  if not ok then out[#out + 1] = ARGV[i + 4] end
 end
-if #zadd > 0 then
-  redis.call('ZADD', KEYS[2], 'XX', unpack(zadd))
-end
-return expired
+return out

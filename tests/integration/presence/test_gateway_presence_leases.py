@@ -1,4 +1,4 @@
-"""gateway.presence_leases against the real presence service: batched renewals, expiry, outages."""
+"""gateway.presence_leases against the real presence service: one lease per gateway, expiry, outages."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from tests.integration.presence.helpers import (
     get_one,
     make_config,
     presence_server,
-    unregister,
 )
 
 
@@ -52,7 +51,9 @@ def on_free_port(config: PresenceConfig) -> PresenceConfig:
     return dataclasses.replace(config, server=dataclasses.replace(config.server, port=port))
 
 
-async def test_renewals_are_batched_and_stop_with_the_gateway(redis_config: RedisConfig) -> None:
+async def test_one_renewal_per_interval_keeps_every_session_and_stops_with_the_gateway(
+    redis_config: RedisConfig,
+) -> None:
     config = on_free_port(make_config(redis_config))
     users = [f"u{i}" for i in range(250)]
     recorder = RecordRenewals()
@@ -65,18 +66,17 @@ async def test_renewals_are_batched_and_stop_with_the_gateway(redis_config: Redi
             "gw-1",
             renew_interval_s=0.3,
             lease_s=1.0,
-            batch=100,
         )
         for start in range(0, len(users), 50):
             await asyncio.gather(*(leases.register(u, "phone", f"s-{u}") for u in users[start : start + 50]))
-        # One tick renews every session in calls of at most `batch` (1000 in production).
+        # One tick is one call naming no session: the gateway's lease keeps all 250.
         await leases.renew_once()
-        assert recorder.sizes == [100, 100, 50]
+        assert recorder.sizes == [0]
 
         await leases.start()
         await asyncio.sleep(2.0)  # twice the lease
         assert await statuses(stub, users) == {ONLINE}
-        assert len(recorder.sizes) >= 3 * 5
+        assert 3 <= len(recorder.sizes) <= 1 + 2.0 / 0.3 + 1 and set(recorder.sizes) == {0}
         # The gateway dies: renewals stop, every user goes offline within the lease.
         await leases.stop()
         await asyncio.sleep(1.3)
@@ -97,19 +97,21 @@ async def test_unregister_ends_the_session(redis_config: RedisConfig) -> None:
             await leases.stop()
 
 
-async def test_sessions_presence_lost_are_registered_again(redis_config: RedisConfig) -> None:
+async def test_sessions_of_a_gateway_that_stalled_past_its_lease_are_registered_again(
+    redis_config: RedisConfig,
+) -> None:
     async with presence_server(make_config(redis_config)) as stub:
-        leases = SessionLeases(stub, "gw-1", renew_interval_s=0.2)
-        await leases.start()
-        try:
-            await leases.register("ben", "phone", "s1")
-            # As if presence had reaped it (e.g. after an outage longer than the lease).
-            await unregister(stub, presence_pb2.Session(user_id="ben", session_id="s1", gateway_id="gw-1"))
-            assert (await get_one(stub, "ben")).status == OFFLINE
-            await asyncio.sleep(0.6)
-            assert (await get_one(stub, "ben")).status == ONLINE
-        finally:
-            await leases.stop()
+        leases = SessionLeases(stub, "gw-1", renew_interval_s=0.2, lease_s=0.6)
+        await leases.register("ben", "phone", "s1")
+        await leases.register("bea", "phone", "s2")
+        # A stall longer than the lease: no renewal, the reaper removes both sessions.
+        async with asyncio.timeout(5):
+            while (await get_one(stub, "ben")).status != OFFLINE:
+                await asyncio.sleep(0.05)
+        assert (await get_one(stub, "bea")).status == OFFLINE
+        await leases.renew_once()  # presence says it lost this gateway's lease
+        assert (await get_one(stub, "ben")).status == ONLINE
+        assert (await get_one(stub, "bea")).status == ONLINE
 
 
 async def test_presence_down_at_registration_is_retried(redis_config: RedisConfig) -> None:

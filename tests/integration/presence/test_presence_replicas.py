@@ -87,11 +87,12 @@ async def test_a_replica_killed_loses_nothing(redis_config: RedisConfig, tmp_pat
         a = presence_pb2_grpc.PresenceServiceStub(chan_a)
         b = presence_pb2_grpc.PresenceServiceStub(chan_b)
         users = ["ann", "bo", "cy"]
-        # Written through A: ann on two devices with long leases, bo on one, cy with a short lease.
+        # Written through A: ann on two devices and bo on one behind gateway gw-1 (long lease),
+        # cy behind gw-2 with a short lease that nobody renews.
         await register(a, session("ann", "ann-1", device="phone"))
         await register(a, session("ann", "ann-2", device="laptop"))
         await register(a, session("bo", "bo-1"))
-        await register(a, session("cy", "cy-1"), lease_s=1.0)
+        await register(a, session("cy", "cy-1", gateway="gw-2"), lease_s=1.0)
         request = presence_pb2.GetPresenceRequest(user_ids=users)
         seen_by_a = (await a.GetPresence(request)).presences
         seen_by_b = (await b.GetPresence(request)).presences
@@ -109,7 +110,7 @@ async def test_a_replica_killed_loses_nothing(redis_config: RedisConfig, tmp_pat
         renewed = await b.RenewLeases(
             presence_pb2.RenewLeasesRequest(gateway_id="gw-1", session_ids=["ann-1", "ann-2", "bo-1"])
         )
-        assert list(renewed.expired_session_ids) == []
+        assert list(renewed.expired_session_ids) == [] and renewed.gateway_known
         assert (await unregister(b, session("ann", "ann-1"))).status == ONLINE
         assert (await unregister(b, session("bo", "bo-1"))).status == OFFLINE
         for _ in range(40):

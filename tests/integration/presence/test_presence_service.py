@@ -20,6 +20,7 @@ from tests.integration.presence.helpers import (
     ONLINE,
     changes,
     get_one,
+    lease,
     make_config,
     now_ms,
     presence_server,
@@ -142,19 +143,24 @@ async def test_offline_within_the_lease_when_renewals_stop(redis_config: RedisCo
         assert gone.last_seen == registered.changed_at
 
 
-async def test_renewals_keep_a_session_alive(redis_config: RedisConfig) -> None:
+async def test_renewals_of_the_gateways_lease_keep_its_sessions_alive(redis_config: RedisConfig) -> None:
     async with presence_server(make_config(redis_config)) as stub:
         await register(stub, session("fay", "s1", gateway="gw-9"), lease_s=1.0)
+        await register(stub, session("gil", "s2", gateway="gw-9"), lease_s=1.0)
         for _ in range(8):  # 2.4 s: more than twice the lease
             await asyncio.sleep(0.3)
+            # No session ids needed: the gateway's lease keeps both.
             reply = await stub.RenewLeases(
-                presence_pb2.RenewLeasesRequest(gateway_id="gw-9", session_ids=["s1"])
+                presence_pb2.RenewLeasesRequest(gateway_id="gw-9", lease=lease(1.0))
             )
-            assert list(reply.expired_session_ids) == []
+            assert reply.gateway_known
             assert (await get_one(stub, "fay")).status == ONLINE
+            assert (await get_one(stub, "gil")).status == ONLINE
         await wait_for_status(stub, "fay", OFFLINE, timeout=2.0)
+        await wait_for_status(stub, "gil", OFFLINE, timeout=2.0)
         reply = await stub.RenewLeases(presence_pb2.RenewLeasesRequest(gateway_id="gw-9", session_ids=["s1"]))
         assert list(reply.expired_session_ids) == ["s1"]
+        assert not reply.gateway_known  # the gateway registers its sessions again
 
 
 async def test_renew_reports_sessions_that_are_not_this_gateways(
@@ -170,21 +176,23 @@ async def test_renew_reports_sessions_that_are_not_this_gateways(
         presence_pb2.RenewLeasesRequest(gateway_id="gw-a", session_ids=[*ids, "elsewhere"])
     )
     assert list(reply.expired_session_ids) == [*ids[1200:], "elsewhere"]
-    # Renewed leases moved forward by their own length; the unknown ids were not added.
+    assert reply.gateway_known
+    # One lease per gateway, not per session; gw-a's moved forward; unknown ids added nothing.
     scores = dict(await redis_client.zrange(presence_keys.presence_leases(), 0, -1, withscores=True))
-    assert len(scores) == 1201
-    assert all(scores[sid.encode()] >= before + 30_000 - 50 for sid in ids[:1200])
+    assert set(scores) == {b"gw\x1fgw-a", b"gw\x1fgw-b"}
+    assert scores[b"gw\x1fgw-a"] >= before + 30_000 - 50
 
 
 async def test_lease_is_capped_at_the_maximum(
     presence: Stub, redis_client: aioredis.Redis, presence_keys: Keys
 ) -> None:
     await register(presence, session("gus", "s1"), lease_s=3600)
-    expiry = await redis_client.zscore(presence_keys.presence_leases(), "s1")
+    gateway_lease = "gw\x1f" + session("gus", "s1").gateway_id
+    expiry = await redis_client.zscore(presence_keys.presence_leases(), gateway_lease)
     assert expiry is not None
     assert expiry - now_ms() <= 30_000 + 50
     await register(presence, session("gus", "s2"))  # no lease: the default
-    expiry = await redis_client.zscore(presence_keys.presence_leases(), "s2")
+    expiry = await redis_client.zscore(presence_keys.presence_leases(), gateway_lease)
     assert expiry is not None and 29_000 <= expiry - now_ms() <= 30_050
 
 

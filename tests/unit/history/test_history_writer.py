@@ -7,7 +7,7 @@ from collections.abc import Hashable, Sequence
 
 import pytest
 
-from history.store import LogEvent, StoredMessage
+from history.store import LogEvent, StoredMessage, event_timestamp_us
 from history.writer import Backoff, LogEntry, WriteState, apply_durably, parse_entries, store_durably
 
 
@@ -164,6 +164,21 @@ async def test_empty_or_single_batches(messages: list[StoredMessage]) -> None:
     assert len(sink.calls) == len(messages)  # nothing to write: no call
 
 
+def test_event_timestamps_follow_entry_ids() -> None:
+    ids: list[bytes | str] = [
+        b"1796000000000-0",
+        b"1796000000000-1",
+        b"1796000000000-998",
+        b"1796000000001-0",
+        "1796000000002-5",
+    ]
+    stamps = [event_timestamp_us(i) for i in ids]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert stamps[0] == 1796000000000 * 1000  # µs since the epoch, like Cassandra's own
+    # Past a thousand entries in one millisecond they share the last one.
+    assert event_timestamp_us(b"5-999") == event_timestamp_us(b"5-4000") == 5999
+
+
 def test_parse_entries_reads_membership_and_read_events() -> None:
     items: list[tuple[bytes, dict[bytes, bytes] | None]] = [
         (b"1-0", {b"k": b"conversation", b"c": b"g1", b"m": b"\x0a\x02g1"}),
@@ -174,11 +189,12 @@ def test_parse_entries_reads_membership_and_read_events() -> None:
         (b"1-5", {b"k": b"unknown", b"c": b"g1"}),  # a kind this writer does not know
     ]
     entries = parse_entries("log", items)
+    # Each event's writes are timestamped from its entry id (µs: ms * 1000 + the counter).
     assert [e.event for e in entries[:4]] == [
-        LogEvent("conversation", "g1", conversation=b"\x0a\x02g1"),
-        LogEvent("join", "g1", users=("bob", "carol")),
-        LogEvent("leave", "g1", users=("bob",)),
-        LogEvent("read", "g1", users=("carol",), seq=12),
+        LogEvent("conversation", "g1", conversation=b"\x0a\x02g1", at_us=1000),
+        LogEvent("join", "g1", users=("bob", "carol"), at_us=1001),
+        LogEvent("leave", "g1", users=("bob",), at_us=1002),
+        LogEvent("read", "g1", users=("carol",), seq=12, at_us=1003),
     ]
     assert all(e.message is None for e in entries)
     assert [e.event for e in entries[4:]] == [None, None]

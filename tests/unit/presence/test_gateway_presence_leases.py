@@ -1,4 +1,4 @@
-"""gateway.presence_leases with a fake stub: batching, re-registration, tolerance of failures."""
+"""gateway.presence_leases with a fake stub: one renewal per tick, re-registration, tolerance of failures."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ def unavailable() -> grpc.aio.AioRpcError:
 
 
 class FakePresence:
-    """Records calls; ``down`` makes every call fail; ``expired`` is what renewals report."""
+    """Records calls; ``down`` makes every call fail; ``known`` is what renewals report."""
 
     def __init__(self) -> None:
         self.down = False
         self.registered: list[str] = []
         self.unregistered: list[tuple[str, bool]] = []
         self.renewals: list[list[str]] = []
-        self.expired: set[str] = set()
+        self.known = True
         self.leases: list[int] = []
         self.register_gate: asyncio.Event | None = None
 
@@ -61,36 +61,33 @@ class FakePresence:
             raise unavailable()
         assert request.gateway_id == "gw"
         self.renewals.append(list(request.session_ids))
-        return presence_pb2.RenewLeasesResponse(
-            expired_session_ids=[s for s in request.session_ids if s in self.expired]
-        )
+        return presence_pb2.RenewLeasesResponse(gateway_known=self.known)
 
 
-def leases_for(fake: FakePresence, *, batch: int = 1000) -> SessionLeases:
-    return SessionLeases(cast("PresenceServiceAsyncStub", fake), "gw", 60.0, batch=batch)
+def leases_for(fake: FakePresence) -> SessionLeases:
+    return SessionLeases(cast("PresenceServiceAsyncStub", fake), "gw", 60.0)
 
 
-async def test_renewals_go_in_batches() -> None:
+async def test_one_renewal_per_tick_whatever_the_number_of_sessions() -> None:
     fake = FakePresence()
-    leases = leases_for(fake, batch=4)
-    for i in range(10):
+    leases = leases_for(fake)
+    for i in range(2500):
         await leases.register(f"u{i}", "d", f"s{i}")
     await leases.renew_once()
-    assert [len(batch) for batch in fake.renewals] == [4, 4, 2]
-    assert sorted(s for batch in fake.renewals for s in batch) == sorted(f"s{i}" for i in range(10))
+    assert fake.renewals == [[]]  # the gateway's lease: no session ids at all
 
 
-async def test_expired_sessions_are_registered_again() -> None:
+async def test_every_session_is_registered_again_when_presence_lost_the_gateways_lease() -> None:
     fake = FakePresence()
     leases = leases_for(fake)
     await leases.register("u1", "d", "s1")
     await leases.register("u2", "d", "s2")
-    fake.expired = {"s2"}
+    fake.known = False  # e.g. the gateway stalled longer than its lease and was reaped
     await leases.renew_once()
-    assert fake.registered == ["s1", "s2", "s2"]
-    fake.expired = set()
+    assert sorted(fake.registered[2:]) == ["s1", "s2"]
+    fake.known = True
     await leases.renew_once()
-    assert fake.registered == ["s1", "s2", "s2"]  # once is enough
+    assert len(fake.registered) == 4  # once is enough
 
 
 async def test_presence_down_is_tolerated_and_caught_up() -> None:
@@ -103,11 +100,11 @@ async def test_presence_down_is_tolerated_and_caught_up() -> None:
     assert await leases.unregister("u1", "d", "s1") is None  # the lease will end it anyway
     fake.down = False
     await leases.renew_once()
-    # s2 was never registered: it is registered now, not renewed; s1 is gone.
+    # s2 was never registered: it is registered now; s1 is gone.
     assert fake.registered == ["s1", "s2"]
-    assert fake.renewals == []
     await leases.renew_once()
-    assert fake.renewals == [["s2"]]
+    assert fake.registered == ["s1", "s2"]
+    assert fake.renewals == [[], []]
 
 
 async def test_unregister_forwards_connection_lost() -> None:

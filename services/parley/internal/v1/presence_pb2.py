@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from parley.v1 import messages_pb2 as parley_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!parley/internal/v1/presence.proto\x12\x12parley.internal.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18parley/v1/messages.proto\"U\n\x07Session\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x12\n\ngateway_id\x18\x04 \x01(\t\"p\n\x16RegisterSessionRequest\x12,\n\x07session\x18\x01 \x01(\x0b\x32\x1b.parley.internal.v1.Session\x12(\n\x05lease\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"@\n\x17RegisterSessionResponse\x12%\n\x08presence\x18\x01 \x01(\x0b\x32\x13.parley.v1.Presence\"=\n\x12RenewLeasesRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x13\n\x0bsession_ids\x18\x02 \x03(\t\"2\n\x13RenewLeasesResponse\x12\x1b\n\x13\x65xpired_session_ids\x18\x01 \x03(\t\"a\n\x18UnregisterSessionRequest\x12,\n\x07session\x18\x01 \x01(\x0b\x32\x1b.parley.internal.v1.Session\x12\x17\n\x0f\x63onnection_lost\x18\x02 \x01(\x08\"B\n\x19UnregisterSessionResponse\x12%\n\x08presence\x18\x01 \x01(\x0b\x32\x13.parley.v1.Presence\"&\n\x12GetPresenceRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"=\n\x13GetPresenceResponse\x12&\n\tpresences\x18\x01 \x03(\x0b\x32\x13.parley.v1.Presence\"N\n\x10SetStatusRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.parley.v1.PresenceStatus\":\n\x11SetStatusResponse\x12%\n\x08presence\x18\x01 \x01(\x0b\x32\x13.parley.v1.Presence2\x89\x04\n\x0fPresenceService\x12j\n\x0fRegisterSession\x12*.parley.internal.v1.RegisterSessionRequest\x1a+.parley.internal.v1.RegisterSessionResponse\x12^\n\x0bRenewLeases\x12&.parley.internal.v1.RenewLeasesRequest\x1a\'.parley.internal.v1.RenewLeasesResponse\x12p\n\x11UnregisterSession\x12,.parley.internal.v1.UnregisterSessionRequest\x1a-.parley.internal.v1.UnregisterSessionResponse\x12^\n\x0bGetPresence\x12&.parley.internal.v1.GetPresenceRequest\x1a\'.parley.internal.v1.GetPresenceResponse\x12X\n\tSetStatus\x12$.parley.internal.v1.SetStatusRequest\x1a%.parley.internal.v1.SetStatusResponseBM\n\x17\x63hat.parley.internal.v1B\rPresenceProtoP\x01\xa2\x02\x04PLYI\xaa\x02\x12Parley.Internal.V1\xba\x02\x04PLYIb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!parley/internal/v1/presence.proto\x12\x12parley.internal.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18parley/v1/messages.proto\"U\n\x07Session\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x12\n\ngateway_id\x18\x04 \x01(\t\"p\n\x16RegisterSessionRequest\x12,\n\x07session\x18\x01 \x01(\x0b\x32\x1b.parley.internal.v1.Session\x12(\n\x05lease\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"@\n\x17RegisterSessionResponse\x12%\n\x08presence\x18\x01 \x01(\x0b\x32\x13.parley.v1.Presence\"g\n\x12RenewLeasesRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x13\n\x0bsession_ids\x18\x02 \x03(\t\x12(\n\x05lease\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"I\n\x13RenewLeasesResponse\x12\x1b\n\x13\x65xpired_session_ids\x18\x01 \x03(\t\x12\x15\n\rgateway_known\x18\x02 \x01(\x08\"a\n\x18UnregisterSessionRequest\x12,\n\x07session\x18\x01 \x01(\x0b\x32\x1b.parley.internal.v1.Session\x12\x17\n\x0f\x63onnection_lost\x18\x02 \x01(\x08\"B\n\x19UnregisterSessionResponse\x12%\n\x08presence\x18\x01 \x01(\x0b\x32\x13.parley.v1.Presence\"&\n\x12GetPresenceRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"=\n\x13GetPresenceResponse\x12&\n\tpresences\x18\x01 \x03(\x0b\x32\x13.parley.v1.Presence\"N\n\x10SetStatusRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.parley.v1.PresenceStatus\":\n\x11SetStatusResponse\x12%\n\x08presence\x18\x01 \x01(\x0b\x32\x13.parley.v1.Presence2\x89\x04\n\x0fPresenceService\x12j\n\x0fRegisterSession\x12*.parley.internal.v1.RegisterSessionRequest\x1a+.parley.internal.v1.RegisterSessionResponse\x12^\n\x0bRenewLeases\x12&.parley.internal.v1.RenewLeasesRequest\x1a\'.parley.internal.v1.RenewLeasesResponse\x12p\n\x11UnregisterSession\x12,.parley.internal.v1.UnregisterSessionRequest\x1a-.parley.internal.v1.UnregisterSessionResponse\x12^\n\x0bGetPresence\x12&.parley.internal.v1.GetPresenceRequest\x1a\'.parley.internal.v1.GetPresenceResponse\x12X\n\tSetStatus\x12$.parley.internal.v1.SetStatusRequest\x1a%.parley.internal.v1.SetStatusResponseBM\n\x17\x63hat.parley.internal.v1B\rPresenceProtoP\x01\xa2\x02\x04PLYI\xaa\x02\x12Parley.Internal.V1\xba\x02\x04PLYIb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,21 +41,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERSESSIONRESPONSE']._serialized_start=316
   _globals['_REGISTERSESSIONRESPONSE']._serialized_end=380
   _globals['_RENEWLEASESREQUEST']._serialized_start=382
-  _globals['_RENEWLEASESREQUEST']._serialized_end=443
-  _globals['_RENEWLEASESRESPONSE']._serialized_start=445
-  _globals['_RENEWLEASESRESPONSE']._serialized_end=495
-  _globals['_UNREGISTERSESSIONREQUEST']._serialized_start=497
-  _globals['_UNREGISTERSESSIONREQUEST']._serialized_end=594
-  _globals['_UNREGISTERSESSIONRESPONSE']._serialized_start=596
-  _globals['_UNREGISTERSESSIONRESPONSE']._serialized_end=662
-  _globals['_GETPRESENCEREQUEST']._serialized_start=664
-  _globals['_GETPRESENCEREQUEST']._serialized_end=702
-  _globals['_GETPRESENCERESPONSE']._serialized_start=704
-  _globals['_GETPRESENCERESPONSE']._serialized_end=765
-  _globals['_SETSTATUSREQUEST']._serialized_start=767
-  _globals['_SETSTATUSREQUEST']._serialized_end=845
-  _globals['_SETSTATUSRESPONSE']._serialized_start=847
-  _globals['_SETSTATUSRESPONSE']._serialized_end=905
-  _globals['_PRESENCESERVICE']._serialized_start=908
-  _globals['_PRESENCESERVICE']._serialized_end=1429
+  _globals['_RENEWLEASESREQUEST']._serialized_end=485
+  _globals['_RENEWLEASESRESPONSE']._serialized_start=487
+  _globals['_RENEWLEASESRESPONSE']._serialized_end=560
+  _globals['_UNREGISTERSESSIONREQUEST']._serialized_start=562
+  _globals['_UNREGISTERSESSIONREQUEST']._serialized_end=659
+  _globals['_UNREGISTERSESSIONRESPONSE']._serialized_start=661
+  _globals['_UNREGISTERSESSIONRESPONSE']._serialized_end=727
+  _globals['_GETPRESENCEREQUEST']._serialized_start=729
+  _globals['_GETPRESENCEREQUEST']._serialized_end=767
+  _globals['_GETPRESENCERESPONSE']._serialized_start=769
+  _globals['_GETPRESENCERESPONSE']._serialized_end=830
+  _globals['_SETSTATUSREQUEST']._serialized_start=832
+  _globals['_SETSTATUSREQUEST']._serialized_end=910
+  _globals['_SETSTATUSRESPONSE']._serialized_start=912
+  _globals['_SETSTATUSRESPONSE']._serialized_end=970
+  _globals['_PRESENCESERVICE']._serialized_start=973
+  _globals['_PRESENCESERVICE']._serialized_end=1494
 # @@protoc_insertion_point(module_scope)

@@ -58,7 +58,9 @@ class RegisterSessionRequest(_message.Message):
     def session(self) -> Global___Session: ...
     @_builtins.property
     def lease(self) -> _duration_pb2.Duration:
-        """How long the lease lasts without renewal; 0 means the server default."""
+        """How long the session lives without renewal of its gateway's lease (the
+        gateway's lease is set to it); 0 means the server default.
+        """
 
     def __init__(
         self,
@@ -102,18 +104,28 @@ class RenewLeasesRequest(_message.Message):
 
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     SESSION_IDS_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     @_builtins.property
-    def session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sessions to check (none needed for the renewal itself): those that are not
+        live sessions of this gateway come back in expired_session_ids.
+        """
+
+    @_builtins.property
+    def lease(self) -> _duration_pb2.Duration:
+        """The gateway's lease from now; 0 means the server default (capped at its maximum)."""
+
     def __init__(
         self,
         *,
         gateway_id: _builtins.str = ...,
         session_ids: _abc.Iterable[_builtins.str] | None = ...,
+        lease: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "session_ids", b"session_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "lease", b"lease", "session_ids", b"session_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -124,18 +136,25 @@ class RenewLeasesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPIRED_SESSION_IDS_FIELD_NUMBER: _builtins.int
+    GATEWAY_KNOWN_FIELD_NUMBER: _builtins.int
+    gateway_known: _builtins.bool
+    """False when presence held no lease of this gateway before the call: its
+    sessions were reaped (the gateway stalled past its lease) or it has none.
+    The gateway then registers all of its sessions again.
+    """
     @_builtins.property
     def expired_session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Sessions whose lease had already expired (the gateway re-registers them)."""
+        """Listed sessions that are not live sessions of this gateway (the gateway re-registers them)."""
 
     def __init__(
         self,
         *,
         expired_session_ids: _abc.Iterable[_builtins.str] | None = ...,
+        gateway_known: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expired_session_ids", b"expired_session_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expired_session_ids", b"expired_session_ids", "gateway_known", b"gateway_known"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -75,7 +75,8 @@ class PresenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RenewLeases(self, request, context):
-        """Renews the leases of many sessions of one gateway at once.
+        """Renews a gateway's lease, which keeps all of its sessions live (one call per
+        interval, whatever the number of sessions); optionally checks some sessions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,9 @@ class PresenceServiceStub:
     def __new__(cls, channel: _aio.Channel) -> PresenceServiceAsyncStub: ...
     RegisterSession: _grpc.UnaryUnaryMultiCallable[_presence_pb2.RegisterSessionRequest, _presence_pb2.RegisterSessionResponse]
     RenewLeases: _grpc.UnaryUnaryMultiCallable[_presence_pb2.RenewLeasesRequest, _presence_pb2.RenewLeasesResponse]
-    """Renews the leases of many sessions of one gateway at once."""
+    """Renews a gateway's lease, which keeps all of its sessions live (one call per
+    interval, whatever the number of sessions); optionally checks some sessions.
+    """
     UnregisterSession: _grpc.UnaryUnaryMultiCallable[_presence_pb2.UnregisterSessionRequest, _presence_pb2.UnregisterSessionResponse]
     GetPresence: _grpc.UnaryUnaryMultiCallable[_presence_pb2.GetPresenceRequest, _presence_pb2.GetPresenceResponse]
     SetStatus: _grpc.UnaryUnaryMultiCallable[_presence_pb2.SetStatusRequest, _presence_pb2.SetStatusResponse]
@@ -54,7 +56,9 @@ class PresenceServiceAsyncStub(PresenceServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterSession: _aio.UnaryUnaryMultiCallable[_presence_pb2.RegisterSessionRequest, _presence_pb2.RegisterSessionResponse]  # type: ignore[assignment]
     RenewLeases: _aio.UnaryUnaryMultiCallable[_presence_pb2.RenewLeasesRequest, _presence_pb2.RenewLeasesResponse]  # type: ignore[assignment]
-    """Renews the leases of many sessions of one gateway at once."""
+    """Renews a gateway's lease, which keeps all of its sessions live (one call per
+    interval, whatever the number of sessions); optionally checks some sessions.
+    """
     UnregisterSession: _aio.UnaryUnaryMultiCallable[_presence_pb2.UnregisterSessionRequest, _presence_pb2.UnregisterSessionResponse]  # type: ignore[assignment]
     GetPresence: _aio.UnaryUnaryMultiCallable[_presence_pb2.GetPresenceRequest, _presence_pb2.GetPresenceResponse]  # type: ignore[assignment]
     SetStatus: _aio.UnaryUnaryMultiCallable[_presence_pb2.SetStatusRequest, _presence_pb2.SetStatusResponse]  # type: ignore[assignment]
@@ -80,7 +84,9 @@ class PresenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _presence_pb2.RenewLeasesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_presence_pb2.RenewLeasesResponse, _abc.Awaitable[_presence_pb2.RenewLeasesResponse]]:
-        """Renews the leases of many sessions of one gateway at once."""
+        """Renews a gateway's lease, which keeps all of its sessions live (one call per
+        interval, whatever the number of sessions); optionally checks some sessions.
+        """
 
     @_abc_1.abstractmethod
     def UnregisterSession(
