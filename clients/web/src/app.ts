@@ -105,6 +105,9 @@ interface ConversationView {
   preview: string;
   /** Loaded messages by seq (history pages and live ones). */
   messages: Map<number, ShownMessage>;
+  /** This page's sends not acknowledged yet, by client_message_id, shown after the messages
+   * (kept here, not only in the DOM: a re-render while a send is in flight must keep it). */
+  pending: Map<string, ShownMessage & { failed?: string }>;
   /** Oldest seq loaded; the next history page is before it. */
   oldest: number | undefined;
   hasOlder: boolean;
@@ -196,6 +199,7 @@ class ChatPage {
         lastSeq: 0,
         preview: "",
         messages: new Map(),
+        pending: new Map(),
         oldest: undefined,
         hasOlder: true,
         loaded: false,
@@ -324,7 +328,16 @@ class ChatPage {
 
   private renderMessages(view: ConversationView): void {
     const seqs = [...view.messages.keys()].sort((a, b) => a - b);
-    ui.messages.replaceChildren(...seqs.map((seq) => this.messageElement(view, view.messages.get(seq) as ShownMessage)));
+    const pending = [...view.pending.values()].map((m) => {
+      const li = this.messageElement(view, m);
+      li.dataset.tick = m.failed === undefined ? "sending" : "failed";
+      if (m.failed !== undefined) li.title = m.failed;
+      return li;
+    });
+    ui.messages.replaceChildren(
+      ...seqs.map((seq) => this.messageElement(view, view.messages.get(seq) as ShownMessage)),
+      ...pending,
+    );
     ui.historyStatus.textContent = view.hasOlder ? "" : "beginning of the conversation";
   }
 
@@ -404,30 +417,24 @@ class ChatPage {
     if (view === undefined || this.session === undefined) return;
     const clientMessageId = newClientMessageId();
     // Shown at once, ticked "sending" until the server's ack gives it its seq.
-    const pending = this.messageElement(view, {
-      seq: 0,
-      senderId: this.userId,
-      text,
-      at: new Date(),
-      clientMessageId,
-    });
-    pending.dataset.tick = "sending";
-    ui.messages.append(pending);
+    view.pending.set(clientMessageId, { seq: 0, senderId: this.userId, text, at: new Date(), clientMessageId });
+    if (this.active === view.id) this.renderMessages(view);
     ui.scroller.scrollTop = ui.scroller.scrollHeight;
     this.session.typing(view.id, false);
     this.lastTypingSent = 0;
     try {
       const ack = await this.session.send(view.id, text, { clientMessageId });
       const seq = Number(ack.seq);
+      view.pending.delete(clientMessageId);
       view.messages.set(seq, { seq, senderId: this.userId, text, at: new Date(), clientMessageId });
       view.lastSeq = Math.max(view.lastSeq, seq);
       view.preview = `${this.userId}: ${text}`;
-      pending.dataset.seq = String(seq);
-      pending.dataset.tick = tick(view, seq);
+      if (this.active === view.id) this.renderMessages(view);
       this.renderList();
     } catch (error) {
-      pending.dataset.tick = "failed";
-      pending.title = (error as ParleyError).message;
+      const failed = view.pending.get(clientMessageId);
+      if (failed !== undefined) failed.failed = (error as ParleyError).message;
+      if (this.active === view.id) this.renderMessages(view);
       throw error;
     }
   }

@@ -94,6 +94,15 @@ def main() -> int:
     session.execute(f"GRANT ALL PERMISSIONS ON ALL KEYSPACES TO {SERVICE}")
     session.execute("ALTER ROLE cassandra WITH SUPERUSER = false AND LOGIN = false")
     cluster.shutdown()
+    # Cassandra caches credentials and roles for a while (credentials_validity, 2 s by
+    # default): the default superuser still logs in until the cache expires. Done means
+    # refused, so wait for that.
+    while (still := login(port, "cassandra", "cassandra")) is not None:
+        still[0].shutdown()
+        if time.monotonic() > deadline:
+            print("cassandra: error: the default superuser still logs in", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
     print(f"cassandra: roles {ADMIN} and {SERVICE} ready (passwords in {directory})")
     return 0
 
