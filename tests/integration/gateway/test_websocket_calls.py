@@ -102,8 +102,14 @@ async def test_json_calls_answer_like_the_grpc_api(
         )
         assert (again["send"]["ack"]["seq"], again["send"]["ack"]["duplicate"]) == ("1", True)
 
-        history = await call_json(ws, {"request_id": "4", "get_history": {"conversation_id": cid}})
-        messages = history["get_history"]["messages"]
+        # History is written to Cassandra by the history writer, just after the ack: poll for it.
+        messages: list[dict[str, str]] = []
+        async with asyncio.timeout(20):
+            while not messages:
+                history = await call_json(ws, {"request_id": "4", "get_history": {"conversation_id": cid}})
+                messages = history["get_history"].get("messages", [])
+                if not messages:
+                    await asyncio.sleep(0.05)
         assert [(m["seq"], base64.b64decode(m["body"])) for m in messages] == [("1", b"hello dave")]
 
         async with connect(stack.url("/v1/call"), subprotocols=bearer("dave")) as dave:
