@@ -31,7 +31,7 @@ from parley_client import (
     Session,
 )
 from tests.conformance.plan import Endpoints
-from tests.conformance.proxy import TcpProxy
+from tests.proxy import TcpProxy
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -47,7 +47,7 @@ class Client:
         self.user_id = user_id
         self.device_id = device_id
         host, port = endpoints.gateway.rsplit(":", 1)
-        self.proxy = TcpProxy(host, int(port))
+        self.proxy = TcpProxy(0, int(port), host)
         self._token = token
         self._ca_file = endpoints.ca_file
         self.store = MemoryCursorStore()
@@ -74,7 +74,7 @@ class Client:
         await self.disconnect()
         if self.sdk is not None:
             await self.sdk.close()
-        await self.proxy.close()
+        await self.proxy.stop()
 
     async def connect(self, timeout: float) -> None:
         if self.session is not None:

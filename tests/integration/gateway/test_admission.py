@@ -26,7 +26,7 @@ from parley.keys import Keys
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 from parley_client import ParleyClient
 from tests.chat import metadata
-from tests.integration.history.proxy import TcpProxy, free_port
+from tests.proxy import TcpProxy, free_port
 from tests.stack import PARTITIONS, running_stack
 
 SHEDDING = AdmissionConfig(max_in_flight=2, per_user_in_flight=2, max_loop_lag_s=0.0, send_deadline_s=2.0)

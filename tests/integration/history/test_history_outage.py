@@ -17,7 +17,7 @@ from parley.ids import new_group_id
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.keys import Keys
 from tests.integration.history.helpers import Appender, history_config, history_service, wait_for
-from tests.integration.history.proxy import TcpProxy, free_port
+from tests.proxy import TcpProxy, free_port
 
 
 @pytest.fixture

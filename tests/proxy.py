@@ -1,10 +1,16 @@
-"""A TCP proxy in front of a real dependency: stop it for an outage, pause it for a stall (one client)."""
+"""A TCP proxy in front of a real dependency or server, for the faults a network makes.
+
+``stop`` is an outage (new connections refused, open ones cut), ``pause`` a
+stall (bytes held, nothing fails), ``kill`` a dropped path (every open
+connection reset, new ones accepted, so clients reconnect).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import struct
 
 
 def free_port() -> int:
@@ -15,6 +21,7 @@ def free_port() -> int:
 
 class TcpProxy:
     def __init__(self, listen_port: int, target_port: int, target_host: str = "127.0.0.1") -> None:
+        """``listen_port`` 0: any free port (``port`` and ``address`` tell it once started)."""
         self.port = listen_port
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
@@ -30,8 +37,24 @@ class TcpProxy:
     def resume(self) -> None:
         self._flowing.set()
 
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def kill(self) -> None:
+        """Resets every open connection (both sides get an RST); new connections are accepted."""
+        writers, self._writers = list(self._writers), set()
+        for writer in writers:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                # Linger 0: close() sends RST instead of FIN, like a dropped network path.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
 
     async def stop(self) -> None:
         """Refuses new connections and cuts the open ones (like a node going down)."""
