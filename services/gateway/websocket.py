@@ -59,12 +59,12 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -80,6 +80,8 @@ from gateway.servicer import ChatServicer
 from parley import errors
 from parley.auth import Authenticator
 from parley.v1 import bridge_pb2, gateway_pb2
+
+M = TypeVar("M", bound=Message)
 
 log = logging.getLogger(__name__)
 
@@ -123,45 +125,25 @@ def _close_reason(message: str) -> str:
     return encoded[: MAX_CLOSE_REASON - 3].decode(errors="ignore") + "..."
 
 
-def decode_request(message: str | bytes) -> gateway_pb2.ConnectRequest:
-    """A client message in either encoding; InvalidArgument if it is not a frame."""
-    request = gateway_pb2.ConnectRequest()
+def decode(message: str | bytes, into: M) -> M:
+    """A client message in either encoding (JSON text, protobuf binary) parsed into ``into``;
+    InvalidArgument if it is not one."""
     try:
         if isinstance(message, str):
-            json_format.Parse(message, request)
+            json_format.Parse(message, into)
         else:
-            request.ParseFromString(message)
+            into.ParseFromString(message)
     except (json_format.ParseError, DecodeError) as exc:
         kind = "JSON" if isinstance(message, str) else "protobuf"
-        raise errors.InvalidArgument(f"malformed {kind} ConnectRequest: {exc}") from None
-    return request
+        raise errors.InvalidArgument(f"malformed {kind} {into.DESCRIPTOR.name}: {exc}") from None
+    return into
 
 
-def encode_response(frame: gateway_pb2.ConnectResponse, binary: bool) -> str | bytes:
+def encode(message: Message, binary: bool) -> str | bytes:
+    """A server message in the encoding the client chose."""
     if binary:
-        return frame.SerializeToString()
-    fields = json_format.MessageToDict(frame, preserving_proto_field_name=True)
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
-
-
-def decode_call(message: str | bytes) -> bridge_pb2.BridgeRequest:
-    """A /v1/call client message in either encoding; InvalidArgument if it is not a request."""
-    request = bridge_pb2.BridgeRequest()
-    try:
-        if isinstance(message, str):
-            json_format.Parse(message, request)
-        else:
-            request.ParseFromString(message)
-    except (json_format.ParseError, DecodeError) as exc:
-        kind = "JSON" if isinstance(message, str) else "protobuf"
-        raise errors.InvalidArgument(f"malformed {kind} BridgeRequest: {exc}") from None
-    return request
-
-
-def encode_call_response(response: bridge_pb2.BridgeResponse, binary: bool) -> str | bytes:
-    if binary:
-        return response.SerializeToString()
-    fields = json_format.MessageToDict(response, preserving_proto_field_name=True)
+        return message.SerializeToString()
+    fields = json_format.MessageToDict(message, preserving_proto_field_name=True)
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -381,14 +363,14 @@ class WebSocketBridge:
             binary = isinstance(message, bytes)
             try:
                 try:
-                    request = decode_call(message)
+                    request = decode(message, bridge_pb2.BridgeRequest())
                 except errors.InvalidArgument as exc:
                     response = bridge_pb2.BridgeResponse(request_id=_request_id_of(message))
                     response.error.CopyFrom(errors.error_frame(exc, response.request_id))
                 else:
                     response = await calls.call(token, request)
                 with contextlib.suppress(ConnectionClosed):
-                    await connection.send(encode_call_response(response, binary))
+                    await connection.send(encode(response, binary))
             finally:
                 slots.release()
 
@@ -413,7 +395,7 @@ class WebSocketBridge:
         encoding = _Encoding()
 
         async def send(frame: gateway_pb2.ConnectResponse) -> None:
-            await connection.send(encode_response(frame, bool(encoding.binary)))
+            await connection.send(encode(frame, bool(encoding.binary)))
 
         async def requests() -> AsyncIterator[gateway_pb2.ConnectRequest]:
             # Read lazily by the session: a client sending faster than its frames are
@@ -423,7 +405,7 @@ class WebSocketBridge:
                     if encoding.binary is None:
                         encoding.binary = isinstance(message, bytes)
                     try:
-                        request = decode_request(message)
+                        request = decode(message, gateway_pb2.ConnectRequest())
                     except errors.InvalidArgument as exc:
                         error = errors.error_frame(exc, _request_id_of(message))
                         await send(gateway_pb2.ConnectResponse(error=error))
