@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 
 from history.store import HistoryStore, LogEvent, StoredMessage
 from parley.ids import valid_conversation_id
-from parley.keys import F_MESSAGE, KIND_CONVERSATION, KIND_JOIN, KIND_READ, Keys
+from parley.keys import CURSOR_READ, F_MESSAGE, KIND_CONVERSATION, KIND_JOIN, KIND_READ, Keys, cursor_field
 from router.store import ConversationStore
 
 _M = F_MESSAGE.encode()
@@ -170,10 +170,12 @@ class HistoryRepair:
         if members:
             await self._store.apply_event(LogEvent(KIND_JOIN, cid, users=members))
         cursors = await self._redis.hgetall(self._keys.cursors(cid))
+        read_prefix = cursor_field(CURSOR_READ, "")
         for name, value in cursors.items():
             text = name.decode()
-            if text.startswith("r:") and text[2:] in members:
-                await self._store.apply_event(LogEvent(KIND_READ, cid, users=(text[2:],), seq=int(value)))
+            user = text.removeprefix(read_prefix)
+            if user != text and user in members:
+                await self._store.apply_event(LogEvent(KIND_READ, cid, users=(user,), seq=int(value)))
 
 
 def _ranges(seqs: Sequence[int]) -> list[str]:

@@ -90,6 +90,21 @@ KIND_JOIN = "join"  # u = comma-separated users added
 KIND_LEAVE = "leave"  # u = comma-separated users removed
 KIND_READ = "read"  # u = user, s = read position
 
+# Fields of a conversation's meta hash.
+META_KIND = "kind"  # "direct" or "group"
+META_NAME = "name"
+META_CREATED_BY = "created_by"
+META_CREATED_AT = "created_at"  # unix ms
+META_FIELDS = (META_KIND, META_NAME, META_CREATED_BY, META_CREATED_AT)
+
+# A member's positions in the cursors hash are "<kind>:<user id>".
+CURSOR_DELIVERED = "d"
+CURSOR_READ = "r"
+
+
+def cursor_field(kind: str, user_id: str) -> str:
+    return f"{kind}:{user_id}"
+
 
 def partition_of(conversation_id: str, partitions: int) -> int:
     """Stable partition of a conversation (crc32, so every process agrees)."""

@@ -17,7 +17,26 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parley import errors, limits
 from parley.ids import direct_conversation_id, new_group_id
 from parley.internal.v1 import router_pb2
-from parley.keys import KIND_JOIN, KIND_LEAVE, Keys
+from parley.keys import (
+    CURSOR_DELIVERED,
+    CURSOR_READ,
+    F_CONVERSATION,
+    F_KIND,
+    F_MESSAGE,
+    F_SEQ,
+    F_USERS,
+    KIND_CONVERSATION,
+    KIND_JOIN,
+    KIND_LEAVE,
+    KIND_READ,
+    META_CREATED_AT,
+    META_CREATED_BY,
+    META_FIELDS,
+    META_KIND,
+    META_NAME,
+    Keys,
+    cursor_field,
+)
 from parley.redisclient import load_script
 from parley.v1 import messages_pb2
 
@@ -27,6 +46,14 @@ _KINDS = {
     KIND_DIRECT: messages_pb2.CONVERSATION_KIND_DIRECT,
     KIND_GROUP: messages_pb2.CONVERSATION_KIND_GROUP,
 }
+
+
+# Redis answers bytes: the field names as they come back.
+_F_MESSAGE = F_MESSAGE.encode()
+_META_KIND = META_KIND.encode()
+_META_NAME = META_NAME.encode()
+_META_CREATED_BY = META_CREATED_BY.encode()
+_META_CREATED_AT = META_CREATED_AT.encode()
 
 
 def timestamp_ms(ms: int) -> Timestamp:
@@ -72,7 +99,7 @@ class ConversationStore:
         pipe.get(self._keys.seq(conversation_id))
         pipe.xrange(key, min="-", max="+", count=1)
         entries, last, first = await pipe.execute()
-        messages = [messages_pb2.Message.FromString(fields[b"m"]) for _id, fields in entries]
+        messages = [messages_pb2.Message.FromString(fields[_F_MESSAGE]) for _id, fields in entries]
         first_held = int(first[0][0].split(b"-")[0]) if first else 0
         return FetchResult(messages=messages, last_seq=int(last) if last else 0, first_held_seq=first_held)
 
@@ -82,7 +109,7 @@ class ConversationStore:
             pipe.xrevrange(self._keys.messages(cid), count=1)
         out: list[messages_pb2.Message | None] = []
         for entries in await pipe.execute():
-            out.append(messages_pb2.Message.FromString(entries[0][1][b"m"]) if entries else None)
+            out.append(messages_pb2.Message.FromString(entries[0][1][_F_MESSAGE]) if entries else None)
         return out
 
     # --- positions ------------------------------------------------------------------------
@@ -99,7 +126,19 @@ class ConversationStore:
                 k.seq(conversation_id),
                 k.log_of(conversation_id),
             ],
-            args=[user_id, "r" if read else "d", seq, conversation_id],
+            args=[
+                cursor_field(CURSOR_READ if read else CURSOR_DELIVERED, user_id),
+                1 if read else 0,
+                seq,
+                cursor_field(CURSOR_DELIVERED, user_id),
+                user_id,
+                conversation_id,
+                F_KIND,
+                F_CONVERSATION,
+                F_USERS,
+                F_SEQ,
+                KIND_READ,
+            ],
         )
         if status == b"not_member":
             raise _not_member(user_id, conversation_id)
@@ -147,7 +186,20 @@ class ConversationStore:
         ).SerializeToString()
         created = await self._create(
             keys=[self._keys.meta(cid), self._keys.members(cid), self._keys.log_of(cid)],
-            args=[kind, name, created_by, now, cid, event, *members],
+            args=[
+                *META_FIELDS,
+                F_KIND,
+                F_CONVERSATION,
+                F_MESSAGE,
+                KIND_CONVERSATION,
+                kind,
+                name,
+                created_by,
+                now,
+                cid,
+                event,
+                *members,
+            ],
         )
         # The per-user index is written after the conversation; re-running a create
         # (e.g. CreateDirect again) repairs an index write lost to a crash in between.
@@ -173,9 +225,7 @@ class ConversationStore:
             return conversation
         if len(conversation.member_ids) + len(new) > self._max_group_members:
             raise errors.InvalidArgument(f"a group has at most {self._max_group_members} members")
-        await self._members(
-            keys=[self._keys.members(cid), self._keys.log_of(cid)], args=[KIND_JOIN, cid, *new]
-        )
+        await self._change_members(cid, KIND_JOIN, new)
         await self._index_members(cid, new, int(time.time() * 1000))
         updated = await self.get(cid)
         assert updated is not None
@@ -193,9 +243,7 @@ class ConversationStore:
             raise errors.NotAMember("only the group's creator can remove other members")
         present = [t for t in targets if t in conversation.member_ids]
         if present:
-            await self._members(
-                keys=[self._keys.members(cid), self._keys.log_of(cid)], args=[KIND_LEAVE, cid, *present]
-            )
+            await self._change_members(cid, KIND_LEAVE, present)
             pipe = self._redis.pipeline(transaction=False)
             for member in present:
                 pipe.zrem(self._keys.user_conversations(member), cid)
@@ -203,6 +251,12 @@ class ConversationStore:
         updated = await self.get(cid)
         assert updated is not None
         return updated
+
+    async def _change_members(self, cid: str, kind: str, users: list[str]) -> None:
+        await self._members(
+            keys=[self._keys.members(cid), self._keys.log_of(cid)],
+            args=[1 if kind == KIND_JOIN else 0, kind, F_KIND, F_CONVERSATION, F_USERS, cid, *users],
+        )
 
     async def get(self, cid: str) -> messages_pb2.Conversation | None:
         _check_conversation_id(cid)
@@ -214,11 +268,11 @@ class ConversationStore:
             return None
         return messages_pb2.Conversation(
             id=cid,
-            kind=_KINDS.get(meta[b"kind"].decode(), messages_pb2.CONVERSATION_KIND_UNSPECIFIED),
-            name=meta.get(b"name", b"").decode(),
+            kind=_KINDS.get(meta[_META_KIND].decode(), messages_pb2.CONVERSATION_KIND_UNSPECIFIED),
+            name=meta.get(_META_NAME, b"").decode(),
             member_ids=sorted(m.decode() for m in members),
-            created_by=meta.get(b"created_by", b"").decode(),
-            created_at=timestamp_ms(int(meta.get(b"created_at", b"0"))),
+            created_by=meta.get(_META_CREATED_BY, b"").decode(),
+            created_at=timestamp_ms(int(meta.get(_META_CREATED_AT, b"0"))),
         )
 
     async def require_member(self, cid: str, user_id: str) -> messages_pb2.Conversation:
@@ -253,7 +307,11 @@ class ConversationStore:
         pipe = self._redis.pipeline(transaction=False)
         for cid in cids:
             pipe.get(self._keys.seq(cid))
-            pipe.hmget(self._keys.cursors(cid), f"d:{user_id}", f"r:{user_id}")
+            pipe.hmget(
+                self._keys.cursors(cid),
+                cursor_field(CURSOR_DELIVERED, user_id),
+                cursor_field(CURSOR_READ, user_id),
+            )
         raw = await pipe.execute()
         conversations = [await self.get(cid) for cid in cids]
         lasts = await self.last_messages(cids)
