@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from history.store import HistoryStore, LogEvent, StoredMessage
 from parley.ids import valid_conversation_id
 from parley.keys import CURSOR_READ, F_MESSAGE, KIND_CONVERSATION, KIND_JOIN, KIND_READ, Keys, cursor_field
-from router.store import ConversationStore
+from router.store import ConversationStore, RedisConversationRecords
 
 _M = F_MESSAGE.encode()
 # Messages per Redis XRANGE page and per Cassandra write call.
@@ -80,7 +80,7 @@ class HistoryRepair:
         self._redis = redis
         self._keys = keys
         self._store = store
-        self._conversations = ConversationStore(redis, keys)
+        self._conversations = ConversationStore(RedisConversationRecords(redis, keys))
 
     async def conversation_ids(self) -> AsyncIterator[str]:
         """Every conversation Redis knows, from the metadata hashes (SCAN: never blocks Redis)."""

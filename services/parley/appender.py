@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -57,6 +58,78 @@ def _timestamp(ms: int) -> Timestamp:
     ts = Timestamp()
     ts.FromMilliseconds(ms)
     return ts
+
+
+class Appender(Protocol):
+    """Stores sends in order: :class:`LogAppender` (Redis) or ``parley.memory.MemoryAppender``.
+
+    The contract (``tests/contract/test_appender.py`` runs it against both):
+    each conversation's messages get seq 1, 2, 3, ... with no gap; a send
+    repeating a (sender, client_message_id) of the conversation gets the first
+    one's ack back with ``duplicate`` set and stores nothing; a sender who is
+    not a member, or a conversation that does not exist, is NotAMember (one
+    answer for both); a send whose deadline passed before it was stored is
+    DeadlineExceeded and is not stored; Redis unreachable is Unavailable.
+    """
+
+    async def append(
+        self,
+        conversation_id: str,
+        sender_id: str,
+        sender_device_id: str,
+        client_message_id: str,
+        body: bytes,
+        *,
+        exclude_session: str = "",
+        traceparent: str = "",
+        deadline_ms: int = 0,
+    ) -> messages_pb2.SendAck: ...
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Waits for appends in flight (at shutdown)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A checked send, serialized without its seq (the store appends the seq it assigns)."""
+
+    message: messages_pb2.Message
+    payload: bytes
+    server_ms: int
+
+
+def make_draft(
+    conversation_id: str, sender_id: str, sender_device_id: str, client_message_id: str, body: bytes
+) -> Draft:
+    """Checks a send's arguments (InvalidArgument) and builds its message, the same for every store."""
+    limits.check_conversation_id(conversation_id)
+    limits.check_client_message_id(client_message_id)
+    limits.check_device_id(sender_device_id)
+    server_ms = int(time.time() * 1000)
+    message = messages_pb2.Message(
+        conversation_id=conversation_id,
+        message_id=new_message_id(server_ms),
+        sender_id=sender_id,
+        sender_device_id=sender_device_id,
+        client_message_id=client_message_id,
+        body=body,
+        server_time=_timestamp(server_ms),
+    )
+    return Draft(message=message, payload=message.SerializeToString(), server_ms=server_ms)
+
+
+def send_ack(
+    conversation_id: str, client_message_id: str, seq: int, message_id: str, server_ms: int, duplicate: bool
+) -> messages_pb2.SendAck:
+    return messages_pb2.SendAck(
+        client_message_id=client_message_id,
+        conversation_id=conversation_id,
+        seq=seq,
+        message_id=message_id,
+        server_time=_timestamp(server_ms),
+        duplicate=duplicate,
+    )
 
 
 class LogAppender:
@@ -110,21 +183,7 @@ class LogAppender:
         Raises NotAMember for a non-member or a missing conversation (one answer
         either way), Unavailable when Redis is unreachable.
         """
-        limits.check_conversation_id(conversation_id)
-        limits.check_client_message_id(client_message_id)
-        limits.check_device_id(sender_device_id)
-        server_ms = int(time.time() * 1000)
-        message_id = new_message_id(server_ms)
-        # Serialized without seq: the script appends the seq field it assigns.
-        draft = messages_pb2.Message(
-            conversation_id=conversation_id,
-            message_id=message_id,
-            sender_id=sender_id,
-            sender_device_id=sender_device_id,
-            client_message_id=client_message_id,
-            body=body,
-            server_time=_timestamp(server_ms),
-        ).SerializeToString()
+        draft = make_draft(conversation_id, sender_id, sender_device_id, client_message_id, body)
         k = self._keys
         send = _Send(
             conversation_id=conversation_id,
@@ -141,9 +200,9 @@ class LogAppender:
             ],
             args=[
                 sender_id,
-                draft,
-                message_id,
-                server_ms,
+                draft.payload,
+                draft.message.message_id,
+                draft.server_ms,
                 exclude_session,
                 traceparent,
                 conversation_id,
@@ -206,12 +265,12 @@ class LogAppender:
                 else:
                     metrics.APPEND_DEDUPE_HITS.inc()
                 send.done.set_result(
-                    messages_pb2.SendAck(
-                        client_message_id=send.client_message_id,
-                        conversation_id=send.conversation_id,
-                        seq=int(seq),
-                        message_id=mid.decode(),
-                        server_time=_timestamp(int(ts)),
+                    send_ack(
+                        send.conversation_id,
+                        send.client_message_id,
+                        int(seq),
+                        mid.decode(),
+                        int(ts),
                         duplicate=status == b"dup",
                     )
                 )

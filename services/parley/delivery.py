@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -34,6 +35,27 @@ INBOX_MAXLEN = 100_000
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Routes(Protocol):
+    """The route table: :class:`RouteTable` (Redis) or ``parley.memory.MemoryRoutes``.
+
+    ``tests/contract/test_routes.py`` runs the same assertions against both.
+    """
+
+    async def register(self, gateway_id: str, user_ids: Iterable[str]) -> None: ...
+
+    async def unregister(self, gateway_id: str, user_id: str) -> None: ...
+
+    async def heartbeat(self, gateway_id: str, lease_s: float) -> bool: ...
+
+    async def leave(self, gateway_id: str) -> None: ...
+
+    async def lookup(self, user_ids: Sequence[str]) -> dict[str, list[str]]: ...
+
+    async def refresh(self) -> list[str]: ...
+
+    async def sweep(self, gateway_id: str, *, chunk: int = 1000) -> int: ...
 
 
 class RouteTable:

@@ -21,7 +21,7 @@ from router.config import RouterConfig
 from router.fanout import Deliverer, Fanout
 from router.gateways import GatewaySweeper
 from router.servicer import RouterServicer
-from router.store import ConversationStore
+from router.store import ConversationStore, RedisConversationRecords
 
 
 @dataclass
@@ -47,9 +47,7 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
     redis = connect(config.redis)
     keys = Keys(prefix=config.redis.key_prefix, partitions=config.partitions)
     store = ConversationStore(
-        redis,
-        keys,
-        max_group_members=config.max_group_members,
+        RedisConversationRecords(redis, keys), max_group_members=config.max_group_members
     )
     routes = RouteTable(redis, keys)
     deliverer = Deliverer(redis, keys, store, routes)

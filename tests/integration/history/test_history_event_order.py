@@ -19,7 +19,7 @@ from history.writer import parse_entries
 from parley.config import CassandraConfig, RedisConfig
 from parley.ids import new_group_id
 from parley.keys import HISTORY_GROUP, Keys
-from router.store import ConversationStore
+from router.store import ConversationStore, RedisConversationRecords
 from tests.integration.history.helpers import history_config, history_service, wait_for
 
 # A member joins, reads, leaves and joins again, then reads further: in log order.
@@ -76,7 +76,7 @@ async def test_two_writers_on_one_group_leave_the_membership_the_router_has(
     store: HistoryStore,
 ) -> None:
     """The router records join/leave flips on the log; two writers, one entry per read each, apply them."""
-    router = ConversationStore(redis_client, keys)
+    router = ConversationStore(RedisConversationRecords(redis_client, keys))
     owner = f"own-{uuid.uuid4().hex[:6]}"
     flippers = [f"f{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     conversation = await router.create_group(owner, "flips", [])

@@ -11,12 +11,12 @@ from parley import errors
 from parley.appender import LogAppender
 from parley.keys import F_MESSAGE, Keys
 from parley.v1 import messages_pb2
-from router.store import ConversationStore
+from router.store import ConversationStore, RedisConversationRecords
 
 
 @pytest.fixture
 async def store(redis_client: aioredis.Redis, keys: Keys) -> ConversationStore:
-    return ConversationStore(redis_client, keys)
+    return ConversationStore(RedisConversationRecords(redis_client, keys))
 
 
 async def test_concurrent_sends_share_script_calls_and_keep_gap_free_order(
