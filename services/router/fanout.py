@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from opentelemetry import trace
 
 from parley import partition_log
-from parley.delivery import Inbox, RouteTable
+from parley.delivery import Inbox, Routes, RouteTable
 from parley.keys import (
     FANOUT_GROUP,
     LOG_GROUPS,
@@ -65,11 +65,11 @@ class Deliverer:
     """Resolves members and routes and writes frames to gateway inboxes."""
 
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, store: ConversationStore, routes: RouteTable | None = None
+        self, redis: aioredis.Redis, keys: Keys, store: ConversationStore, routes: Routes | None = None
     ) -> None:
         self._redis = redis
         self._store = store
-        self._routes = routes or RouteTable(redis, keys)
+        self._routes: Routes = routes or RouteTable(redis, keys)
         self._inbox = Inbox(redis, keys)
 
     async def deliver_log_entries(self, entries: Sequence[partition_log.MessageEntry]) -> None:

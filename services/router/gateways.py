@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from parley.delivery import RouteTable
+from parley.delivery import Routes
 from parley.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
 
 class GatewaySweeper:
-    def __init__(self, routes: RouteTable, *, interval_s: float = 1.0) -> None:
+    def __init__(self, routes: Routes, *, interval_s: float = 1.0) -> None:
         """``interval_s``: how stale the router's view of dead gateways may be."""
         self._routes = routes
         self._interval_s = interval_s

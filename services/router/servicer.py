@@ -8,16 +8,16 @@ mapped to gRPC by the server's ErrorBoundary.
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import grpc
 
 from parley import errors, limits
-from parley.appender import LogAppender
+from parley.appender import Appender
 from parley.internal.v1 import history_pb2, history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.server import ServicerContext
 from parley.telemetry import inject_traceparent
 from parley.v1 import gateway_pb2, messages_pb2
-from router.fanout import Deliverer
 from router.store import ConversationStore, timestamp_ms
 
 DEFAULT_FETCH_LIMIT = 500
@@ -29,12 +29,20 @@ TYPING_TTL_MS = 6_000
 MIN_APPEND_TIME_S = 0.005
 
 
+class EphemeralDelivery(Protocol):
+    """Receipts and typing to the members' gateways (router.fanout.Deliverer)."""
+
+    async def deliver_ephemeral(
+        self, conversation_id: str, frame: bytes, exclude_session: str = ""
+    ) -> None: ...
+
+
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(
         self,
         store: ConversationStore,
-        appender: LogAppender,
-        deliverer: Deliverer,
+        appender: Appender,
+        deliverer: EphemeralDelivery,
         history: history_pb2_grpc.HistoryServiceAsyncStub | None = None,
     ) -> None:
         self._store = store
