@@ -10,11 +10,26 @@
 #   docker run --rm -e PARLEY_ENV=development -e PARLEY_GATEWAY_HOST=0.0.0.0 \
 #     -e PARLEY_REDIS_URL=redis://host.docker.internal:6380/0 -p 50051:50051 parley:0.1.0
 #
-# Note: Docker cannot run on the machine this file was written on, so this
-# build has not been executed here; it is kept deliberately plain (official
-# base image, `pip install ./clients/python .`, no tricks) so that it is correct by reading.
+# The web chat (services/gateway/web) is package data of the gateway: run
+# `make web` before building (make image does), or the build stops at the check
+# below instead of shipping a gateway without its page.
+#
+# No HEALTHCHECK, on purpose: Kubernetes ignores it (the chart's probes are
+# native gRPC health checks, on PARLEY_<SERVICE>_HEALTH_PORT), and for plain
+# `docker run` the four services share the image, so one command could not
+# check each of them. Probe with grpcurl or `grpc_health_probe` instead (see
+# deploy/helm/parley/README.md).
+#
+# Built and run in a test: tests/e2e/test_image.py (make image-test), with
+# podman from Debian. That machine cannot reach Docker Hub, so the test builds
+# on a base made from Debian's packages (deploy/image/base.sh, python3 3.11 of
+# bookworm) passed as PYTHON_IMAGE; the default below is the official image.
+# The base is pinned by version (Python and Debian release); pin its digest too
+# where the registry is reachable:
+#   skopeo inspect docker://python:3.11.7-slim-bookworm --format '{{.Digest}}'
+# and set PYTHON_IMAGE=python:3.11.7-slim-bookworm@sha256:<digest>.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
 # ---- build: install the project (non-editable) and its pinned dependencies into a venv
 FROM ${PYTHON_IMAGE} AS build
@@ -43,7 +58,9 @@ COPY clients/python ./clients/python
 # package data is missing from the wheel.
 RUN /opt/parley/bin/pip install --no-cache-dir ./clients/python . \
  && /opt/parley/bin/python -c "import gateway.app, router.app, presence.app, history.app, history.migrate" \
- && /opt/parley/bin/python -c "import history.migrate as m; assert m.load_migrations(), 'no CQL migrations in the wheel'"
+ && /opt/parley/bin/python -c "import history.migrate as m; assert m.load_migrations(), 'no CQL migrations in the wheel'" \
+ && /opt/parley/bin/python -c "from gateway.websocket import WEB_DIR as w; \
+assert all((w / f).is_file() for f in ('index.html', 'style.css', 'app.js')), 'no web page in the wheel: run make web'"
 
 # ---- runtime: the venv on a clean base, as an unprivileged user
 FROM ${PYTHON_IMAGE}

@@ -44,7 +44,7 @@ export PARLEY_CASSANDRA_AUTH ?= true
 
 # Tools the tests drive (grpcurl, buf, helm and buf's Go plugins from the Go module proxy; Debian's
 # chromium, prometheus and node).
-TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node
+TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node mmdebstrap podman buildah
 LOADGEN := build/parley-loadgen
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
@@ -80,7 +80,7 @@ test-tools:
 	@deploy/local/codegen-tools.sh
 
 # The TypeScript SDK (clients/typescript) and the web chat bundled from it into
-# clients/web/app.js (what the gateway serves): npm ci from the registry by
+# services/gateway/web/app.js (what the gateway serves, package data of the wheel): npm ci from the registry by
 # package-lock.json, tsc, esbuild. Rebuilt when a source changes.
 TS := clients/typescript
 TS_SOURCES := $(shell find $(TS)/src $(TS)/scripts clients/web/src -type f 2>/dev/null) \
@@ -90,12 +90,12 @@ $(TS)/node_modules/.installed: $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(TS)/dist/index.js clients/web/app.js &: $(TS)/node_modules/.installed $(TS_SOURCES)
+$(TS)/dist/index.js services/gateway/web/app.js &: $(TS)/node_modules/.installed $(TS_SOURCES)
 	cd $(TS) && npm run --silent build && npm run --silent build:web
 
-typescript: $(TS)/dist/index.js clients/web/app.js
+typescript: $(TS)/dist/index.js services/gateway/web/app.js
 
-web: clients/web/app.js
+web: services/gateway/web/app.js
 
 # Regenerates the TypeScript types (clients/typescript/src/gen) from protos/parley/v1.
 proto-ts: $(TS)/node_modules/.installed

@@ -2,8 +2,9 @@
 # Developer tools that tests use the way users do: grpcurl, buf, helm (and
 # buf's Go plugins protoc-gen-go, protoc-gen-go-grpc), built
 # from the Go module proxy into $PARLEY_STATE_DIR/bin (pinned versions), and
-# Debian's Chromium for the web page tests and Debian's Prometheus (with
-# promtool) for the metrics tests (apt).
+# Debian's Chromium for the web page tests, Debian's Prometheus (with
+# promtool) for the metrics tests, and podman, buildah and mmdebstrap for the
+# image test (apt).
 # Usage: tools.sh [NAME...]   (default: all)
 #
 # Built binaries are also kept in a per-user cache ($PARLEY_TOOLS_CACHE,
@@ -33,6 +34,11 @@ declare -A APT_TOOLS=(
   [prometheus]="/usr/bin/promtool prometheus"
   # Node.js (>= 18) and npm for the TypeScript SDK and the web chat (clients/typescript).
   [node]="/usr/bin/npm nodejs npm"
+  # The image test (tests/e2e/test_image.py): a base from Debian's packages (mmdebstrap,
+  # deploy/image/base.sh), the Dockerfile built with podman and run with buildah, daemonless.
+  [mmdebstrap]="/usr/bin/mmdebstrap mmdebstrap"
+  [podman]="/usr/bin/podman podman"
+  [buildah]="/usr/bin/buildah buildah"
 )
 
 check_go() {
@@ -54,7 +60,7 @@ cache_put() {
 
 mkdir -p "$BIN"
 requested=("$@")
-[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node)
+[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node mmdebstrap podman buildah)
 names=()
 for name in "${requested[@]}"; do
   if [ -n "${APT_TOOLS[$name]:-}" ]; then

@@ -109,7 +109,10 @@ CLOSE_CODES: dict[grpc.StatusCode, int] = {
 }
 
 # The page in a source checkout (what `make run` and the tests serve); None-safe if absent.
-WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
+# The web chat's page, package data of the gateway (index.html and style.css are
+# committed; app.js is built there from clients/web/src by `make web`), so the
+# installed wheel and the image serve it too.
+WEB_DIR = Path(__file__).resolve().parent / "web"
 # Only these kinds of files of the static directory are served.
 STATIC_SUFFIXES = (".html", ".js", ".css", ".svg", ".ico", ".map")
 

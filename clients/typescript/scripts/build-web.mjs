@@ -1,5 +1,6 @@
-// Type-checks and bundles the web chat (clients/web/src) with this SDK into clients/web/app.js,
-// the file the gateway serves next to index.html and style.css.
+// Type-checks and bundles the web chat (clients/web/src) with this SDK into
+// services/gateway/web/app.js, the file the gateway serves next to index.html and style.css:
+// package data of the gateway, so the wheel and the image carry the page.
 import { execFileSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,10 +9,11 @@ import { build } from "esbuild";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const web = join(here, "..", "..", "web");
+const out = join(here, "..", "..", "..", "services", "gateway", "web");
 execFileSync(join(here, "..", "node_modules", ".bin", "tsc"), ["-p", join(web, "tsconfig.json")], { stdio: "inherit" });
 await build({
   entryPoints: [join(web, "src", "app.ts")],
-  outfile: join(web, "app.js"),
+  outfile: join(out, "app.js"),
   bundle: true,
   format: "esm",
   platform: "browser",
@@ -21,4 +23,4 @@ await build({
   legalComments: "none",
   logLevel: "warning",
 });
-console.log(`built ${join(web, "app.js")}`);
+console.log(`built ${join(out, "app.js")}`);

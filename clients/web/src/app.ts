@@ -1,6 +1,6 @@
 /**
  * Parley web chat, on the TypeScript SDK (clients/typescript). Bundled by
- * esbuild into clients/web/app.js (`make web`), which the gateway serves next
+ * esbuild into services/gateway/web/app.js (`make web`), which the gateway serves next
  * to index.html and style.css.
  *
  * Sign-in asks the gateway's development endpoint (/v1/dev/token, only on a
