@@ -25,6 +25,7 @@ from gateway.servicer import ChatServicer
 from gateway.websocket import WEB_DIR, WebSocketBridge
 from parley.appender import LogAppender
 from parley.auth import Authenticator
+from parley.delivery import Inbox, RouteTable
 from parley.grpcclient import service_channel
 from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2_grpc
 from parley.keys import Keys
@@ -69,7 +70,7 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         presence=presence_pb2_grpc.PresenceServiceStub(presence_channel),
         history=history_pb2_grpc.HistoryServiceStub(history_channel),
     )
-    hub = Hub(redis, keys, config.gateway_id, config.route_lease_s)
+    hub = Hub(RouteTable(redis, keys), Inbox(redis, keys), config.gateway_id, config.route_lease_s)
     metrics.watch_queues(hub.queue_sizes)
     acks = AckCoalescer(backends.router)
     caller = Caller(Authenticator(config.auth))

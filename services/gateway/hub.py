@@ -13,14 +13,12 @@ import asyncio
 import contextlib
 import logging
 
-import redis.asyncio as aioredis
 from opentelemetry import trace
 
 from gateway import metrics
 from gateway.session import Session
 from parley import errors
-from parley.delivery import Inbox, RouteTable
-from parley.keys import Keys
+from parley.delivery import GatewayInbox, Routes
 from parley.tasks import stop_tasks
 from parley.telemetry import PUSH_ATTRIBUTES, context_from_traceparent
 from parley.v1 import gateway_pb2
@@ -30,10 +28,10 @@ tracer = trace.get_tracer(__name__)
 
 
 class Hub:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, gateway_id: str, route_lease_s: float) -> None:
+    def __init__(self, routes: Routes, inbox: GatewayInbox, gateway_id: str, route_lease_s: float) -> None:
         self.gateway_id = gateway_id
-        self._routes = RouteTable(redis, keys)
-        self._inbox = Inbox(redis, keys)
+        self._routes = routes
+        self._inbox = inbox
         self._lease_s = route_lease_s
         self._by_user: dict[str, dict[str, Session]] = {}
         self._by_id: dict[str, Session] = {}

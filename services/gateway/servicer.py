@@ -33,7 +33,7 @@ from gateway.hub import Hub
 from gateway.limits import SendLimiter, TypingLimiter, validate_body
 from gateway.session import Session, SessionOverflow, SyncPlan, contacts_of
 from parley import errors, limits
-from parley.appender import EXPIRED_MESSAGE, LogAppender
+from parley.appender import EXPIRED_MESSAGE, Appender
 from parley.internal.v1 import router_pb2
 from parley.server import ServicerContext
 from parley.tasks import Finalizers
@@ -83,7 +83,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         backends: Backends,
         hub: Hub,
         acks: AckCoalescer,
-        appender: LogAppender,
+        appender: Appender,
         limits: LimitsConfig,
         presence: PresenceHooks | None = None,
         *,

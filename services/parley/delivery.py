@@ -167,6 +167,25 @@ class InboxEntry:
     traceparent: str
 
 
+class GatewayInbox(Protocol):
+    """A gateway's side of its inbox: :class:`Inbox` (Redis) or ``parley.memory.MemoryInbox``.
+
+    ``tests/contract/test_inbox.py`` runs the same assertions against both.
+    """
+
+    async def touch(self, gateway_id: str) -> None:
+        """Keeps the inbox while its gateway lives (an abandoned one expires)."""
+        ...
+
+    async def delete(self, gateway_id: str) -> None: ...
+
+    async def read(
+        self, gateway_id: str, last_id: bytes, block_ms: int, count: int = 500
+    ) -> list[InboxEntry]:
+        """Entries after ``last_id`` in order, waiting up to ``block_ms`` for the first (0: forever)."""
+        ...
+
+
 class Inbox:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self._redis = redis

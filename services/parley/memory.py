@@ -8,6 +8,7 @@ contract suites in ``tests/contract`` run the same assertions against both:
 
 - :class:`MemoryAppender`       :class:`parley.appender.Appender`
 - :class:`MemoryRoutes`         :class:`parley.delivery.Routes`
+- :class:`MemoryInbox`          :class:`parley.delivery.GatewayInbox`
 - ``router.memory.MemoryConversationRecords``  ``router.store.ConversationRecords``
 
 They share one :class:`MemoryState`, as the Redis stores share one Redis:
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 from parley import errors
 from parley.appender import EXPIRED_MESSAGE, make_draft, send_ack
+from parley.delivery import InboxEntry
 from parley.keys import (
     F_CONVERSATION,
     F_EXCLUDE_SESSION,
@@ -218,3 +220,60 @@ class MemoryRoutes:
             self._state.routes.get(user, {}).pop(gateway_id, None)
         self._state.gateways.pop(gateway_id, None)
         return len(users)
+
+
+class MemoryInbox:
+    """:class:`parley.delivery.GatewayInbox` in memory, plus :meth:`publish` (what routers do).
+
+    The inbox streams live here rather than in :class:`MemoryState`: they are
+    the only part read with a blocking wait.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, list[InboxEntry]] = {}
+        self._changed = asyncio.Condition()
+        self._ids = itertools.count(1)
+        self._last_ms = 0
+
+    async def publish(
+        self,
+        gateway_id: str,
+        frame: bytes,
+        users: Iterable[str],
+        *,
+        exclude_session: str = "",
+        traceparent: str = "",
+    ) -> None:
+        # Increasing, like stream ids, even if the wall clock steps back.
+        self._last_ms = max(self._last_ms, wall_clock_ms())
+        entry_id = f"{self._last_ms}-{next(self._ids)}".encode()
+        entry = InboxEntry(entry_id, frame, list(users), exclude_session, traceparent)
+        async with self._changed:
+            self._entries.setdefault(gateway_id, []).append(entry)
+            self._changed.notify_all()
+
+    async def touch(self, gateway_id: str) -> None:
+        return None  # nothing expires in memory
+
+    async def delete(self, gateway_id: str) -> None:
+        self._entries.pop(gateway_id, None)
+
+    async def read(
+        self, gateway_id: str, last_id: bytes, block_ms: int, count: int = 500
+    ) -> list[InboxEntry]:
+        def after() -> list[InboxEntry]:
+            last = _stream_id(last_id)
+            return [e for e in self._entries.get(gateway_id, []) if _stream_id(e.entry_id) > last][:count]
+
+        async with self._changed:
+            try:
+                async with asyncio.timeout(block_ms / 1000 if block_ms else None):
+                    await self._changed.wait_for(after)
+            except TimeoutError:
+                return []
+            return after()
+
+
+def _stream_id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, n = entry_id.partition(b"-")
+    return int(ms), int(n or 0)

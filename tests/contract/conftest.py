@@ -16,9 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from parley.appender import Appender, LogAppender
-from parley.delivery import Routes, RouteTable
+from parley.delivery import GatewayInbox, Inbox, Routes, RouteTable
 from parley.keys import F_MESSAGE, Keys
-from parley.memory import MemoryAppender, MemoryRoutes, MemoryState
+from parley.memory import MemoryAppender, MemoryInbox, MemoryRoutes, MemoryState
 from router.memory import MemoryConversationRecords
 from router.store import ConversationRecords, RedisConversationRecords
 
@@ -35,6 +35,9 @@ class Backend:
     new_routes: Callable[[], Routes]
     # The entries of a conversation's partition log, oldest first.
     read_log: Callable[[str], Awaitable[list[LogFields]]]
+    inbox: GatewayInbox
+    # A router's delivery to a gateway's inbox: (gateway, frame, users, exclude_session, traceparent).
+    publish: Callable[[str, bytes, list[str], str, str], Awaitable[None]]
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -45,12 +48,21 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         async def memory_log(conversation_id: str) -> list[LogFields]:
             return [dict(e.fields) for e in state.log_of(conversation_id)]
 
+        inbox = MemoryInbox()
+
+        async def memory_publish(
+            gateway: str, frame: bytes, users: list[str], exclude: str, trace: str
+        ) -> None:
+            await inbox.publish(gateway, frame, users, exclude_session=exclude, traceparent=trace)
+
         yield Backend(
             "memory",
             MemoryConversationRecords(state),
             MemoryAppender(state),
             lambda: MemoryRoutes(state),
             memory_log,
+            inbox,
+            memory_publish,
         )
         return
     # The session's Redis, with this test's own key prefix (tests/conftest.py); only the
@@ -65,12 +77,21 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
             for _id, fields in entries
         ]
 
+    redis_inbox = Inbox(redis_client, keys)
+
+    async def redis_publish(gateway: str, frame: bytes, users: list[str], exclude: str, trace: str) -> None:
+        pipe = redis_client.pipeline(transaction=False)
+        redis_inbox.publish(pipe, gateway, frame, users, exclude_session=exclude, traceparent=trace)
+        await pipe.execute()
+
     yield Backend(
         "redis",
         RedisConversationRecords(redis_client, keys),
         LogAppender(redis_client, keys),
         lambda: RouteTable(redis_client, keys),
         redis_log,
+        redis_inbox,
+        redis_publish,
     )
     await redis_client.aclose()
 

@@ -1,0 +1,103 @@
+"""gateway.hub.Hub on the in-memory route table and inbox: routes follow local sessions, frames reach them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.hub import Hub
+from gateway.session import Session, SyncPlan
+from parley import errors
+from parley.memory import MemoryInbox, MemoryRoutes, MemoryState
+from parley.v1 import gateway_pb2, messages_pb2
+
+
+async def no_fetch(cid: str, after: int, limit: int) -> tuple[list[messages_pb2.Message], int]:
+    return [], after
+
+
+def session(user: str) -> Session:
+    return Session(user, "phone", queue_max=100, fetch=no_fetch)
+
+
+def typing_frame(user: str) -> bytes:
+    return gateway_pb2.ConnectResponse(
+        typing=messages_pb2.Typing(user_id=user, typing=True)
+    ).SerializeToString()
+
+
+async def next_frame(s: Session) -> gateway_pb2.ConnectResponse:
+    """The session's first live frame (after its welcome and an empty sync)."""
+    frames = s.frames(gateway_pb2.Welcome(session_id=s.session_id), SyncPlan(start={}, until={}))
+    async with asyncio.timeout(2):
+        assert (await anext(frames)).HasField("welcome")
+        assert (await anext(frames)).HasField("sync_complete")
+        frame = await anext(frames)
+    await frames.aclose()
+    return frame
+
+
+@pytest.fixture
+def state() -> MemoryState:
+    return MemoryState()
+
+
+async def test_a_route_lives_from_the_first_local_session_to_the_last(state: MemoryState) -> None:
+    routes = MemoryRoutes(state)
+    hub = Hub(routes, MemoryInbox(), "gw1", route_lease_s=30)
+    phone, laptop = session("alice"), session("alice")
+    await hub.add(phone)
+    await hub.add(laptop)
+    assert await routes.lookup(["alice"]) == {"gw1": ["alice"]}
+    await hub.remove(phone)
+    assert await routes.lookup(["alice"]) == {"gw1": ["alice"]}  # the laptop is still here
+    await hub.remove(laptop)
+    await hub.remove(laptop)  # twice: no harm
+    assert await routes.lookup(["alice"]) == {}
+    assert hub.session_count == 0
+
+
+async def test_the_newest_session_beyond_the_cap_is_refused(state: MemoryState) -> None:
+    hub = Hub(MemoryRoutes(state), MemoryInbox(), "gw1", route_lease_s=30)
+    first, second, third = session("alice"), session("alice"), session("alice")
+    await hub.add(first, max_per_user=2)
+    await hub.add(second, max_per_user=2)
+    with pytest.raises(errors.TooManySessions):
+        await hub.add(third, max_per_user=2)
+    assert [s.session_id for s in hub.sessions_of("alice")] == [first.session_id, second.session_id]
+
+
+async def test_inbox_frames_reach_the_users_sessions_but_the_excluded_one(state: MemoryState) -> None:
+    inbox = MemoryInbox()
+    hub = Hub(MemoryRoutes(state), inbox, "gw1", route_lease_s=30)
+    alice, alice_sender, bob = session("alice"), session("alice"), session("bob")
+    for s in (alice, alice_sender, bob):
+        await hub.add(s)
+    await hub.start()
+    try:
+        await inbox.publish("gw1", typing_frame("carol"), ["alice"], exclude_session=alice_sender.session_id)
+        await inbox.publish("gw1", typing_frame("dave"), ["alice", "bob"])
+        assert (await next_frame(alice)).typing.user_id == "carol"
+        assert (await next_frame(bob)).typing.user_id == "dave"  # bob never got carol's
+        # The sender's own session skipped the first frame: the second is its first.
+        assert (await next_frame(alice_sender)).typing.user_id == "dave"
+    finally:
+        await hub.stop()
+    assert await inbox.read("gw1", b"0-0", block_ms=1) == []  # a stopping hub deletes its inbox
+
+
+async def test_a_gateway_swept_as_dead_registers_its_users_again(state: MemoryState) -> None:
+    gateway_routes, router_routes = MemoryRoutes(state), MemoryRoutes(state)
+    hub = Hub(gateway_routes, MemoryInbox(), "gw1", route_lease_s=0.03)  # renewed every 10 ms
+    await hub.add(session("alice"))
+    await hub.start()
+    try:
+        await router_routes.sweep("gw1")  # as a router does after the gateway stalled past its lease
+        assert await router_routes.lookup(["alice"]) == {}
+        async with asyncio.timeout(2):
+            while await router_routes.lookup(["alice"]) != {"gw1": ["alice"]}:
+                await asyncio.sleep(0.01)
+    finally:
+        await hub.stop()
+    assert await router_routes.lookup(["alice"]) == {}  # a clean stop takes its routes away
