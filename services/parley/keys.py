@@ -106,6 +106,36 @@ def cursor_field(kind: str, user_id: str) -> str:
     return f"{kind}:{user_id}"
 
 
+# Presence names, passed to the presence scripts (which build per-user keys from them).
+# Suffixes after ``Keys.presence_base``:
+PRESENCE_SESSIONS = "sessions:"  # + user id: a user's live sessions
+PRESENCE_STATE = "state:"  # + user id: a user's status
+PRESENCE_GATEWAY_SESSIONS = "gwsessions:"  # + gateway id: a gateway's live sessions
+# Fields of a user's state hash.
+PF_STATUS = "st"
+PF_LAST_SEEN = "ls"
+PF_CHANGED = "ch"
+PF_LOST_AT = "lf"  # when the user's last connection was lost (lingering)
+# A gateway's member in the lease zset: this, the unit separator, the gateway id.
+PRESENCE_GATEWAY_MEMBER = "gw"
+# Fields of the stats hash: users not offline, and transitions to status <n> ("to_<n>").
+STAT_ONLINE = "online"
+STAT_TRANSITIONS_TO = "to_"
+PRESENCE_SCRIPT_NAMES = (
+    PRESENCE_STATE,
+    PRESENCE_SESSIONS,
+    PRESENCE_GATEWAY_SESSIONS,
+    PF_STATUS,
+    PF_LAST_SEEN,
+    PF_CHANGED,
+    PF_LOST_AT,
+    F_PRESENCE,
+    PRESENCE_GATEWAY_MEMBER,
+    STAT_ONLINE,
+    STAT_TRANSITIONS_TO,
+)
+
+
 def partition_of(conversation_id: str, partitions: int) -> int:
     """Stable partition of a conversation (crc32, so every process agrees)."""
     return zlib.crc32(conversation_id.encode()) % partitions
@@ -190,10 +220,13 @@ class Keys:
         return f"{self.prefix}:{{presence}}:"
 
     def presence_sessions(self, user_id: str) -> str:
-        return f"{self.presence_base}sessions:{user_id}"
+        return f"{self.presence_base}{PRESENCE_SESSIONS}{user_id}"
 
     def presence_state(self, user_id: str) -> str:
-        return f"{self.presence_base}state:{user_id}"
+        return f"{self.presence_base}{PRESENCE_STATE}{user_id}"
+
+    def presence_gateway_sessions(self, gateway_id: str) -> str:
+        return f"{self.presence_base}{PRESENCE_GATEWAY_SESSIONS}{gateway_id}"
 
     def presence_index(self) -> str:
         return f"{self.presence_base}index"

@@ -15,6 +15,7 @@ from prometheus_client import Counter
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from parley.keys import STAT_ONLINE, STAT_TRANSITIONS_TO
 from parley.v1 import messages_pb2
 
 REAPER_RUNS = Counter("parley_presence_reaper_runs_total", "Reaper passes (each one script call).")
@@ -49,9 +50,9 @@ class ClusterStats(Collector):
         if snapshot is None:
             return  # not read yet: no value rather than a false zero
         online, transitions = self._families()
-        online.add_metric([], max(0, snapshot.get("online", 0)))
+        online.add_metric([], max(0, snapshot.get(STAT_ONLINE, 0)))
         for number, name in STATUS_NAMES.items():
-            transitions.add_metric([name], snapshot.get(f"to_{number}", 0))
+            transitions.add_metric([name], snapshot.get(f"{STAT_TRANSITIONS_TO}{number}", 0))
         yield online
         yield transitions
 

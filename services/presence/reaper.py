@@ -15,7 +15,7 @@ import time
 
 from parley.tasks import stop_task
 from presence import metrics
-from presence.store import PresenceStore
+from presence.store import Presences
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ STATS_INTERVAL_S = 2.0
 
 
 class Reaper:
-    def __init__(self, store: PresenceStore, *, interval_s: float, batch: int) -> None:
+    def __init__(self, store: Presences, *, interval_s: float, batch: int) -> None:
         self._store = store
         self._interval_s = interval_s
         self._batch = batch

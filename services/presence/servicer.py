@@ -11,7 +11,7 @@ from parley.errors import InvalidArgument
 from parley.internal.v1 import presence_pb2, presence_pb2_grpc
 from parley.v1 import messages_pb2
 from presence.config import PresenceConfig
-from presence.store import PresenceStore
+from presence.store import Presences
 
 MAX_ID_LENGTH = 256
 # Per call; a gateway renews in chunks of about a thousand.
@@ -63,7 +63,7 @@ def lease_ms(
 
 
 class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
-    def __init__(self, store: PresenceStore, config: PresenceConfig) -> None:
+    def __init__(self, store: Presences, config: PresenceConfig) -> None:
         self._store = store
         self._config = config
 

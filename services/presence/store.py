@@ -34,14 +34,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.commands.core import AsyncScript
 
 from parley.errors import FailedPrecondition
-from parley.keys import Keys
+from parley.keys import PRESENCE_SCRIPT_NAMES, Keys
 from parley.v1 import messages_pb2
 
 # Session ids per renew script call and user ids per read: bounds the time one
@@ -83,6 +83,37 @@ def presence_from(user_id: str, status: int, last_seen_ms: int, changed_ms: int)
     return presence
 
 
+class Presences(Protocol):
+    """Presence state: :class:`PresenceStore` (Redis) or ``presence.memory.MemoryPresenceStore``.
+
+    Each operation is atomic; statuses change as the module docstring says,
+    each transition emitted once on the change stream. ``tests/contract/test_presence.py``
+    runs the same assertions against both.
+    """
+
+    async def register(
+        self, *, user_id: str, device_id: str, session_id: str, gateway_id: str, lease_ms: int
+    ) -> messages_pb2.Presence:
+        """FailedPrecondition if the session id is registered to another user."""
+        ...
+
+    async def unregister(
+        self, *, user_id: str, session_id: str, connection_lost: bool, grace_ms: int
+    ) -> messages_pb2.Presence: ...
+
+    async def renew(
+        self, *, gateway_id: str, lease_ms: int, session_ids: Sequence[str] = ()
+    ) -> tuple[bool, list[str]]: ...
+
+    async def get(self, user_ids: Sequence[str]) -> list[messages_pb2.Presence]: ...
+
+    async def set_status(self, *, user_id: str, status: int) -> messages_pb2.Presence: ...
+
+    async def stats(self) -> dict[str, int]: ...
+
+    async def reap(self, *, batch: int) -> ReapResult: ...
+
+
 class PresenceStore:
     def __init__(self, client: aioredis.Redis, keys: Keys, *, changes_maxlen: int) -> None:
         self._client = client
@@ -93,6 +124,7 @@ class PresenceStore:
             keys.presence_leases(),
             keys.presence_lingering(),
             keys.presence_changes(),
+            keys.presence_stats(),
         ]
         self._register = _load(client, "register.lua")
         self._unregister = _load(client, "unregister.lua")
@@ -103,7 +135,8 @@ class PresenceStore:
 
     async def _run(self, script: AsyncScript, *args: str | int) -> Any:
         return await script(
-            keys=self._fixed_keys, args=[self._keys.presence_base, self._changes_maxlen, *args]
+            keys=self._fixed_keys,
+            args=[self._keys.presence_base, self._changes_maxlen, *PRESENCE_SCRIPT_NAMES, *args],
         )
 
     async def register(

@@ -2,11 +2,13 @@
 --
 -- Calling convention of all presence scripts:
 --   KEYS[1] session index (hash)    KEYS[2] lease expiries (zset)
---   KEYS[3] lingering users (zset)  KEYS[4] change stream
+--   KEYS[3] lingering users (zset)  KEYS[4] change stream   KEYS[5] stats (hash)
 --   ARGV[1] key base "<prefix>:{presence}:" for the per-user keys, which
 --           share the hash tag of KEYS (one Cluster slot)
 --   ARGV[2] change stream max length (approximate)
---   ARGV[3...] the script's own arguments
+--   ARGV[3..13] names from parley.keys (PRESENCE_SCRIPT_NAMES): key suffixes,
+--           hash and stream fields; no name is written in the scripts
+--   ARGV[ARG + 1 ...] the script's own arguments
 --
 -- The clock is Redis TIME: every replica reads the same clock, so leases do
 -- not depend on the presence hosts' clocks agreeing.
@@ -15,18 +17,23 @@
 local ONLINE, OFFLINE, AWAY = 1, 2, 3
 local SEP = '\31'
 local BASE = ARGV[1]
+local STATE, SESSIONS, GATEWAY_SESSIONS = ARGV[3], ARGV[4], ARGV[5]
+local F_STATUS, F_LAST_SEEN, F_CHANGED, F_LOST_AT = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local F_PRESENCE = ARGV[10]
+local GATEWAY_MEMBER = ARGV[11] .. SEP
+local STAT_ONLINE, STAT_TO = ARGV[12], ARGV[13]
+local ARG = 13
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function state_key(uid) return BASE .. 'state:' .. uid end
-local function sessions_key(uid) return BASE .. 'sessions:' .. uid end
+local function state_key(uid) return BASE .. STATE .. uid end
+local function sessions_key(uid) return BASE .. SESSIONS .. uid end
 -- A gateway's live sessions (set), and its member in the lease zset: sessions
 -- live by their gateway's lease, so a gateway renews one entry, not one per session.
-local function gateway_sessions_key(gateway) return BASE .. 'gwsessions:' .. gateway end
-local GATEWAY_MEMBER = 'gw' .. SEP
+local function gateway_sessions_key(gateway) return BASE .. GATEWAY_SESSIONS .. gateway end
 local function gateway_member(gateway) return GATEWAY_MEMBER .. gateway end
 
 -- index value: user, device, gateway, lease ms
@@ -65,21 +72,21 @@ local function encode_presence(uid, status, last_seen_ms, changed_ms)
   return out
 end
 
--- Cluster-wide counters for metrics (hash "stats", same hash tag): transitions
--- by new status ("to_<n>") and users not offline ("online").
+-- Cluster-wide counters for metrics (KEYS[5], same hash tag): transitions
+-- by new status (STAT_TO .. n) and users not offline (STAT_ONLINE).
 local function count(field, by)
-  redis.call('HINCRBY', BASE .. 'stats', field, by)
+  redis.call('HINCRBY', KEYS[5], field, by)
 end
 
 local function emit(uid, status, last_seen_ms, changed_ms)
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*',
-    'p', encode_presence(uid, status, last_seen_ms, changed_ms))
-  count('to_' .. status, 1)
+    F_PRESENCE, encode_presence(uid, status, last_seen_ms, changed_ms))
+  count(STAT_TO .. status, 1)
 end
 
 -- Stored status of a user; OFFLINE when never seen.
 local function status_of(uid)
-  local st = redis.call('HGET', state_key(uid), 'st')
+  local st = redis.call('HGET', state_key(uid), F_STATUS)
   if st then return tonumber(st) end
   return OFFLINE
 end
@@ -87,7 +94,7 @@ end
 -- {status, last_seen_ms, changed_ms} as reported to callers: an online user
 -- was last seen now; a user never seen has zeros (unset timestamps).
 local function presence_of(uid, now)
-  local v = redis.call('HMGET', state_key(uid), 'st', 'ls', 'ch')
+  local v = redis.call('HMGET', state_key(uid), F_STATUS, F_LAST_SEEN, F_CHANGED)
   if not v[1] then return {OFFLINE, 0, 0} end
   local st = tonumber(v[1])
   if st == OFFLINE then return {st, tonumber(v[2]) or 0, tonumber(v[3]) or 0} end
@@ -100,11 +107,11 @@ local function on_session_added(uid, now)
   if redis.call('ZREM', KEYS[3], uid) == 1 then
     -- Back within the grace period of a lost connection: the user never
     -- stopped being online, so there is nothing to change or broadcast.
-    redis.call('HDEL', sk, 'lf')
+    redis.call('HDEL', sk, F_LOST_AT)
   end
   if status_of(uid) == OFFLINE then
-    redis.call('HSET', sk, 'st', ONLINE, 'ls', now, 'ch', now)
-    count('online', 1)
+    redis.call('HSET', sk, F_STATUS, ONLINE, F_LAST_SEEN, now, F_CHANGED, now)
+    count(STAT_ONLINE, 1)
     emit(uid, ONLINE, now, now)
   end
 end
@@ -112,9 +119,9 @@ end
 -- Declares the user offline (callers check that they are not already).
 local function go_offline(uid, last_seen_ms, now)
   redis.call('ZREM', KEYS[3], uid)
-  redis.call('HSET', state_key(uid), 'st', OFFLINE, 'ls', last_seen_ms, 'ch', now)
-  redis.call('HDEL', state_key(uid), 'lf')
-  count('online', -1)
+  redis.call('HSET', state_key(uid), F_STATUS, OFFLINE, F_LAST_SEEN, last_seen_ms, F_CHANGED, now)
+  redis.call('HDEL', state_key(uid), F_LOST_AT)
+  count(STAT_ONLINE, -1)
   emit(uid, OFFLINE, last_seen_ms, now)
 end
 

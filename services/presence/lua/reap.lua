@@ -4,9 +4,9 @@
 -- offline the lingering users whose grace period is over. Atomic, so when two
 -- replicas reap at once each expired session is removed, and each change
 -- emitted, by exactly one of them.
--- ARGV[3] maximum number of leases and of lingering users handled
+-- ARGV[ARG + 1] maximum number of leases and of lingering users handled
 -- Returns {sessions reaped, users declared offline, 1 if a batch was full}.
-local limit = tonumber(ARGV[3])
+local limit = tonumber(ARGV[ARG + 1])
 local now = now_ms()
 local reaped, offline = 0, 0
 
@@ -49,7 +49,7 @@ local lingering = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 
 for _, uid in ipairs(lingering) do
   redis.call('ZREM', KEYS[3], uid)
   if redis.call('HLEN', sessions_key(uid)) == 0 and status_of(uid) ~= OFFLINE then
-    local lost_at = tonumber(redis.call('HGET', state_key(uid), 'lf')) or now
+    local lost_at = tonumber(redis.call('HGET', state_key(uid), F_LOST_AT)) or now
     go_offline(uid, lost_at, now)
     offline = offline + 1
   end

@@ -1,9 +1,9 @@
 -- Registers (or re-registers) a session and returns its user's presence.
--- ARGV[3] user id  ARGV[4] device id  ARGV[5] session id  ARGV[6] gateway id
--- ARGV[7] lease ms (the gateway's lease is set to it)
+-- ARGV[ARG + 1] user id  ARGV[ARG + 2] device id  ARGV[ARG + 3] session id  ARGV[ARG + 4] gateway id
+-- ARGV[ARG + 5] lease ms (the gateway's lease is set to it)
 -- Returns {'ok', status, last_seen_ms, changed_ms} or {'conflict'} when the
 -- session id is registered to another user.
-local uid, device, sid, gateway, lease = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local uid, device, sid, gateway, lease = ARGV[ARG + 1], ARGV[ARG + 2], ARGV[ARG + 3], ARGV[ARG + 4], tonumber(ARGV[ARG + 5])
 local now = now_ms()
 
 local existing = redis.call('HGET', KEYS[1], sid)

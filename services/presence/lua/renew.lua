@@ -2,11 +2,11 @@
 -- per call does not grow with the gateway's sessions; the optional session
 -- ids are only checked (a gateway re-registers those that are not its live
 -- sessions, e.g. a registration that failed).
--- ARGV[3] gateway id  ARGV[4] lease ms  ARGV[5...] session ids to check (bounded by the caller)
+-- ARGV[ARG + 1] gateway id  ARGV[ARG + 2] lease ms  ARGV[ARG + 3...] session ids to check (bounded by the caller)
 -- Returns {known, expired ids...}: known is 1 when the gateway held a live
 -- lease before this call; 0 means its lease had expired (its sessions may be
 -- reaped) or it had none, and it must register its sessions again.
-local gateway, lease = ARGV[3], tonumber(ARGV[4])
+local gateway, lease = ARGV[ARG + 1], tonumber(ARGV[ARG + 2])
 local now = now_ms()
 local member = gateway_member(gateway)
 -- Known only if its lease had not expired: once expired, a reaper may already
@@ -19,14 +19,14 @@ if expiry or redis.call('SCARD', gateway_sessions_key(gateway)) > 0 then
 end
 
 local out = {known}
-if #ARGV < 5 then return out end
-local values = redis.call('HMGET', KEYS[1], unpack(ARGV, 5))
+if #ARGV < ARG + 3 then return out end
+local values = redis.call('HMGET', KEYS[1], unpack(ARGV, ARG + 3))
 for i, value in ipairs(values) do
   local ok = false
   if value then
     local _, _, gw = parse_session(value)
     ok = gw == gateway
   end
-  if not ok then out[#out + 1] = ARGV[i + 4] end
+  if not ok then out[#out + 1] = ARGV[i + ARG + 2] end
 end
 return out

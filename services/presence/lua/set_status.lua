@@ -1,12 +1,12 @@
 -- Sets the manual status (ONLINE or AWAY) of a user who is not offline; an
 -- offline user stays offline (status is driven by sessions, not by this call).
--- ARGV[3] user id  ARGV[4] status number
+-- ARGV[ARG + 1] user id  ARGV[ARG + 2] status number
 -- Returns {status, last_seen_ms, changed_ms}.
-local uid, wanted = ARGV[3], tonumber(ARGV[4])
+local uid, wanted = ARGV[ARG + 1], tonumber(ARGV[ARG + 2])
 local now = now_ms()
 local current = status_of(uid)
 if current ~= OFFLINE and current ~= wanted then
-  redis.call('HSET', state_key(uid), 'st', wanted, 'ch', now)
+  redis.call('HSET', state_key(uid), F_STATUS, wanted, F_CHANGED, now)
   emit(uid, wanted, now, now)
 end
 return presence_of(uid, now)

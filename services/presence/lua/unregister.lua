@@ -3,10 +3,10 @@
 -- put in the lingering zset and the reaper declares offline when it is due,
 -- unless a session comes back first). Unknown sessions (already reaped or
 -- never registered) change nothing.
--- ARGV[3] user id  ARGV[4] session id  ARGV[5] "1" if the connection was lost
--- ARGV[6] grace ms
+-- ARGV[ARG + 1] user id  ARGV[ARG + 2] session id  ARGV[ARG + 3] "1" if the connection was lost
+-- ARGV[ARG + 4] grace ms
 -- Returns {status, last_seen_ms, changed_ms}.
-local uid, sid, lost, grace = ARGV[3], ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
+local uid, sid, lost, grace = ARGV[ARG + 1], ARGV[ARG + 2], ARGV[ARG + 3] == '1', tonumber(ARGV[ARG + 4])
 local now = now_ms()
 
 local existing = redis.call('HGET', KEYS[1], sid)
@@ -14,7 +14,7 @@ if existing and parse_session(existing) == uid then
   local left = drop_session(sid, uid)
   if left == 0 and status_of(uid) ~= OFFLINE then
     if lost and grace > 0 then
-      redis.call('HSET', state_key(uid), 'lf', now)
+      redis.call('HSET', state_key(uid), F_LOST_AT, now)
       redis.call('ZADD', KEYS[3], now + grace, uid)
     else
       go_offline(uid, now, now)
