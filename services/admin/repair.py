@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from history.store import HistoryStore, LogEvent, StoredMessage
+from history.store import HistoryStorage, LogEvent, StoredMessage
 from parley.ids import valid_conversation_id
 from parley.keys import CURSOR_READ, F_MESSAGE, KIND_CONVERSATION, KIND_JOIN, KIND_READ, Keys, cursor_field
 from router.store import ConversationStore, RedisConversationRecords
@@ -76,7 +76,7 @@ class BackfillResult:
 
 
 class HistoryRepair:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, store: HistoryStore) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, store: HistoryStorage) -> None:
         self._redis = redis
         self._keys = keys
         self._store = store

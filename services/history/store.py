@@ -24,7 +24,7 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -125,6 +125,66 @@ class StoredMessage:
     conversation_id: str
     seq: int
     payload: bytes  # serialized parley.v1.Message
+
+
+class HistoryStorage(Protocol):
+    """History's tables: :class:`HistoryStore` (Cassandra) or ``history.memory.MemoryHistoryStore``.
+
+    Writes are idempotent upserts, each order-proof: heads by seq, membership and
+    read positions by ``at_us`` (their log entry's time), so replays and
+    out-of-order writers end in the log's state. ``tests/contract/test_history.py``
+    runs the same assertions against both.
+    """
+
+    @property
+    def bucket_size(self) -> int: ...
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    def bucket_of(self, seq: int) -> int: ...
+
+    async def write_messages(self, messages: Sequence[StoredMessage]) -> list[BaseException | None]: ...
+
+    async def write_heads(self, heads: Sequence[StoredMessage]) -> list[BaseException | None]: ...
+
+    async def probe(self) -> None: ...
+
+    async def durability_epoch(self) -> Hashable: ...
+
+    async def head(self, conversation_id: str) -> int | None: ...
+
+    async def read_range(self, conversation_id: str, first: int, last: int) -> list[tuple[int, bytes]]: ...
+
+    async def apply_event(self, event: LogEvent) -> None: ...
+
+    async def upsert_conversation(
+        self, conversation: messages_pb2.Conversation, *, at_us: int | None = None
+    ) -> None: ...
+
+    async def add_members(
+        self,
+        conversation_id: str,
+        user_ids: Iterable[str],
+        *,
+        joined_at_ms: int | None = None,
+        read_seq: int | None = None,
+        at_us: int | None = None,
+    ) -> None: ...
+
+    async def remove_member(
+        self, conversation_id: str, user_id: str, *, at_us: int | None = None
+    ) -> None: ...
+
+    async def members(self, conversation_id: str) -> list[str]: ...
+
+    async def set_read_seq(
+        self, user_id: str, conversation_id: str, read_seq: int, *, at_us: int | None = None
+    ) -> None: ...
+
+    async def conversation_list(
+        self, user_id: str, *, with_members: bool = False
+    ) -> list[messages_pb2.ConversationSummary]: ...
 
 
 class HistoryStore:
