@@ -11,8 +11,8 @@
 #     -e PARLEY_REDIS_URL=redis://host.docker.internal:6380/0 -p 50051:50051 parley:0.1.0
 #
 # The web chat (services/gateway/web) is package data of the gateway: run
-# `make web` before building (make image does), or the build stops at the check
-# below instead of shipping a gateway without its page.
+# `make web` before building, or the build stops at the check below instead of
+# shipping a gateway without its page (`make image` runs both, with podman).
 #
 # No HEALTHCHECK, on purpose: Kubernetes ignores it (the chart's probes are
 # native gRPC health checks, on PARLEY_<SERVICE>_HEALTH_PORT), and for plain
@@ -20,10 +20,16 @@
 # check each of them. Probe with grpcurl or `grpc_health_probe` instead (see
 # deploy/helm/parley/README.md).
 #
-# Built and run in a test: tests/e2e/test_image.py (make image-test), with
-# podman from Debian. That machine cannot reach Docker Hub, so the test builds
-# on a base made from Debian's packages (deploy/image/base.sh, python3 3.11 of
-# bookworm) passed as PYTHON_IMAGE; the default below is the official image.
+# Built and run in a test: tests/e2e/test_image.py (part of make test), with
+# podman and buildah from Debian, daemonless. The test machines reach no
+# container registry (`podman pull docker.io/library/python:3.11.7-slim-bookworm`:
+# "dial tcp: lookup registry-1.docker.io ...: no such host"), so the test builds
+# on a base made from Debian's packages (deploy/image/base.sh: mmdebstrap,
+# bookworm's python3 3.11) passed as PYTHON_IMAGE; the default below is the
+# official image. Builds use `--isolation chroot` and the container runs with
+# `buildah run --isolation chroot`: `podman run` fails there (crun: "cgroups in
+# hybrid mode not supported"; with --cgroups=disabled, setrlimit RLIMIT_NOFILE
+# and RLIMIT_NPROC "Operation not permitted").
 # The base is pinned by version (Python and Debian release); pin its digest too
 # where the registry is reachable:
 #   skopeo inspect docker://python:3.11.7-slim-bookworm --format '{{.Digest}}'

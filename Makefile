@@ -50,7 +50,7 @@ PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check proto-release proto-gen infra-up infra-down infra-status run \
 	test test-unit test-integration test-e2e test-loadgen lint lint-proto loadgen bench chaos chaos-short clean \
-	kotlin kotlin-test typescript web proto-ts
+	kotlin kotlin-test typescript web proto-ts image
 
 all: test
 
@@ -96,6 +96,14 @@ $(TS)/dist/index.js services/gateway/web/app.js &: $(TS)/node_modules/.installed
 typescript: $(TS)/dist/index.js services/gateway/web/app.js
 
 web: services/gateway/web/app.js
+
+# The container image (Dockerfile) with podman, daemonless, with the web page in it.
+# IMAGE=name:tag; PYTHON_IMAGE=... builds on another base, e.g. the one
+# deploy/image/base.sh makes from Debian's packages where no registry is reachable.
+IMAGE ?= parley:dev
+image: web
+	@deploy/local/tools.sh podman
+	podman build --isolation chroot --network host $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) -t $(IMAGE) .
 
 # Regenerates the TypeScript types (clients/typescript/src/gen) from protos/parley/v1.
 proto-ts: $(TS)/node_modules/.installed
