@@ -43,6 +43,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 TEMPLATES=$HERE/cassandra
 
 STATE_DIR=${PARLEY_STATE_DIR:-$REPO/.state}
+# Resolved, as in common.sh: a symlinked state folder renders the same settings from every checkout.
+if [ -d "$STATE_DIR" ]; then STATE_DIR=$(cd -P "$STATE_DIR" && pwd); fi
 NATIVE_PORT=${PARLEY_CASSANDRA_PORT:-9042}
 STORAGE_PORT=${PARLEY_CASSANDRA_STORAGE_PORT:-7000}
 HEAP=${PARLEY_CASSANDRA_HEAP:-1G}

@@ -18,8 +18,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from history.store import LogEvent, StoredMessage
-from parley.keys import KIND_CONVERSATION, KIND_JOIN, KIND_LEAVE, KIND_READ
+from history.store import ConversationRow, LogEvent, StoredMessage, apply_event, conversation_summary
 from parley.v1 import messages_pb2
 
 _MARKER = "_row"  # Cassandra's row marker, written by INSERT (not by UPDATE)
@@ -111,16 +110,7 @@ class MemoryHistoryStore:
     # --- conversations and membership ----------------------------------------------------------
 
     async def apply_event(self, event: LogEvent) -> None:
-        at = event.at_us or None
-        if event.kind == KIND_CONVERSATION:
-            await self.upsert_conversation(messages_pb2.Conversation.FromString(event.conversation), at_us=at)
-        elif event.kind == KIND_JOIN:
-            await self.add_members(event.conversation_id, event.users, at_us=at)
-        elif event.kind == KIND_LEAVE:
-            for user_id in event.users:
-                await self.remove_member(event.conversation_id, user_id, at_us=at)
-        elif event.kind == KIND_READ:
-            await self.set_read_seq(event.users[0], event.conversation_id, event.seq, at_us=at)
+        await apply_event(self, event)
 
     async def upsert_conversation(
         self, conversation: messages_pb2.Conversation, *, at_us: int | None = None
@@ -184,31 +174,18 @@ class MemoryHistoryStore:
         for (user, cid), membership in sorted(self._user_conversations.items()):
             if user != user_id or membership.get("joined_at") is None:
                 continue  # not this user's, or a ghost row (a read position after leaving)
-            summary = messages_pb2.ConversationSummary()
-            summary.conversation.id = cid
-            last_seq = 0
-            activity = (0, 0)
             conversation = self._conversations.get(cid)
+            row = None
             if conversation is not None and conversation.alive:
-                summary.conversation.kind = messages_pb2.ConversationKind.ValueType(
-                    conversation.get("kind") or 0
+                row = ConversationRow(
+                    conversation.get("kind"),
+                    conversation.get("name"),
+                    conversation.get("created_by"),
+                    conversation.get("created_at"),
+                    conversation.get("last_seq"),
+                    conversation.get("last_message"),
                 )
-                summary.conversation.name = conversation.get("name") or ""
-                summary.conversation.created_by = conversation.get("created_by") or ""
-                created_ms = conversation.get("created_at")
-                if created_ms is not None:
-                    summary.conversation.created_at.FromMilliseconds(created_ms)
-                last_seq = int(conversation.get("last_seq") or 0)
-                last_message = conversation.get("last_message")
-                if last_message is not None:
-                    summary.last_message.MergeFromString(last_message)
-                activity = (summary.last_message.server_time.ToMilliseconds() or (created_ms or 0), last_seq)
-            if with_members:
-                summary.conversation.member_ids.extend(await self.members(cid))
-            read = int(membership.get("read_seq") or 0)
-            summary.last_seq = last_seq
-            summary.read_seq = read
-            summary.unread_count = max(0, last_seq - read)
-            summaries.append((activity, summary))
+            members = await self.members(cid) if with_members else []
+            summaries.append(conversation_summary(cid, row, int(membership.get("read_seq") or 0), members))
         summaries.sort(key=lambda item: item[0], reverse=True)
         return [summary for _, summary in summaries]

@@ -296,17 +296,7 @@ class HistoryStore:
 
     async def apply_event(self, event: LogEvent) -> None:
         """Stores one membership or read-position event; idempotent, and order-proof (``at_us``)."""
-        at = event.at_us or None
-        if event.kind == KIND_CONVERSATION:
-            await self.upsert_conversation(messages_pb2.Conversation.FromString(event.conversation), at_us=at)
-        elif event.kind == KIND_JOIN:
-            await self.add_members(event.conversation_id, event.users, at_us=at)
-        elif event.kind == KIND_LEAVE:
-            for user_id in event.users:
-                await self.remove_member(event.conversation_id, user_id, at_us=at)
-        elif event.kind == KIND_READ:
-            # The router only records a position when it rises, so the newest event wins.
-            await self.set_read_seq(event.users[0], event.conversation_id, event.seq, at_us=at)
+        await apply_event(self, event)
 
     async def upsert_conversation(
         self, conversation: messages_pb2.Conversation, *, at_us: int | None = None
@@ -387,31 +377,74 @@ class HistoryStore:
             member_lists = await _gather_bounded([self.members(cid) for cid, _ in memberships])
         summaries: list[tuple[tuple[int, int], messages_pb2.ConversationSummary]] = []
         for index, ((cid, read_seq), conv_rows) in enumerate(zip(memberships, convs, strict=True)):
-            summary = messages_pb2.ConversationSummary()
-            summary.conversation.id = cid
-            last_seq = 0
-            activity = (0, 0)
+            row = None
             if conv_rows:
                 kind, name, created_by, created_at, head_seq, last_message = conv_rows[0]
-                summary.conversation.kind = messages_pb2.ConversationKind.ValueType(kind or 0)
-                summary.conversation.name = name or ""
-                summary.conversation.created_by = created_by or ""
-                if created_at is not None:
-                    summary.conversation.created_at.FromMilliseconds(_datetime_ms(created_at))
-                last_seq = int(head_seq or 0)
-                if last_message is not None:
-                    summary.last_message.MergeFromString(bytes(last_message))
-                created_ms = _datetime_ms(created_at) if created_at is not None else 0
-                activity = (summary.last_message.server_time.ToMilliseconds() or created_ms, last_seq)
-            if with_members:
-                summary.conversation.member_ids.extend(member_lists[index])
-            read = int(read_seq or 0)
-            summary.last_seq = last_seq
-            summary.read_seq = read
-            summary.unread_count = max(0, last_seq - read)
-            summaries.append((activity, summary))
+                created_ms = _datetime_ms(created_at) if created_at is not None else None
+                row = ConversationRow(
+                    kind,
+                    name,
+                    created_by,
+                    created_ms,
+                    head_seq,
+                    bytes(last_message) if last_message else None,
+                )
+            members = member_lists[index] if with_members else []
+            summaries.append(conversation_summary(cid, row, int(read_seq or 0), members))
         summaries.sort(key=lambda item: item[0], reverse=True)
         return [summary for _, summary in summaries]
+
+
+async def apply_event(store: HistoryStorage, event: LogEvent) -> None:
+    """One membership or read-position event, as the calls of any store (Cassandra or memory)."""
+    at = event.at_us or None
+    if event.kind == KIND_CONVERSATION:
+        await store.upsert_conversation(messages_pb2.Conversation.FromString(event.conversation), at_us=at)
+    elif event.kind == KIND_JOIN:
+        await store.add_members(event.conversation_id, event.users, at_us=at)
+    elif event.kind == KIND_LEAVE:
+        for user_id in event.users:
+            await store.remove_member(event.conversation_id, user_id, at_us=at)
+    elif event.kind == KIND_READ:
+        # The router only records a position when it rises, so the newest event wins.
+        await store.set_read_seq(event.users[0], event.conversation_id, event.seq, at_us=at)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    """The columns of a ``conversations`` row a summary is made of (None: not written)."""
+
+    kind: int | None
+    name: str | None
+    created_by: str | None
+    created_ms: int | None
+    last_seq: int | None
+    last_message: bytes | None
+
+
+def conversation_summary(
+    conversation_id: str, row: ConversationRow | None, read_seq: int, members: Sequence[str]
+) -> tuple[tuple[int, int], messages_pb2.ConversationSummary]:
+    """A list entry and its activity key (last message time or creation, then last seq)."""
+    summary = messages_pb2.ConversationSummary()
+    summary.conversation.id = conversation_id
+    last_seq = 0
+    activity = (0, 0)
+    if row is not None:
+        summary.conversation.kind = messages_pb2.ConversationKind.ValueType(row.kind or 0)
+        summary.conversation.name = row.name or ""
+        summary.conversation.created_by = row.created_by or ""
+        if row.created_ms is not None:
+            summary.conversation.created_at.FromMilliseconds(row.created_ms)
+        last_seq = int(row.last_seq or 0)
+        if row.last_message is not None:
+            summary.last_message.MergeFromString(row.last_message)
+        activity = (summary.last_message.server_time.ToMilliseconds() or (row.created_ms or 0), last_seq)
+    summary.conversation.member_ids.extend(members)
+    summary.last_seq = last_seq
+    summary.read_seq = read_seq
+    summary.unread_count = max(0, last_seq - read_seq)
+    return activity, summary
 
 
 class _BatchPacker:
