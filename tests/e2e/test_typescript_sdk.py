@@ -35,7 +35,7 @@ def ws_url(stack: Stack) -> str:
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, cassandra_config: CassandraConfig) -> Iterator[Stack]:
-    built = [PACKAGE / "dist" / "index.js", REPO_ROOT / "clients" / "web" / "app.js"]
+    built = [PACKAGE / "dist" / "index.js", REPO_ROOT / "services" / "gateway" / "web" / "app.js"]
     if not all(path.exists() for path in built):
         pytest.fail("the TypeScript package is not built: run `make typescript` (make test does it)")
     with devstack(redis_url, cassandra_config) as running:
