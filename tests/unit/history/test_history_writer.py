@@ -7,8 +7,10 @@ from collections.abc import Hashable, Sequence
 
 import pytest
 
+from history.durable import WriteState, apply_durably, store_durably
+from history.log_entries import LogEntry, parse_entries
 from history.store import LogEvent, StoredMessage, event_timestamp_us
-from history.writer import Backoff, LogEntry, WriteState, apply_durably, parse_entries, store_durably
+from parley.retry import Backoff
 
 
 class OutageError(Exception):
