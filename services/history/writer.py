@@ -57,7 +57,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from history import metrics
 from history.config import WriterSettings
@@ -67,7 +67,7 @@ from history.log_entries import text as _text
 from history.writer_status import WriterStatus, log_lag, status_loop
 from parley.keys import HISTORY_GROUP, Keys
 from parley.redisclient import load_script
-from parley.retry import Backoff
+from parley.retry import Backoff, Outage, is_outage, skip_bad_data
 from parley.telemetry import CASSANDRA_WRITE_ATTRIBUTES, context_from_traceparent
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,8 @@ class HistoryWriter:
         )
 
     async def _run(self) -> None:
-        backoff = Backoff(self._settings.retry_min_s, self._settings.retry_max_s)
+        backoff = Backoff(self._settings.retry_min_s, self._settings.retry_max_s, jitter=0.5)
+        outage = Outage(log, "history writer (Redis)")
         claim_every = max(0.05, self._settings.claim_min_idle_ms / 2000)
         next_claim = 0.0  # at once: a crashed writer's entries may already be waiting
         while not self._stopping.is_set():
@@ -180,18 +181,24 @@ class HistoryWriter:
                 await self._ack_durable()
                 await self._read_new()
                 backoff.reset()
+                outage.recovered()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                vanished = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+                if vanished:
                     self._groups_ready = False  # the log or group vanished (e.g. Redis restarted empty)
                 self._own_pending_first = True
                 # Everything awaiting the horizon is pending under this consumer: the
                 # re-read of our own pending entries writes it again.
                 self._awaiting.clear()
                 delay = backoff.next()
-                if isinstance(exc, RedisError | OSError):
-                    log.warning("history writer: Redis failed (%s); retrying in %.1fs", exc, delay)
+                if is_outage(exc):
+                    outage.failed(exc, delay)
+                elif vanished:
+                    log.warning(
+                        "history writer: a log or its group vanished (%s); recreating in %.1fs", exc, delay
+                    )
                 else:
                     log.exception("history writer: batch failed; retrying in %.1fs", delay)
                 with contextlib.suppress(TimeoutError):
@@ -332,11 +339,12 @@ class HistoryWriter:
         malformed = len(entries) - len(messages) - len(events)
         if malformed:
             self.malformed_total += malformed
-            bad_ids = [_text(e.entry_id) for e in entries if e.message is None and e.event is None][:20]
-            log.error(
-                "%d log entries are deleted or lack a valid conversation/seq/message; acked without storing",
-                malformed,
-                extra={"fields": {"entry_ids": bad_ids}},
+            bad_ids = [_text(e.entry_id) for e in entries if e.message is None and e.event is None]
+            skip_bad_data(
+                log,
+                "history writer",
+                "deleted or lacking a valid conversation/seq/message; acked unstored",
+                bad_ids,
             )
         links = [
             trace.Link(trace.get_current_span(context_from_traceparent(e.traceparent)).get_span_context())

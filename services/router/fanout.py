@@ -24,6 +24,7 @@ from parley.keys import (
     LOG_GROUPS,
     Keys,
 )
+from parley.retry import Backoff, Outage, is_outage, skip_bad_data
 from parley.tasks import stop_tasks
 from router import metrics
 from router.deliverer import Deliverer
@@ -141,7 +142,8 @@ class Fanout:
     # --- consuming ------------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, 2.0, jitter=0.5)
+        outage = Outage(log, "fan-out")
         next_sweep = time.monotonic() + self._reclaim_idle_ms / 1000
         while True:
             try:
@@ -168,16 +170,20 @@ class Fanout:
                     for partition in self._owned:
                         self._reclaim_due.setdefault(partition, self._reclaim_idle_ms)
                     next_sweep = time.monotonic() + self._reclaim_idle_ms / 1000
-                backoff = 0.05
+                backoff.reset()
+                outage.recovered()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("fan-out of partitions %s failed; retrying", sorted(self._owned))
+            except Exception as exc:
+                delay = backoff.next()
+                if is_outage(exc):
+                    outage.failed(exc, delay)
+                else:
+                    log.exception("fan-out of partitions %s failed; retrying", sorted(self._owned))
                 # Retry from the pending lists, so nothing newer overtakes what failed.
                 for partition in self._owned:
                     self._reclaim_due[partition] = 0
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(delay)
 
     async def _reclaim(self, partition: int, min_idle_ms: int) -> None:
         log_key = self._keys.log(partition)
@@ -217,11 +223,7 @@ class Fanout:
             # Retrying cannot fix it, and it must not stall its partition's fan-out: acked
             # with the rest, never delivered (the history writer skips it the same way).
             self.malformed_total += len(malformed)
-            log.error(
-                "%d malformed log entries skipped by fan-out",
-                len(malformed),
-                extra={"fields": {"entry_ids": malformed[:20]}},
-            )
+            skip_bad_data(log, "fan-out", "malformed log entries", malformed)
         if entries:
             await self._deliverer.deliver_log_entries(entries)
         metrics.record_round(len(entries))

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from parley.keys import Keys
 from parley.redisclient import load_script
+from parley.retry import Backoff, run_forever
 from router import metrics
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,15 @@ class PartitionLeases:
 
     async def run(self, stopping: asyncio.Event) -> None:
         interval = self._lease_ms / 3000
-        while not stopping.is_set():
-            await asyncio.sleep(interval)
-            try:
-                await self.balance_once()
-            except Exception:
-                log.exception("partition lease round failed")
+        # A failed round is retried at the next renewal: sooner would not help the lease.
+        await run_forever(
+            self.balance_once,
+            name="partition lease round",
+            log=log,
+            backoff=Backoff(interval, interval),
+            every=interval,
+            stopping=stopping,
+        )
 
     async def balance_once(self) -> None:
         now = int(time.time() * 1000)

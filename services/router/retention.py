@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from parley import partition_log
 from parley.keys import Keys
+from parley.retry import Backoff, run_forever
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,18 @@ class Retention:
         self._trim_interval_s = interval_s
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            await asyncio.sleep(self._trim_interval_s)
-            for partition in sorted(self._owned):
-                try:
-                    await self.trim(partition)
-                except Exception:
-                    log.exception("trimming partition %d failed", partition)
+        await run_forever(
+            self.trim_all,
+            name="trimming the partition logs",
+            log=log,
+            backoff=Backoff(self._trim_interval_s, self._trim_interval_s),
+            every=self._trim_interval_s,
+            stopping=stopping,
+        )
+
+    async def trim_all(self) -> None:
+        for partition in sorted(self._owned):
+            await self.trim(partition)
 
     async def trim(self, partition: int) -> int:
         """Drops log entries every consumer group has acked (see parley.partition_log); returns how many."""
