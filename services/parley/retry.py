@@ -26,8 +26,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
-import redis.exceptions
 from prometheus_client import Counter
+
+from parley.errors import TRANSIENT_ERRORS
 
 SKIPPED = Counter(
     "parley_bad_entries_skipped_total",
@@ -36,13 +37,7 @@ SKIPPED = Counter(
 )
 
 # Failures of a dependency, not of the data or the code: waited out.
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    ConnectionError,
-    TimeoutError,
-)
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, ConnectionError, TimeoutError)
 _OUTAGE_STATUSES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
@@ -164,10 +159,14 @@ async def run_forever(
     outage = Outage(log, name)
     delay = every if first_after is None else first_after
     while stopping is None or not stopping.is_set():
+        # Always yield, even with no delay: a step that completes without awaiting
+        # anything must not starve the event loop.
         if delay > 0:
             await wait_or_stop(delay, stopping)
-            if stopping is not None and stopping.is_set():
-                return
+        else:
+            await asyncio.sleep(0)
+        if stopping is not None and stopping.is_set():
+            return
         try:
             await step()
         except asyncio.CancelledError:

@@ -95,13 +95,6 @@ def test_parse_entries_reads_the_router_fields() -> None:
     assert [e.entry_id for e in entries] == [b"1-0", b"1-1", b"1-2", b"1-3", b"1-4"]
 
 
-def test_backoff_doubles_to_the_cap_and_resets() -> None:
-    backoff = Backoff(0.1, 0.5)
-    assert [backoff.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
-    backoff.reset()
-    assert backoff.next() == 0.1
-
-
 async def test_a_healthy_store_is_written_once() -> None:
     sink = FlakySink()
     state = WriteState(None)
