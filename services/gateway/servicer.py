@@ -1,3 +1,4 @@
+# About 400 lines: the session stream's hello, sync, read loop and frame dispatch share one session.
 """The gateway's ChatService: sends and the session stream (parley.v1).
 
 Authenticates every call (JWT bearer), validates input, applies limits,

@@ -40,7 +40,6 @@ import contextlib
 import http
 import json
 import logging
-import mimetypes
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from gateway.dev_tokens import PATH as DEV_TOKEN_PATH
 from gateway.dev_tokens import DevTokens
 from gateway.metrics import WEBSOCKET, counted_requests, tracked_session
 from gateway.servicer import ChatServicer
+from gateway.static import StaticFile, load_static
 from parley import errors, limits
 from parley.auth import Authenticator
 from parley.v1 import bridge_pb2, gateway_pb2
@@ -81,11 +81,6 @@ ACCESS_TOKEN_PARAM = "access_token"
 MAX_MESSAGE_BYTES = 256 * 1024
 # A WebSocket close reason must fit in a control frame (125 bytes with the code).
 MAX_CLOSE_REASON = 120
-
-# The page in a source checkout (what `make run` and the tests serve); None-safe if absent.
-WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
-# Only these kinds of files of the static directory are served.
-STATIC_SUFFIXES = (".html", ".js", ".css", ".svg", ".ico", ".map")
 
 
 def _close_reason(message: str) -> str:
@@ -141,31 +136,6 @@ def _token_from(request: Request) -> str | None:
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
     # The bearer.<JWT> entry is only a carrier for the token: never echo it back.
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
-
-
-@dataclass(frozen=True)
-class StaticFile:
-    body: bytes
-    content_type: str
-
-
-def load_static(directory: Path | None) -> dict[str, StaticFile]:
-    """The page's files by URL path, read once at start (a handful of small files)."""
-    files: dict[str, StaticFile] = {}
-    if directory is None:
-        return files
-    if not directory.is_dir():
-        log.warning("web page directory %s not found: the page is not served", directory)
-        return files
-    for path in sorted(directory.iterdir()):
-        if path.is_file() and path.suffix in STATIC_SUFFIXES:
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            if content_type.startswith("text/") or content_type.endswith("javascript"):
-                content_type += "; charset=utf-8"
-            files[f"/{path.name}"] = StaticFile(path.read_bytes(), content_type)
-    if "/index.html" in files:
-        files["/"] = files["/index.html"]
-    return files
 
 
 class _Connection(ServerConnection):

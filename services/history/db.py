@@ -1,3 +1,4 @@
+# Over 400 lines: connecting, retrying, refusing and the asyncio bridge share one Database's state.
 """The Cassandra connection: connect (and keep trying), migrate, prepare, and await from asyncio.
 
 The driver does its I/O on its own thread and completes a ``ResponseFuture``
