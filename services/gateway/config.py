@@ -131,6 +131,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
             max_loop_lag_s=env.float(
                 "PARLEY_GATEWAY_MAX_LOOP_LAG_SECONDS", AdmissionConfig.max_loop_lag_s, minimum=0.0
             ),
+            target_delivery_s=env.float(
+                "PARLEY_GATEWAY_SHED_TARGET_DELIVERY_SECONDS", AdmissionConfig.target_delivery_s, minimum=0.0
+            ),
+            min_rate=env.float("PARLEY_GATEWAY_SHED_MIN_RATE", AdmissionConfig.min_rate, minimum=0.1),
             retry_after_s=env.float(
                 "PARLEY_GATEWAY_SHED_RETRY_AFTER_SECONDS", AdmissionConfig.retry_after_s, minimum=0.001
             ),
