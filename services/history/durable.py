@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Hashable, Sequence
 from typing import Protocol
 
 from history.store import LogEvent, StoredMessage
-from parley.retry import Backoff
+from parley.retry import Backoff, wait_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +112,7 @@ async def store_durably(
         first_error = next(error for error in results if error is not None)
         await state.failed(first_error, len(failed))
         items = failed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), backoff.next())
+        await wait_or_stop(backoff.next(), stopping)
         if stopping.is_set():
             return False
 
@@ -137,8 +135,7 @@ async def apply_durably(
                 await sink.apply_event(event)
             except Exception as exc:
                 await state.failed(exc, 1)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), backoff.next())
+                await wait_or_stop(backoff.next(), stopping)
                 if stopping.is_set():
                     return False
                 continue

@@ -47,7 +47,6 @@ acked and logged at ERROR: it can no longer be recovered from the log.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -67,7 +66,7 @@ from history.log_entries import text as _text
 from history.writer_status import WriterStatus, log_lag, status_loop
 from parley.keys import HISTORY_GROUP, Keys
 from parley.redisclient import load_script
-from parley.retry import Backoff, Outage, is_outage, skip_bad_data
+from parley.retry import Backoff, Outage, is_outage, skip_bad_data, wait_or_stop
 from parley.telemetry import CASSANDRA_WRITE_ATTRIBUTES, context_from_traceparent
 
 log = logging.getLogger(__name__)
@@ -201,8 +200,7 @@ class HistoryWriter:
                     )
                 else:
                     log.exception("history writer: batch failed; retrying in %.1fs", delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                await wait_or_stop(delay, self._stopping)
 
     async def ensure_groups(self) -> None:
         """Creates the group on every partition log at id 0 (with the stream if missing)."""

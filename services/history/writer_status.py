@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from history import metrics
 from history.durable import MessageSink, WriteState
 from history.log_entries import text as _text
 from parley.keys import HISTORY_GROUP
+from parley.retry import wait_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ async def status_loop(
     first = True
     while not stopping.is_set():
         if not first:  # the first check runs at once: health should not wait a period
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval)
+            await wait_or_stop(interval, stopping)
             if stopping.is_set():
                 return
         first = False
