@@ -44,7 +44,7 @@ export PARLEY_CASSANDRA_AUTH ?= true
 
 # Tools the tests drive (grpcurl, buf, helm and buf's Go plugins from the Go module proxy; Debian's
 # chromium, prometheus and node).
-TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node
+TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node nginx
 LOADGEN := build/parley-loadgen
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
@@ -170,7 +170,7 @@ infra-status:
 # grpcurl is what its banner suggests trying.
 run: venv infra-up web
 	@deploy/local/tools.sh grpcurl
-	$(PY) -m parley.devstack
+	$(PY) -m tools.localstack
 
 # Unit, integration and end-to-end tests against the real local
 # infrastructure. pytest exits 5 when it ran no test: that is a failure too.
