@@ -19,9 +19,8 @@ import psutil
 import pytest
 from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile, Session
 from cassandra.cluster import Cluster as CassandraCluster
-from cassandra.cluster import Session
 from cassandra.policies import DCAwareRoundRobinPolicy
 from cassandra.query import SimpleStatement
 
@@ -95,7 +94,8 @@ async def test_history_is_written_and_read_with_one_ring_node_killed(cluster: Cl
             assert not pending, f"history incomplete with node{VICTIM} down: {sorted(pending)}"
             # And straight from the ring, at LOCAL_QUORUM, with the node still down.
             with admin_session(cluster) as session:
-                cql = f"SELECT seq FROM {cluster.ring.keyspace}.messages WHERE conversation_id = %s AND bucket = 0"
+                table = f"{cluster.ring.keyspace}.messages"
+                cql = f"SELECT seq FROM {table} WHERE conversation_id = %s AND bucket = 0"
                 query = SimpleStatement(cql, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
                 for conversation in conversations:
                     seqs = sorted(r.seq for r in session.execute(query, (conversation,)))
