@@ -27,15 +27,26 @@ def port_in_use(port: int, host: str = HOST) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def redis_endpoints(url: str) -> list[tuple[str, int]]:
+    """host:port pairs of a Redis URL: one server, or a Redis Cluster's seed list
+    (``redis+cluster://[user:password@]host:port[,host:port...]``)."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    out = []
+    for part in netloc.split(","):
+        host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
+        out.append((host.strip("[]") or HOST, int(port) if port.isdigit() else 6379))
+    return out
+
+
 def infra_problems(environ: Mapping[str, str]) -> list[str]:
     """Redis and Cassandra endpoints from the services' own settings that nobody answers on."""
     env = Env(environ)
     problems = []
     redis = RedisConfig.from_env(env)
-    url = urlsplit(redis.url)
-    redis_host, redis_port = url.hostname or HOST, url.port or 6379
-    if not port_in_use(redis_port, redis_host):
-        problems.append(f"Redis is not answering on {redis_host}:{redis_port} (PARLEY_REDIS_URL)")
+    endpoints = redis_endpoints(redis.url)
+    if not any(port_in_use(port, host) for host, port in endpoints):
+        where = ",".join(f"{host}:{port}" for host, port in endpoints)
+        problems.append(f"Redis is not answering on {where} (PARLEY_REDIS_URL)")
     cassandra = CassandraConfig.from_env(env)
     if not any(port_in_use(cassandra.port, host) for host in cassandra.hosts):
         hosts = ",".join(cassandra.hosts)

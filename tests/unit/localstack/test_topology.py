@@ -182,3 +182,14 @@ def test_topology_from_env_and_flags() -> None:
     assert parse_args(["--topology", "cluster"], StackConfig()).nginx
     with pytest.raises(ConfigError, match="PARLEY_DEVSTACK_TOPOLOGY"):
         StackConfig.from_env(Env({"PARLEY_DEVSTACK_TOPOLOGY": "mesh"}))
+
+
+def test_redis_endpoints_of_one_server_and_of_a_cluster_seed_list() -> None:
+    from tools.localstack.probes import redis_endpoints
+
+    assert redis_endpoints("redis://127.0.0.1:6380/0") == [("127.0.0.1", 6380)]
+    assert redis_endpoints("redis://u:p@host/0") == [("host", 6379)]
+    assert redis_endpoints("redis+cluster://u:p@127.0.0.1:7001,127.0.0.1:7002/0") == [
+        ("127.0.0.1", 7001),
+        ("127.0.0.1", 7002),
+    ]
