@@ -385,11 +385,17 @@ download_jars() {
 
 # --- config ------------------------------------------------------------------
 
+# A rendered cassandra.yaml without its comments and blank lines.
+settings_of() {
+    grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$1" || true
+}
+
 # True when the running node's rendered settings differ from what a start now would render.
 settings_changed() {
     local rendered=$CONF_DIR/cassandra.yaml.next changed=1
     render_conf "$rendered"
-    cmp -s "$rendered" "$CONF_DIR/cassandra.yaml" && changed=0
+    # Settings only: a template whose comments changed restarts nobody.
+    cmp -s <(settings_of "$rendered") <(settings_of "$CONF_DIR/cassandra.yaml") && changed=0
     rm -f "$rendered"
     return $((1 - changed))
 }
