@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from parley.v1 import messages_pb2
 from parley_client import ConnectedEvent, MessageEvent, ParleyClient
 from parley_client.cursors import MemoryCursorStore
 from parley_client.devtoken import mint_dev_token
@@ -72,6 +73,9 @@ async def test_messages_history_and_resume_through_nginx(cluster: Cluster) -> No
             await session.wait_synced()
             acks = [await alice.send(conversation.id, f"live {i}") for i in range(3)]
             assert await messages_until(session, conversation.id, {a.seq for a in acks}) == [1, 2, 3]
+            # Presence: bob's session (on one gateway) is seen by alice's call (on either).
+            [presence] = await alice.get_presence([bob_id])
+            assert presence.status == messages_pb2.PRESENCE_STATUS_ONLINE
         # Offline: these wait in the conversation; a new session resumes after seq 3.
         later = [await alice.send(conversation.id, f"while away {i}") for i in range(3)]
         async with bob.session(cursor_store=cursors) as session:

@@ -46,6 +46,7 @@ from dataclasses import replace
 
 from parley.config import ConfigError, Env
 from parley.pki import ensure_dev_pki
+from tools.localstack.nginx import nginx_binary
 from tools.localstack.probes import infra_problems
 from tools.localstack.supervisor import EXIT_FAILED, EXIT_USAGE, LocalStack, Output
 from tools.localstack.topology import MAX_REPLICAS, TOPOLOGIES, StackConfig
@@ -101,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [i.name for i in config.instances()] + (["nginx"] if config.nginx else [])
     output = Output(names)
     ensure_dev_pki(config.pki_dir)
+    if config.nginx:
+        try:
+            nginx_binary()
+        except FileNotFoundError as exc:
+            output.say(f"error: {exc}")
+            return EXIT_FAILED
     if not config.skip_infra_check:
         problems = infra_problems(os.environ)
         if problems:
