@@ -45,9 +45,7 @@ def password(directory: Path, role: str) -> str:
 
 
 def login(port: int, user: str, pw: str, host: str = "127.0.0.1") -> tuple[Cluster, Session] | None:
-    cluster = Cluster(
-        [host], port=port, auth_provider=PlainTextAuthProvider(user, pw), connect_timeout=5
-    )
+    cluster = Cluster([host], port=port, auth_provider=PlainTextAuthProvider(user, pw), connect_timeout=5)
     try:
         return cluster, cluster.connect()
     except NoHostAvailable:

@@ -27,7 +27,13 @@ SYSTEM_KEYSPACES = ("system_auth", "system_distributed", "system_traces")
 def main() -> int:
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
-    host, port, directory, dc, rf = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    host, port, directory, dc, rf = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        Path(sys.argv[3]),
+        sys.argv[4],
+        int(sys.argv[5]),
+    )
     admin_file = directory / ADMIN
     auth = PlainTextAuthProvider(ADMIN, admin_file.read_text().strip()) if admin_file.is_file() else None
     cluster = Cluster([host], port=port, auth_provider=auth, connect_timeout=10)
