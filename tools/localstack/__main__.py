@@ -84,13 +84,9 @@ def parse_args(argv: Sequence[str], defaults: StackConfig) -> StackConfig:
             histories=preset.histories,
             nginx=preset.nginx,
         )
-    try:
-        config = replace(config, base_port=args.base_port, **counts)
-        if config.gateways > 1 and not config.nginx:
-            config = replace(config, nginx=True)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    return config
+    # Several gateways bring nginx (as PARLEY_DEVSTACK_GATEWAYS does).
+    nginx = config.nginx or counts.get("gateways", config.gateways) > 1
+    return replace(config, base_port=args.base_port, nginx=nginx, **counts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

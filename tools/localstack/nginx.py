@@ -25,6 +25,13 @@ to the gateways again would only encrypt loopback traffic. The cost: the
 gateway's certificate reloading (parley.tls) does not apply to nginx, which
 reads edge.crt at start (``nginx -s reload`` re-reads it); in Kubernetes the
 ingress plays nginx' part (deploy/helm/parley).
+
+Limits of this shape, fine on one machine: nginx does not multiplex upstream
+HTTP/2, so every client stream (a session, a unary call) is its own connection
+to a gateway, and ``worker_connections`` caps the streams at about 4,000 (two
+connections each); the gateways' per-connection limits then see one stream per
+connection, and nginx' ``http2_max_concurrent_streams`` is the per-client one.
+The gateways see nginx' address as the peer (they keep no per-address state).
 """
 
 from __future__ import annotations

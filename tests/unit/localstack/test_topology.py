@@ -180,6 +180,7 @@ def test_topology_from_env_and_flags() -> None:
     single = parse_args(["--histories", "2"], StackConfig())
     assert (single.gateways, single.histories, single.nginx) == (1, 2, False)
     assert parse_args(["--topology", "cluster"], StackConfig()).nginx
+    assert parse_args(["--gateways", "3"], StackConfig()).nginx
     with pytest.raises(ConfigError, match="PARLEY_DEVSTACK_TOPOLOGY"):
         StackConfig.from_env(Env({"PARLEY_DEVSTACK_TOPOLOGY": "mesh"}))
 
