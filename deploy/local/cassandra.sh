@@ -59,6 +59,10 @@ REPO=$(cd "$HERE/../.." && pwd)
 TEMPLATES=$HERE/cassandra
 
 STATE_DIR=${PARLEY_STATE_DIR:-$REPO/.state}
+# Its real path: checkouts that share one state folder through a symlink (git worktrees
+# linking .state) render the same cassandra.yaml, so none of them restarts the node
+# for a path that differs only in spelling.
+if [[ -d $STATE_DIR ]]; then STATE_DIR=$(cd "$STATE_DIR" && pwd -P); fi
 NATIVE_PORT=${PARLEY_CASSANDRA_PORT:-9042}
 STORAGE_PORT=${PARLEY_CASSANDRA_STORAGE_PORT:-7000}
 HEAP=${PARLEY_CASSANDRA_HEAP:-1G}
