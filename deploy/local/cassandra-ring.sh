@@ -43,6 +43,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 STATE_DIR=${PARLEY_STATE_DIR:-$REPO/.state}
+# Its real path, as cassandra.sh: the same rendered settings from any checkout sharing it.
+mkdir -p "$STATE_DIR"
+STATE_DIR=$(cd "$STATE_DIR" && pwd -P)
 RING_DIR=$STATE_DIR/cassandra-ring
 PORT=${PARLEY_RING_CASSANDRA_PORT:-9044}
 STORAGE_PORT=${PARLEY_RING_CASSANDRA_STORAGE_PORT:-7004}
