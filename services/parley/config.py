@@ -307,6 +307,13 @@ class ServerConfig:
     # A connection with no call for this long is closed (gracefully, GOAWAY): idle
     # sockets of clients that opened nothing cost nothing for long.
     max_connection_idle_s: float = 600.0
+    # Calls the server has received but the event loop has not picked up yet. gRPC's
+    # default (1,000, rejecting at random above it up to 3,000) cancels calls in a
+    # burst: 1,500 streams opened at once lost ~50 of them as CANCELLED, and a
+    # gateway's burst of presence unregistrations lost some the same way. A waiting
+    # call costs a few KB and keeps its deadline, so the bound is high; the hard
+    # limit, where every new call is refused, is twice it.
+    max_pending_requests: int = 20_000
     # A plaintext port serving only health checking and reflection, for probes
     # that cannot speak TLS (Kubernetes' gRPC probes); -1: none.
     health_port: int = -1
@@ -331,6 +338,9 @@ class ServerConfig:
             min_client_ping_interval_s=env.float(
                 "PARLEY_GRPC_MIN_CLIENT_PING_INTERVAL_SECONDS", cls.min_client_ping_interval_s, minimum=0.0
             ),
+            max_pending_requests=env.int(
+                "PARLEY_GRPC_MAX_PENDING_REQUESTS", cls.max_pending_requests, minimum=1, maximum=1_000_000
+            ),
             max_connection_idle_s=env.float(
                 "PARLEY_GRPC_MAX_CONNECTION_IDLE_SECONDS", cls.max_connection_idle_s, minimum=1.0
             ),
@@ -348,6 +358,8 @@ class ServerConfig:
             ("grpc.http2.min_ping_interval_without_data_ms", int(self.min_client_ping_interval_s * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.max_connection_idle_ms", int(self.max_connection_idle_s * 1000)),
+            ("grpc.server.max_pending_requests", self.max_pending_requests),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * self.max_pending_requests),
         ]
 
     @property
