@@ -148,15 +148,41 @@ class LogConfig:
         )
 
 
+# The driver's consistency levels a history service may use (cassandra.ConsistencyLevel names).
+CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
+
+
+def replication_datacenters(spec: str) -> set[str] | None:
+    """The DCs a NetworkTopologyStrategy replication string names; None for SimpleStrategy.
+
+    Only what the config check needs; history.migrate.parse_replication validates the whole string.
+    """
+    text = spec.strip()
+    if text.startswith("SimpleStrategy"):
+        return None
+    text = text.removeprefix("NetworkTopologyStrategy:")
+    return {part.strip().partition(":")[0] for part in text.split(",") if part.strip()}
+
+
 @dataclass(frozen=True)
 class CassandraConfig:
+    # Contact points: the driver discovers the rest of the ring from any of them.
     hosts: tuple[str, ...] = ("127.0.0.1",)
     port: int = 9042
     keyspace: str = "parley"
+    # The DC whose nodes serve this process (DCAwareRoundRobinPolicy, LOCAL_* levels).
     local_dc: str = "datacenter1"
-    # SimpleStrategy with RF 1 for a single local node; a cluster sets
-    # NetworkTopologyStrategy and per-DC factors, e.g. "dc1:3,dc2:3".
-    replication: str = "SimpleStrategy:1"
+    # The history keyspace's replication when the service creates it (never altered
+    # afterwards): NetworkTopologyStrategy per DC, "dc1:3" or "dc1:3,dc2:3";
+    # "SimpleStrategy:<rf>" is accepted for old single-node keyspaces. From env: unset
+    # means "<local_dc>:<PARLEY_CASSANDRA_REPLICATION_FACTOR>" (default RF 1 with one
+    # contact point, 3 with several: a ring).
+    replication: str = "datacenter1:1"
+    # Consistency of reads (history pages, heads) and of writes (messages, membership,
+    # read positions; batches too). LOCAL_QUORUM both ways: a read after an acknowledged
+    # write sees it, and one node of three may be down. On one node it is the same as ONE.
+    read_consistency: str = "LOCAL_QUORUM"
+    write_consistency: str = "LOCAL_QUORUM"
     # PasswordAuthenticator credentials; empty: no authentication.
     username: str = ""
     password: str = ""
@@ -164,14 +190,46 @@ class CassandraConfig:
     tls: bool = False
     ca_file: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.hosts or any(not host.strip() for host in self.hosts):
+            raise ConfigError(
+                f"PARLEY_CASSANDRA_HOSTS={','.join(self.hosts)!r}: name at least one contact point"
+            )
+        if not self.local_dc.strip():
+            raise ConfigError("PARLEY_CASSANDRA_LOCAL_DC must name the local datacenter")
+        for name, level in (("READ", self.read_consistency), ("WRITE", self.write_consistency)):
+            if level not in CONSISTENCY_LEVELS:
+                raise ConfigError(
+                    f"PARLEY_CASSANDRA_{name}_CONSISTENCY={level!r}: "
+                    f"expected one of {', '.join(CONSISTENCY_LEVELS)}"
+                )
+        # A LOCAL_* level counts replicas in the local DC only: a keyspace with none
+        # there fails every request (Unavailable), so say it at start instead.
+        dcs = replication_datacenters(self.replication)
+        if dcs is not None and self.local_dc not in dcs:
+            raise ConfigError(
+                f"PARLEY_CASSANDRA_REPLICATION={self.replication!r} has no replicas in the local DC "
+                f"{self.local_dc!r} (PARLEY_CASSANDRA_LOCAL_DC)"
+            )
+
     @classmethod
     def from_env(cls, env: Env) -> CassandraConfig:
+        hosts = env.list("PARLEY_CASSANDRA_HOSTS", cls.hosts)
+        local_dc = env.str("PARLEY_CASSANDRA_LOCAL_DC", cls.local_dc)
+        # One contact point: a single node (RF 1); several: a ring (RF 3).
+        factor = env.int("PARLEY_CASSANDRA_REPLICATION_FACTOR", 1 if len(hosts) <= 1 else 3, minimum=1)
         return cls(
-            hosts=env.list("PARLEY_CASSANDRA_HOSTS", cls.hosts),
+            hosts=hosts,
             port=env.int("PARLEY_CASSANDRA_PORT", cls.port, minimum=1, maximum=65535),
             keyspace=env.str("PARLEY_CASSANDRA_KEYSPACE", cls.keyspace),
-            local_dc=env.str("PARLEY_CASSANDRA_LOCAL_DC", cls.local_dc),
-            replication=env.str("PARLEY_CASSANDRA_REPLICATION", cls.replication),
+            local_dc=local_dc,
+            replication=env.str("PARLEY_CASSANDRA_REPLICATION", f"{local_dc}:{factor}"),
+            read_consistency=env.choice(
+                "PARLEY_CASSANDRA_READ_CONSISTENCY", cls.read_consistency, CONSISTENCY_LEVELS
+            ),
+            write_consistency=env.choice(
+                "PARLEY_CASSANDRA_WRITE_CONSISTENCY", cls.write_consistency, CONSISTENCY_LEVELS
+            ),
             username=env.str("PARLEY_CASSANDRA_USERNAME", cls.username),
             password=secret(env, "PARLEY_CASSANDRA_PASSWORD"),
             tls=env.bool("PARLEY_CASSANDRA_TLS", cls.tls),
