@@ -65,7 +65,7 @@ COPY clients/python ./clients/python
 RUN /opt/parley/bin/pip install --no-cache-dir ./clients/python . \
  && /opt/parley/bin/python -c "import gateway.app, router.app, presence.app, history.app, history.migrate" \
  && /opt/parley/bin/python -c "import history.migrate as m; assert m.load_migrations(), 'no CQL migrations in the wheel'" \
- && /opt/parley/bin/python -c "from gateway.websocket import WEB_DIR as w; \
+ && /opt/parley/bin/python -c "from gateway.static import WEB_DIR as w; \
 assert all((w / f).is_file() for f in ('index.html', 'style.css', 'app.js')), 'no web page in the wheel: run make web'"
 
 # ---- runtime: the venv on a clean base, as an unprivileged user

@@ -110,9 +110,9 @@ class RedisConfig:
         return cls(
             url=env.str("PARLEY_REDIS_URL", cls.url),
             key_prefix=env.str("PARLEY_REDIS_PREFIX", cls.key_prefix),
-            username=env.str("PARLEY_REDIS_USERNAME", ""),
+            username=env.str("PARLEY_REDIS_USERNAME", cls.username),
             password=secret(env, "PARLEY_REDIS_PASSWORD"),
-            ca_file=env.str("PARLEY_REDIS_CA_FILE", ""),
+            ca_file=env.str("PARLEY_REDIS_CA_FILE", cls.ca_file),
         )
 
 
@@ -148,15 +148,41 @@ class LogConfig:
         )
 
 
+# The driver's consistency levels a history service may use (cassandra.ConsistencyLevel names).
+CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
+
+
+def replication_datacenters(spec: str) -> set[str] | None:
+    """The DCs a NetworkTopologyStrategy replication string names; None for SimpleStrategy.
+
+    Only what the config check needs; history.migrate.parse_replication validates the whole string.
+    """
+    text = spec.strip()
+    if text.startswith("SimpleStrategy"):
+        return None
+    text = text.removeprefix("NetworkTopologyStrategy:")
+    return {part.strip().partition(":")[0] for part in text.split(",") if part.strip()}
+
+
 @dataclass(frozen=True)
 class CassandraConfig:
+    # Contact points: the driver discovers the rest of the ring from any of them.
     hosts: tuple[str, ...] = ("127.0.0.1",)
     port: int = 9042
     keyspace: str = "parley"
+    # The DC whose nodes serve this process (DCAwareRoundRobinPolicy, LOCAL_* levels).
     local_dc: str = "datacenter1"
-    # SimpleStrategy with RF 1 for a single local node; a cluster sets
-    # NetworkTopologyStrategy and per-DC factors, e.g. "dc1:3,dc2:3".
-    replication: str = "SimpleStrategy:1"
+    # The history keyspace's replication when the service creates it (never altered
+    # afterwards): NetworkTopologyStrategy per DC, "dc1:3" or "dc1:3,dc2:3";
+    # "SimpleStrategy:<rf>" is accepted for old single-node keyspaces. From env: unset
+    # means "<local_dc>:<PARLEY_CASSANDRA_REPLICATION_FACTOR>" (default RF 1 with one
+    # contact point, 3 with several: a ring).
+    replication: str = "datacenter1:1"
+    # Consistency of reads (history pages, heads) and of writes (messages, membership,
+    # read positions; batches too). LOCAL_QUORUM both ways: a read after an acknowledged
+    # write sees it, and one node of three may be down. On one node it is the same as ONE.
+    read_consistency: str = "LOCAL_QUORUM"
+    write_consistency: str = "LOCAL_QUORUM"
     # PasswordAuthenticator credentials; empty: no authentication.
     username: str = ""
     password: str = ""
@@ -164,18 +190,50 @@ class CassandraConfig:
     tls: bool = False
     ca_file: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.hosts or any(not host.strip() for host in self.hosts):
+            raise ConfigError(
+                f"PARLEY_CASSANDRA_HOSTS={','.join(self.hosts)!r}: name at least one contact point"
+            )
+        if not self.local_dc.strip():
+            raise ConfigError("PARLEY_CASSANDRA_LOCAL_DC must name the local datacenter")
+        for name, level in (("READ", self.read_consistency), ("WRITE", self.write_consistency)):
+            if level not in CONSISTENCY_LEVELS:
+                raise ConfigError(
+                    f"PARLEY_CASSANDRA_{name}_CONSISTENCY={level!r}: "
+                    f"expected one of {', '.join(CONSISTENCY_LEVELS)}"
+                )
+        # A LOCAL_* level counts replicas in the local DC only: a keyspace with none
+        # there fails every request (Unavailable), so say it at start instead.
+        dcs = replication_datacenters(self.replication)
+        if dcs is not None and self.local_dc not in dcs:
+            raise ConfigError(
+                f"PARLEY_CASSANDRA_REPLICATION={self.replication!r} has no replicas in the local DC "
+                f"{self.local_dc!r} (PARLEY_CASSANDRA_LOCAL_DC)"
+            )
+
     @classmethod
     def from_env(cls, env: Env) -> CassandraConfig:
+        hosts = env.list("PARLEY_CASSANDRA_HOSTS", cls.hosts)
+        local_dc = env.str("PARLEY_CASSANDRA_LOCAL_DC", cls.local_dc)
+        # One contact point: a single node (RF 1); several: a ring (RF 3).
+        factor = env.int("PARLEY_CASSANDRA_REPLICATION_FACTOR", 1 if len(hosts) <= 1 else 3, minimum=1)
         return cls(
-            hosts=env.list("PARLEY_CASSANDRA_HOSTS", cls.hosts),
+            hosts=hosts,
             port=env.int("PARLEY_CASSANDRA_PORT", cls.port, minimum=1, maximum=65535),
             keyspace=env.str("PARLEY_CASSANDRA_KEYSPACE", cls.keyspace),
-            local_dc=env.str("PARLEY_CASSANDRA_LOCAL_DC", cls.local_dc),
-            replication=env.str("PARLEY_CASSANDRA_REPLICATION", cls.replication),
-            username=env.str("PARLEY_CASSANDRA_USERNAME", ""),
+            local_dc=local_dc,
+            replication=env.str("PARLEY_CASSANDRA_REPLICATION", f"{local_dc}:{factor}"),
+            read_consistency=env.choice(
+                "PARLEY_CASSANDRA_READ_CONSISTENCY", cls.read_consistency, CONSISTENCY_LEVELS
+            ),
+            write_consistency=env.choice(
+                "PARLEY_CASSANDRA_WRITE_CONSISTENCY", cls.write_consistency, CONSISTENCY_LEVELS
+            ),
+            username=env.str("PARLEY_CASSANDRA_USERNAME", cls.username),
             password=secret(env, "PARLEY_CASSANDRA_PASSWORD"),
-            tls=env.bool("PARLEY_CASSANDRA_TLS", False),
-            ca_file=env.str("PARLEY_CASSANDRA_CA_FILE", ""),
+            tls=env.bool("PARLEY_CASSANDRA_TLS", cls.tls),
+            ca_file=env.str("PARLEY_CASSANDRA_CA_FILE", cls.ca_file),
         )
 
 
@@ -205,14 +263,14 @@ class TelemetryConfig:
 
     @classmethod
     def from_env(cls, env: Env, service_name: str) -> TelemetryConfig:
-        fmt = env.choice("PARLEY_LOG_FORMAT", "json", ("json", "text"))
+        fmt = env.choice("PARLEY_LOG_FORMAT", cls.log_format, ("json", "text"))
         ratio = env.float("OTEL_TRACES_SAMPLER_ARG", cls.sampler_ratio, minimum=0.0)
         if ratio > 1.0:
             raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG={ratio} must be between 0 and 1")
         return cls(
             service_name=service_name,
-            otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
-            log_level=env.choice("PARLEY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", cls.otlp_endpoint),
+            log_level=env.choice("PARLEY_LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format="json" if fmt == "json" else "text",
             sampler=env.choice("OTEL_TRACES_SAMPLER", cls.sampler, TRACE_SAMPLERS),
             sampler_ratio=ratio,
@@ -228,6 +286,10 @@ def metrics_port_for(grpc_port: int) -> int:
     if grpc_port == 0:
         return 0
     return grpc_port + METRICS_PORT_OFFSET if grpc_port + METRICS_PORT_OFFSET <= 65535 else -1
+
+
+# Where services listen and find each other unless told otherwise (the local stack).
+DEFAULT_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -264,15 +326,17 @@ class ServerConfig:
 
     @classmethod
     def from_env(
-        cls, env: Env, prefix: str, default_port: int, *, max_concurrent_streams: int = 100_000
+        cls, env: Env, prefix: str, default_port: int, *, max_concurrent_streams: int | None = None
     ) -> ServerConfig:
         port = env.int(f"{prefix}_PORT", default_port, minimum=0, maximum=65535)
         return cls(
-            host=env.str(f"{prefix}_HOST", "127.0.0.1"),
+            host=env.str(f"{prefix}_HOST", DEFAULT_HOST),
             port=port,
             drain_seconds=env.float("PARLEY_DRAIN_SECONDS", cls.drain_seconds, minimum=0.0),
             max_concurrent_streams=env.int(
-                "PARLEY_GRPC_MAX_CONCURRENT_STREAMS", max_concurrent_streams, minimum=1
+                "PARLEY_GRPC_MAX_CONCURRENT_STREAMS",
+                cls.max_concurrent_streams if max_concurrent_streams is None else max_concurrent_streams,
+                minimum=1,
             ),
             max_metadata_bytes=env.int(
                 "PARLEY_GRPC_MAX_METADATA_BYTES", cls.max_metadata_bytes, minimum=1024, maximum=1024 * 1024
@@ -286,7 +350,7 @@ class ServerConfig:
             max_connection_idle_s=env.float(
                 "PARLEY_GRPC_MAX_CONNECTION_IDLE_SECONDS", cls.max_connection_idle_s, minimum=1.0
             ),
-            health_port=env.int(f"{prefix}_HEALTH_PORT", -1, minimum=-1, maximum=65535),
+            health_port=env.int(f"{prefix}_HEALTH_PORT", cls.health_port, minimum=-1, maximum=65535),
             metrics_port=env.int(f"{prefix}_METRICS_PORT", metrics_port_for(port), minimum=-1, maximum=65535),
         )
 

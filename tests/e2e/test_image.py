@@ -96,7 +96,7 @@ def test_the_image_carries_the_package_data_and_runs_unprivileged(container: str
             container,
             "python",
             "-c",
-            "import os, gateway.websocket as w, history.migrate as m, importlib.resources as r;"
+            "import os, gateway.static as w, history.migrate as m, importlib.resources as r;"
             "print(os.getuid(), sorted(p.name for p in w.WEB_DIR.iterdir()), bool(m.load_migrations()),"
             "r.files('router').joinpath('lua', 'create.lua').is_file())",
         )
