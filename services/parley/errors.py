@@ -86,6 +86,12 @@ class Unavailable(ParleyError):
     code = errors_pb2.ERROR_CODE_UNAVAILABLE
 
 
+class NotReplicated(Unavailable):
+    """A write reached the Redis master, but fewer replicas than required confirmed it in
+    time (WAIT): it could be lost in a failover, so it is not acknowledged. Retrying with
+    the same client_message_id finds it (same seq) or stores it once."""
+
+
 class RateLimited(ParleyError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
     code = errors_pb2.ERROR_CODE_RATE_LIMITED

@@ -33,6 +33,7 @@ from parley.keys import (
     Keys,
 )
 from parley.redisclient import load_script
+from parley.streamread import StreamReader
 from parley.tasks import stop_tasks
 from parley.telemetry import FANOUT_ATTRIBUTES, context_from_traceparent, inject_traceparent
 from router import metrics
@@ -156,6 +157,7 @@ class Fanout:
         self._block_ms = block_ms
         self._lease = load_script(redis, "router", "lease.lua")
         self._release = load_script(redis, "router", "release.lua")
+        self._reader = StreamReader(redis, group=FANOUT_GROUP, consumer=router_id)
         self._owned: set[int] = set()
         # Partitions whose pending entries are claimed before the next read, with the minimum
         # idle time: 0 (everything pending) for a partition just acquired or after a failed round.
@@ -190,6 +192,7 @@ class Fanout:
     async def stop(self) -> None:
         self._stopping.set()
         await stop_tasks(self._tasks)
+        await self._reader.close()
         for partition in list(self._owned):
             await self._drop(partition)
         with contextlib.suppress(Exception):
@@ -284,9 +287,7 @@ class Fanout:
                     if self._reclaim_due.get(partition) == min_idle:
                         del self._reclaim_due[partition]
                 streams = {self._keys.log(p): ">" for p in sorted(self._owned)}
-                result = await self._redis.xreadgroup(
-                    FANOUT_GROUP, self._router_id, streams, count=self._batch, block=self._block_ms
-                )
+                result = await self._reader.read(streams, count=self._batch, block=self._block_ms)
                 metrics.record_read(self._owned, self._partition_of, result or [])
                 if result:
                     async with self._round:
