@@ -45,6 +45,8 @@ from parley.redisclient import TRANSIENT_ERRORS, is_cluster
 # short pause to let the failover progress in between.
 ATTEMPTS = 4
 _PAUSE_S = 0.1
+# What sending the pair may raise when the node or the connection is gone (see below).
+_BROKEN: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, OSError, AttributeError)
 
 
 async def eval_replicated(
@@ -117,14 +119,17 @@ async def _cluster_pair(
             ]
             await node.execute_pipeline(commands)
             reply, confirmed = commands[0].result, commands[1].result
-        except TRANSIENT_ERRORS as exc:
-            # The node went away (or its pool is full): reload the slot map, then retry.
-            last = exc
+        except _BROKEN as exc:
+            # The node went away (or its pool is full): reload the slot map, then retry. A
+            # connection that a concurrent slot-map reload closed while this pair was being
+            # sent on it surfaces inside redis-py as an AttributeError (its writer is gone).
+            last = exc if isinstance(exc, TRANSIENT_ERRORS) else redis.exceptions.ConnectionError(str(exc))
             await _refresh(client)
             continue
         if isinstance(reply, redis.exceptions.NoScriptError):
-            # A replica promoted since, or a restarted node: it has no scripts yet.
-            script.sha = await client.script_load(script.script)
+            # A replica promoted since, or a restarted node: it has no scripts yet. Loaded on
+            # that very node (the client's own SCRIPT LOAD goes to the primaries it knows of).
+            await node.execute_command("SCRIPT", "LOAD", script.script)
             last = reply
             continue
         if isinstance(reply, TRANSIENT_ERRORS):  # MOVED/ASK, CLUSTERDOWN, TRYAGAIN
@@ -141,8 +146,7 @@ async def _cluster_pair(
 
 
 async def _refresh(client: Any) -> None:
-    """Reloads the slot map from any reachable node (best effort: the next attempt tells)."""
-    try:
-        await client.nodes_manager.initialize()
-    except Exception:
-        client._initialize = True  # the client reloads it before its next command
+    """Has the client reload its slot map before the next command (``initialize`` does it, under
+    the client's lock, once however many callers ask); what redis-py itself does after a
+    connection error."""
+    client._initialize = True
