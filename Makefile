@@ -4,6 +4,7 @@
 #
 #   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it)
 #   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
+#   make test-cluster  only the Redis Cluster suite (tests/cluster: starts its own 3+3 cluster)
 #   make lint     ruff, ruff format --check, mypy --strict, buf lint, buf breaking, gofmt + go vet, helm lint
 #   make loadgen  the Go load generator (build/parley-loadgen) that `make bench` drives
 #   make chaos    the fault suite (several minutes; chaos-short is CI's form); SEED=... replays a run
@@ -49,7 +50,7 @@ LOADGEN := build/parley-loadgen
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check proto-release proto-gen infra-up infra-down infra-status run \
-	test test-unit test-integration test-e2e test-loadgen lint lint-proto loadgen bench chaos chaos-short clean \
+	test test-unit test-integration test-e2e test-cluster test-loadgen lint lint-proto loadgen bench chaos chaos-short clean \
 	kotlin kotlin-test typescript web proto-ts
 
 all: test
@@ -189,6 +190,13 @@ kotlin:
 
 kotlin-test: venv infra-up kotlin
 	$(PYTEST) tests/e2e/test_kotlin_sdk.py $(PYTEST_ARGS)
+
+# The Redis Cluster suite alone (make test runs it too): tests/cluster starts a cluster of
+# 3 masters + 3 replicas of its own with deploy/local/redis-cluster.sh (which installs
+# redis-server and redis-tools when missing) on 127.0.0.1:7201-7206 (bus ports +10000;
+# PARLEY_TEST_REDIS_CLUSTER_PORT moves them) and stops it at the end. About 30 s.
+test-cluster: venv
+	$(PYTEST) -m cluster tests/cluster $(PYTEST_ARGS)
 
 test-unit: venv
 	@deploy/local/tools.sh prometheus

@@ -12,7 +12,6 @@ import pytest
 from parley import errors
 from parley.appender import LogAppender
 from parley.config import ConfigError, RedisConfig
-from parley.keylayout import check_single_slot, slot_of
 from parley.keys import HISTORY_GROUP, Keys
 from parley.redisclient import connect, is_cluster
 from parley.streamread import StreamReader
@@ -129,16 +128,3 @@ async def test_a_prefix_that_would_cross_slots_fails_at_start(cluster_config: Re
     for prefix in ("{}x", "a{b}", "x{"):
         with pytest.raises(ConfigError, match="PARLEY_REDIS_PREFIX"):
             connect(dataclasses.replace(cluster_config, key_prefix=prefix))
-
-
-def test_every_script_layout_is_in_one_slot_and_a_broken_layout_is_named() -> None:
-    check_single_slot(Keys())
-
-    class Untagged(Keys):
-        def members(self, conversation_id: str) -> str:
-            return f"{self.prefix}:members:{conversation_id}"  # lost its {pN} tag
-
-    with pytest.raises(ConfigError, match=r"append\.lua") as failed:
-        check_single_slot(Untagged())
-    assert "members" in str(failed.value)
-    assert slot_of("parley:{p3}:log") == slot_of("{p3}")
