@@ -30,7 +30,7 @@ that confirmed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -62,11 +62,15 @@ async def eval_replicated(
 
     Returns the script's reply; raises NotReplicated when fewer replicas confirmed in time.
     """
-    if is_cluster(client):
-        reply, confirmed = await _cluster_pair(client, script, keys, args, replicas, timeout_ms)
-    else:
-        reply, confirmed = await _single_pair(client, script, keys, args, replicas, timeout_ms)
-    if int(confirmed) < replicas:
+    reply, confirmed = await _pair(
+        client,
+        keys[0],
+        lambda: ("EVALSHA", script.sha, len(keys), *keys, *args),
+        replicas,
+        timeout_ms,
+        script=script,
+    )
+    if confirmed < replicas:
         raise errors.NotReplicated(
             f"the write was not confirmed by {replicas} Redis replica(s) within {timeout_ms} ms "
             f"({confirmed} did); retry it with the same client_message_id"
@@ -74,20 +78,50 @@ async def eval_replicated(
     return reply
 
 
-async def _single_pair(
-    client: aioredis.Redis,
-    script: AsyncScript,
-    keys: Sequence[str],
-    args: Sequence[Any],
+async def command_replicated(
+    client: aioredis.Redis, key: str, command: Sequence[Any], *, replicas: int, timeout_ms: int
+) -> Any:
+    """One command on ``key`` (e.g. XREADGROUP, XAUTOCLAIM), then WAIT on the same connection.
+
+    A consumer-group read writes (the group's pending list, replicated after the entries it
+    read), so the WAIT also covers every entry it returned. Returns the command's reply (parsed
+    as redis-py parses it); raises NotReplicated when fewer replicas confirmed in time.
+    """
+    reply, confirmed = await _pair(client, key, lambda: tuple(command), replicas, timeout_ms)
+    if confirmed < replicas:
+        raise errors.NotReplicated(
+            f"{command[0]} on {key}: not confirmed by {replicas} Redis replica(s) within {timeout_ms} ms"
+        )
+    return reply
+
+
+async def _pair(
+    client: Any,
+    key: str,
+    first: Callable[[], tuple[Any, ...]],
     replicas: int,
     timeout_ms: int,
+    *,
+    script: AsyncScript | None = None,
+) -> tuple[Any, int]:
+    if is_cluster(client):
+        return await _cluster_pair(client, key, first, replicas, timeout_ms, script)
+    return await _single_pair(client, first, replicas, timeout_ms, script)
+
+
+async def _single_pair(
+    client: aioredis.Redis,
+    first: Callable[[], tuple[Any, ...]],
+    replicas: int,
+    timeout_ms: int,
+    script: AsyncScript | None,
 ) -> tuple[Any, int]:
     for loaded in (False, True):
         pipe = client.pipeline(transaction=False)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.execute_command(*first())
         pipe.execute_command("WAIT", replicas, timeout_ms)
         reply, confirmed = await pipe.execute(raise_on_error=False)
-        if isinstance(reply, redis.exceptions.NoScriptError) and not loaded:
+        if script is not None and isinstance(reply, redis.exceptions.NoScriptError) and not loaded:
             script.sha = await client.script_load(script.script)
             continue
         if isinstance(reply, Exception):
@@ -100,11 +134,11 @@ async def _single_pair(
 
 async def _cluster_pair(
     client: Any,
-    script: AsyncScript,
-    keys: Sequence[str],
-    args: Sequence[Any],
+    key: str,
+    first: Callable[[], tuple[Any, ...]],
     replicas: int,
     timeout_ms: int,
+    script: AsyncScript | None,
 ) -> tuple[Any, int]:
     last: BaseException | None = None
     for attempt in range(ATTEMPTS):
@@ -112,11 +146,8 @@ async def _cluster_pair(
             await asyncio.sleep(_PAUSE_S * attempt)
         try:
             await client.initialize()
-            node = client.get_node_from_key(keys[0])
-            commands = [
-                PipelineCommand(0, "EVALSHA", script.sha, len(keys), *keys, *args),
-                PipelineCommand(1, "WAIT", replicas, timeout_ms),
-            ]
+            node = client.get_node_from_key(key)
+            commands = [PipelineCommand(0, *first()), PipelineCommand(1, "WAIT", replicas, timeout_ms)]
             await node.execute_pipeline(commands)
             reply, confirmed = commands[0].result, commands[1].result
         except _BROKEN as exc:
@@ -126,7 +157,7 @@ async def _cluster_pair(
             last = exc if isinstance(exc, TRANSIENT_ERRORS) else redis.exceptions.ConnectionError(str(exc))
             await _refresh(client)
             continue
-        if isinstance(reply, redis.exceptions.NoScriptError):
+        if script is not None and isinstance(reply, redis.exceptions.NoScriptError):
             # A replica promoted since, or a restarted node: it has no scripts yet. Loaded on
             # that very node (the client's own SCRIPT LOAD goes to the primaries it knows of).
             await node.execute_command("SCRIPT", "LOAD", script.script)

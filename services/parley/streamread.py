@@ -21,6 +21,11 @@ and every partition log is its own slot (``{pN}``). So in cluster mode:
   reads are only cancelled when their stream is no longer wanted, or at
   :meth:`close`, where the callers' pending-entry recovery picks them up.)
 
+With ``wait_replicas``, each read is followed by WAIT on its own connection
+(parley.replication): entries a master holds but no replica does yet are not
+handed out (they stay pending, for the caller's recovery), so a consumer never
+acts on a message that a failover could lose and whose seq could be reused.
+
 When a read fails, the call raises its error after taking every finished
 read off the table: the callers then recover from their pending entries
 (XAUTOCLAIM, or re-reading id 0), which include whatever a finished read had
@@ -37,6 +42,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from parley.redisclient import is_cluster
+from parley.replication import command_replicated
 
 Reply = list[Any]  # [[stream key, [(entry id, fields), ...]], ...] as redis-py returns it
 
@@ -45,11 +51,24 @@ class StreamReader:
     """XREADGROUP (``group`` and ``consumer`` given) or XREAD over many streams."""
 
     def __init__(
-        self, redis: aioredis.Redis, *, group: str | None = None, consumer: str | None = None
+        self,
+        redis: aioredis.Redis,
+        *,
+        group: str | None = None,
+        consumer: str | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
+        """``wait_replicas`` > 0 (group reads): a read's entries are handed out only once that
+        many replicas hold them (WAIT after the read, on its connection: parley.replication),
+        else the read raises NotReplicated and its entries stay pending in the group."""
         if (group is None) != (consumer is None):
             raise ValueError("a group read needs both group and consumer")
+        if wait_replicas and group is None:
+            raise ValueError("only group reads wait for replicas")
         self._redis = redis
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._group = group
         self._consumer = consumer
         self._cluster = is_cluster(redis)
@@ -76,6 +95,18 @@ class StreamReader:
                 await task
 
     async def _read(self, streams: dict[str, str | bytes], count: int, block: int | None) -> Any:
+        if self._wait_replicas:
+            command: list[Any] = ["XREADGROUP", "GROUP", self._group, self._consumer, "COUNT", count]
+            if block is not None:
+                command += ["BLOCK", block]
+            command += ["STREAMS", *streams.keys(), *streams.values()]
+            return await command_replicated(
+                self._redis,
+                next(iter(streams)),
+                command,
+                replicas=self._wait_replicas,
+                timeout_ms=self._wait_timeout_ms,
+            )
         if self._group is None:
             return await self._redis.xread(streams, count=count, block=block)
         return await self._redis.xreadgroup(self._group, self._consumer, streams, count=count, block=block)

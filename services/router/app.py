@@ -62,6 +62,8 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         reclaim_idle_ms=config.reclaim_idle_ms,
         batch=config.fanout_batch,
         trim_interval_s=config.trim_interval_s,
+        wait_replicas=config.redis.wait_replicas,
+        wait_timeout_ms=config.redis.wait_timeout_ms,
     )
     channels: list[grpc.aio.Channel] = []
     history: history_pb2_grpc.HistoryServiceAsyncStub | None = None

@@ -33,6 +33,7 @@ from parley.keys import (
     Keys,
 )
 from parley.redisclient import load_script
+from parley.replication import command_replicated
 from parley.streamread import StreamReader
 from parley.tasks import stop_tasks
 from parley.telemetry import FANOUT_ATTRIBUTES, context_from_traceparent, inject_traceparent
@@ -145,8 +146,12 @@ class Fanout:
         batch: int = 256,
         trim_interval_s: float = 5.0,
         block_ms: int = 1000,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         self._redis = redis
+        # Deliver only what replicas hold (Redis WAIT after each read: parley.replication).
+        self._wait = (wait_replicas, wait_timeout_ms)
         self._keys = keys
         self._deliverer = deliverer
         self._router_id = router_id
@@ -157,7 +162,13 @@ class Fanout:
         self._block_ms = block_ms
         self._lease = load_script(redis, "router", "lease.lua")
         self._release = load_script(redis, "router", "release.lua")
-        self._reader = StreamReader(redis, group=FANOUT_GROUP, consumer=router_id)
+        self._reader = StreamReader(
+            redis,
+            group=FANOUT_GROUP,
+            consumer=router_id,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+        )
         self._owned: set[int] = set()
         # Partitions whose pending entries are claimed before the next read, with the minimum
         # idle time: 0 (everything pending) for a partition just acquired or after a failed round.
@@ -312,14 +323,32 @@ class Fanout:
         log_key = self._keys.log(partition)
         start = "0-0"
         while True:
-            reply = await self._redis.xautoclaim(
-                log_key,
-                FANOUT_GROUP,
-                self._router_id,
-                min_idle_time=min_idle_ms,
-                start_id=start,
-                count=self._batch,
-            )
+            if self._wait[0]:
+                reply = await command_replicated(
+                    self._redis,
+                    log_key,
+                    (
+                        "XAUTOCLAIM",
+                        log_key,
+                        FANOUT_GROUP,
+                        self._router_id,
+                        min_idle_ms,
+                        start,
+                        "COUNT",
+                        self._batch,
+                    ),
+                    replicas=self._wait[0],
+                    timeout_ms=self._wait[1],
+                )
+            else:
+                reply = await self._redis.xautoclaim(
+                    log_key,
+                    FANOUT_GROUP,
+                    self._router_id,
+                    min_idle_time=min_idle_ms,
+                    start_id=start,
+                    count=self._batch,
+                )
             start_next, items = reply[0], reply[1]
             if items:
                 await self._process([(log_key, [(i, f) for i, f in items if f])])

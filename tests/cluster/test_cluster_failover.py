@@ -9,7 +9,10 @@ killed node is started again and rejoins as the new master's replica. The
 checker then reads every conversation back from the cluster and requires:
 every acked send is stored exactly once, under the seq its ack carried; each
 conversation's seqs are 1..n without a gap; no seq is held by two messages;
-and the partition log holds each stored message once.
+the partition log holds each stored message once; and every member, listening
+throughout, got each acked send under its seq (the fan-out delivers only what
+the replica holds, so no message that the failover lost, and whose seq went
+to another message, ever reached a member).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from parley.config import RedisConfig
 from parley.keys import Keys
 from parley.redisclient import connect
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
-from tests.chat import metadata
+from tests.chat import RawSession, metadata
 from tests.cluster.conftest import Cluster
 from tests.stack import running_stack
 
@@ -113,6 +116,19 @@ async def check(client: Any, keys: Keys, ledger: Ledger, cids: list[str]) -> Non
     assert not problems, "\n".join(problems)
 
 
+async def check_delivered(peer: RawSession, cid: str, ledger: Ledger) -> None:
+    """The peer got every acked send of ``cid`` once its own seq: after dropping repeats of a seq
+    (as clients do), the message at each acked seq is the acked one, not another that had it."""
+    acked = {seq: cmid for (c, cmid), seq in ledger.acked.items() if c == cid}
+    got: dict[int, str] = {}
+    async with asyncio.timeout(20):
+        while not set(acked) <= set(got):
+            frame = await peer.next_frame("message", timeout=20)
+            got.setdefault(frame.message.seq, frame.message.client_message_id)
+    wrong = {seq: (cmid, got[seq]) for seq, cmid in acked.items() if got[seq] != cmid}
+    assert not wrong, f"{peer.user} in {cid}: seq -> (acked, delivered) {wrong}"
+
+
 async def wait_promoted(cluster: Cluster, replica_port: int, within: float) -> float:
     """Seconds until the replica on ``replica_port`` is a master serving its slots."""
     started = time.monotonic()
@@ -148,6 +164,8 @@ async def test_acked_sends_survive_a_master_killed_under_load(
                     gateway_pb2.CreateDirectRequest(peer_user_id=f"peer{n}"), metadata=metadata(f"user{n}")
                 )
                 cids.append(reply.conversation.id)
+            # The members listen throughout: what the fan-out delivers is checked too.
+            peers = [await RawSession(channel, f"peer{n}").open() for n in range(SENDERS)]
             await client.initialize()
             victim = client.get_node_from_key(keys.log_of(cids[0]))
             victim_port = int(victim.port)
@@ -156,8 +174,12 @@ async def test_acked_sends_survive_a_master_killed_under_load(
 
             ledger = Ledger()
             stop = asyncio.Event()
+            # Both members of each conversation send: a seq that a failover lost can go to the
+            # other member's next send, not only to the retry of the same one.
             tasks = [
-                asyncio.create_task(sender(chat, f"user{n}", cid, ledger, stop)) for n, cid in enumerate(cids)
+                asyncio.create_task(sender(chat, user, cid, ledger, stop))
+                for n, cid in enumerate(cids)
+                for user in (f"user{n}", f"peer{n}")
             ]
             await asyncio.sleep(1.0)
             before = len(ledger.acked)
@@ -191,6 +213,9 @@ async def test_acked_sends_survive_a_master_killed_under_load(
             assert before > 0 and len(ledger.acked) > acked_at_promotion
             assert ledger.failures, "the kill made no send fail: the test did not exercise the failover"
             await check(client, keys, ledger, cids)
+            for peer, cid in zip(peers, cids, strict=True):
+                await check_delivered(peer, cid, ledger)
+                await peer.close()
     finally:
         await client.aclose()
         redis_cluster.script("up")  # whole again, whatever happened above
