@@ -1,14 +1,16 @@
-"""The in-process stack (gateway, router, presence) on the Redis Cluster: sends, fan-out, presence."""
+"""The in-process stack on the Redis Cluster: sends, fan-out, presence, resume, history (Cassandra)."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 
-from parley.config import RedisConfig
+from parley.config import CassandraConfig, LogConfig, RedisConfig
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 from tests.chat import RawSession, metadata
+from tests.integration.messaging.test_history_via_gateway import written
 from tests.stack import running_stack
 
 ONLINE = messages_pb2.PRESENCE_STATUS_ONLINE
@@ -100,3 +102,33 @@ async def test_an_offline_member_resumes_from_its_cursor(cluster_config: RedisCo
         got = await carol.messages(2)
         assert [m.seq for m in got] == [3, 4]
         await carol.close()
+
+
+async def test_history_is_written_from_every_partition_and_resume_beyond_redis_uses_it(
+    cluster_config: RedisConfig, cassandra_config: CassandraConfig
+) -> None:
+    # The history writer reads the partition logs of all three masters (one blocked read per
+    # partition); Redis keeps only 10 messages per conversation here, so the resume below is
+    # served from Cassandra.
+    async with (
+        running_stack(cluster_config, cassandra=cassandra_config, log=LogConfig(messages_maxlen=10)) as stack,
+        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
+    ):
+        alice = f"alice-{uuid.uuid4().hex[:8]}"
+        bobs = [f"bob{n}-{uuid.uuid4().hex[:8]}" for n in range(4)]
+        cids = [await create_direct(channel, alice, bob) for bob in bobs]
+        chat = gateway_pb2_grpc.ChatServiceStub(channel)
+        for i in range(40):
+            for cid in cids:
+                await chat.Send(
+                    gateway_pb2.SendRequest(
+                        conversation_id=cid, client_message_id=f"m{i}", body=f"{i}".encode()
+                    ),
+                    metadata=metadata(alice),
+                )
+        await written(stack, 40 * len(cids))
+        for bob, cid in zip(bobs, cids, strict=True):
+            session = await RawSession(channel, bob).open()
+            got = await session.messages(40, timeout=20)
+            assert [m.seq for m in got] == list(range(1, 41)) and all(m.conversation_id == cid for m in got)
+            await session.close()
