@@ -16,6 +16,16 @@ or already sent by the sync) and is dropped; a message beyond the next seq
 means something is missing, and the gap is fetched from the router before
 the message is sent. The session's own sends are acknowledged instead of
 echoed, and an ack advances the position just like a delivery would.
+
+A gap while one of the session's own sends to that conversation is still
+unacknowledged is almost always that send: the fan-out skips the sending
+session, and another member's next message can overtake the ack. Such frames
+are parked until the ack (or the send's failure) instead of fetching the gap
+from the router, which at load was a tenth of the router's work; the client
+then sees its ack before the message that followed it.
+
+The queue is a deque with one waiter, not an ``asyncio.Queue``: a queue holds
+four deques and an event (~1.5 KB), and a gateway keeps one per open stream.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -36,6 +47,9 @@ log = logging.getLogger(__name__)
 FetchFn = Callable[[str, int, int], Awaitable[tuple[list[messages_pb2.Message], int]]]
 
 FETCH_PAGE = 500
+# Frames parked behind one unacknowledged send, per session: beyond this the gap is
+# fetched as usual (a conversation this busy is better served by one fetch).
+MAX_PARKED = 256
 
 
 class SessionOverflow(Exception):
@@ -48,6 +62,13 @@ class SyncPlan:
 
     start: dict[str, int]
     until: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _SendSettled:
+    """A send of this session failed: parked frames of its conversation go on (gap fetched)."""
+
+    conversation_id: str
 
 
 @dataclass(frozen=True)
@@ -72,7 +93,8 @@ class Session:
         self.session_id = uuid.uuid4().hex
         self.user_id = user_id
         self.device_id = device_id
-        self._queue: asyncio.Queue[gateway_pb2.ConnectResponse | ResyncRequest | None] = asyncio.Queue()
+        self._queue: deque[gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._queue_max = queue_max
         # Bytes of the frames waiting in the queue: a client that does not read its stream
         # must not make the gateway buffer without bound. Over the budget the session
@@ -86,6 +108,8 @@ class Session:
         # (conversation, client_message_id) of this session's sends not yet acknowledged:
         # a gap fill that meets one of them skips it, its ack stands in for it.
         self._sending: set[tuple[str, str]] = set()
+        # Live frames waiting for an own send's ack (see the module doc), per conversation.
+        self._parked: dict[str, list[gateway_pb2.ConnectResponse]] = {}
         self._closed = False
         self.overflowed = False
         # True when the client ended its request stream cleanly (a goodbye), as
@@ -98,22 +122,37 @@ class Session:
         if self._closed:
             return
         size = frame.ByteSize() if size is None else size
-        if self._queue.qsize() >= self._queue_max or self.queued_bytes + size > self._max_queued_bytes:
+        if len(self._queue) >= self._queue_max or self.queued_bytes + size > self._max_queued_bytes:
             self._overflow()
             return
         self.queued_bytes += size
         self.peak_queued_bytes = max(self.peak_queued_bytes, self.queued_bytes)
-        self._queue.put_nowait(frame)
+        self._put(frame)
+
+    def _put(self, item: gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None) -> None:
+        self._queue.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _get(self) -> gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None:
+        while not self._queue:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
 
     def _overflow(self) -> None:
         """Drops what is queued (the client gets it again when it resumes) and ends the session."""
         metrics.SLOW_CONSUMERS.inc()
         self.overflowed = True
         self._closed = True
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._queue.clear()
+        self._parked.clear()
         self.queued_bytes = 0
-        self._queue.put_nowait(None)
+        self._put(None)
         if self._on_overflow is not None:
             self._on_overflow()
 
@@ -122,20 +161,22 @@ class Session:
 
     def send_failed(self, conversation_id: str, client_message_id: str) -> None:
         self._sending.discard((conversation_id, client_message_id))
+        if not self._closed and conversation_id in self._parked:
+            self._put(_SendSettled(conversation_id))
 
     def request_resync(self, cursors: dict[str, int], request_id: str = "") -> None:
         """Queues a resync behind what is already queued (the writer keeps the order)."""
         if not self._closed:
-            self._queue.put_nowait(ResyncRequest(cursors, request_id))
+            self._put(ResyncRequest(cursors, request_id))
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._queue.put_nowait(None)
+            self._put(None)
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     @property
     def closed(self) -> bool:
@@ -155,13 +196,17 @@ class Session:
             synced.append(messages_pb2.Cursor(conversation_id=cid, seq=self._positions.get(cid, 0)))
         yield gateway_pb2.ConnectResponse(sync_complete=gateway_pb2.SyncComplete(cursors=synced))
         while True:
-            item = await self._queue.get()
+            item = await self._get()
             if item is None:
                 if self.overflowed:
                     raise SessionOverflow()
                 return
             if isinstance(item, ResyncRequest):
                 async for out in self._resync(item):
+                    yield out
+                continue
+            if isinstance(item, _SendSettled):
+                async for out in self._unpark(item.conversation_id):
                     yield out
                 continue
             frame = item
@@ -177,8 +222,23 @@ class Session:
                     yield out
                 self._sending.discard((ack.conversation_id, ack.client_message_id))
                 yield frame
+                async for out in self._unpark(ack.conversation_id):
+                    yield out
             else:
                 yield frame
+
+    def _sending_to(self, cid: str) -> bool:
+        return any(c == cid for c, _ in self._sending)
+
+    async def _unpark(self, cid: str) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        """Sends the frames parked behind an own send that has now settled, in seq order."""
+        parked = self._parked.pop(cid, None)
+        if not parked:
+            return
+        parked.sort(key=lambda f: f.message.seq)
+        for frame in parked:
+            async for out in self._ordered(cid, frame.message.seq, frame):
+                yield out
 
     async def _ordered(
         self, cid: str, seq: int, frame: gateway_pb2.ConnectResponse | None
@@ -194,6 +254,11 @@ class Session:
         if seq <= position:
             return  # duplicate
         if seq > position + 1:
+            if frame is not None and self._sending_to(cid):
+                parked = self._parked.setdefault(cid, [])
+                if len(parked) < MAX_PARKED:
+                    parked.append(frame)  # the missing seq is most likely our own send
+                    return
             async for gap in self._fill(cid, seq - 1):
                 yield gap
         self._positions[cid] = max(self._positions[cid], seq)

@@ -131,7 +131,7 @@ async def test_resync_mid_stream_rewinds_and_resends_in_order() -> None:
     assert [(c.conversation_id, c.seq) for c in frames[-1].sync_complete.cursors] == [("a", 4)]
 
 
-async def test_gap_fill_skips_own_sends_still_in_flight() -> None:
+async def test_resync_skips_own_sends_still_in_flight() -> None:
     class Mixed(Store):
         async def fetch(self, cid: str, after: int, limit: int) -> tuple[list[messages_pb2.Message], int]:
             page, last = await super().fetch(cid, after, limit)
@@ -143,12 +143,53 @@ async def test_gap_fill_skips_own_sends_still_in_flight() -> None:
     store = Mixed({"a": 3})
     session = Session("u", "d", queue_max=100, fetch=store.fetch)
     session.sending("a", "mine")
-    session.push(gateway_pb2.ConnectResponse(message=msg("a", 3)))  # someone else's, overtook our ack
+    session.request_resync({"a": 1})
     session.push(
         gateway_pb2.ConnectResponse(
             send_ack=messages_pb2.SendAck(conversation_id="a", seq=2, client_message_id="mine")
         )
     )
-    frames = await collect(session, SyncPlan(start={"a": 1}, until={}), 4)
-    assert [f.WhichOneof("frame") for f in frames] == ["welcome", "sync_complete", "message", "send_ack"]
+    frames = await collect(session, SyncPlan(start={"a": 1}, until={}), 5)
+    kinds = [f.WhichOneof("frame") for f in frames]
+    assert kinds == ["welcome", "sync_complete", "message", "sync_complete", "send_ack"]
     assert seqs(frames) == [("a", 3)]
+
+
+async def test_message_overtaking_own_ack_waits_for_it_without_a_fetch() -> None:
+    store = Store({"a": 3})
+    session = Session("u", "d", queue_max=100, fetch=store.fetch)
+    session.sending("a", "mine")
+    session.push(gateway_pb2.ConnectResponse(message=msg("a", 3)))  # someone else's, overtook our ack
+    session.push(gateway_pb2.ConnectResponse(message=msg("a", 4)))
+    session.push(
+        gateway_pb2.ConnectResponse(
+            send_ack=messages_pb2.SendAck(conversation_id="a", seq=2, client_message_id="mine")
+        )
+    )
+    frames = await collect(session, SyncPlan(start={"a": 1}, until={}), 5)
+    kinds = [f.WhichOneof("frame") for f in frames]
+    assert kinds == ["welcome", "sync_complete", "send_ack", "message", "message"]
+    assert seqs(frames) == [("a", 3), ("a", 4)]
+    assert store.calls == []
+
+
+async def test_parked_messages_fetch_the_gap_when_the_own_send_fails() -> None:
+    store = Store({"a": 3})
+    session = Session("u", "d", queue_max=100, fetch=store.fetch)
+    session.sending("a", "mine")
+    session.push(gateway_pb2.ConnectResponse(message=msg("a", 3)))
+    # The barrier: a later frame of another conversation comes out while a:3 stays parked.
+    session.push(gateway_pb2.ConnectResponse(message=msg("b", 1)))
+    gen = session.frames(gateway_pb2.Welcome(session_id="s"), SyncPlan(start={"a": 1}, until={}))
+    out: list[gateway_pb2.ConnectResponse] = []
+    async with asyncio.timeout(2):
+        for _ in range(3):  # welcome, sync_complete, b:1
+            out.append(await anext(gen))
+        assert seqs(out) == [("b", 1)] and store.calls == []
+        # The send failed (e.g. refused as overloaded): seq 2 is someone else's after all.
+        session.send_failed("a", "mine")
+        out.append(await anext(gen))
+        out.append(await anext(gen))
+    await gen.aclose()
+    assert seqs(out) == [("b", 1), ("a", 2), ("a", 3)]
+    assert store.calls == [("a", 1, 1)]
