@@ -2,9 +2,10 @@
 # missing (venv, Go-built tools, redis-server, Java 17, the Cassandra jars),
 # start Redis and Cassandra if they are not running, and need nothing else.
 #
-#   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it)
+#   make run      the whole stack on 127.0.0.1:50051-50055 (Ctrl-C stops it);
+#                 TOPOLOGY=cluster: a Cassandra ring and two of each service behind nginx
 #   make test     unit + integration + end-to-end tests (PYTEST_ARGS=... passes options)
-#   make test-cluster  only the Redis Cluster suite (tests/cluster: starts its own 3+3 cluster)
+#   make test-cluster  the cluster topology's suite (tests/cluster: the ring, nginx, failover)
 #   make lint     ruff, ruff format --check, mypy --strict, buf lint, buf breaking, gofmt + go vet, helm lint
 #   make loadgen  the Go load generator (build/parley-loadgen) that `make bench` drives
 #   make chaos    the fault suite (several minutes; chaos-short is CI's form); SEED=... replays a run
@@ -45,12 +46,12 @@ export PARLEY_CASSANDRA_AUTH ?= true
 
 # Tools the tests drive (grpcurl, buf, helm and buf's Go plugins from the Go module proxy; Debian's
 # chromium, prometheus and node).
-TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node
+TEST_TOOLS := grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node nginx
 LOADGEN := build/parley-loadgen
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check proto-release proto-gen infra-up infra-down infra-status run \
-	test test-unit test-integration test-e2e test-cluster test-loadgen lint lint-proto loadgen bench chaos chaos-short clean \
+	test test-unit test-integration test-e2e test-cluster ring-up ring-down ring-status test-loadgen lint lint-proto loadgen bench chaos chaos-short clean \
 	kotlin kotlin-test typescript web proto-ts
 
 all: test
@@ -167,16 +168,46 @@ infra-down:
 infra-status:
 	@deploy/local/infra.sh status
 
+# The Cassandra ring of the cluster topology (deploy/local/cassandra-ring.sh: three
+# nodes on 127.0.0.1-3, CQL port 9044, DC dc1), beside infra-up's single node.
+ring-up:
+	@deploy/local/cassandra-ring.sh up
+
+ring-down:
+	@deploy/local/cassandra-ring.sh down
+
+ring-status:
+	@deploy/local/cassandra-ring.sh status
+
+# TOPOLOGY=single (default): one gateway, router and history, two presence replicas,
+# Redis and the single Cassandra node. TOPOLOGY=cluster: two of each service behind
+# nginx on the same public ports, history on the Cassandra ring (RF 3, LOCAL_QUORUM).
+# Redis comes from PARLEY_REDIS_URL either way (a redis+cluster:// URL for Redis Cluster).
+TOPOLOGY ?= single
+RING_HOSTS := 127.0.0.1,127.0.0.2,127.0.0.3
+RING_PORT ?= 9044
+CLUSTER_ENV := PARLEY_CASSANDRA_HOSTS=$(RING_HOSTS) PARLEY_CASSANDRA_PORT=$(RING_PORT) \
+	PARLEY_CASSANDRA_LOCAL_DC=dc1 PARLEY_DEVSTACK_TOPOLOGY=cluster
+
 # Starts Redis, Cassandra and the four services; Ctrl-C stops everything.
 # grpcurl is what its banner suggests trying.
 run: venv infra-up web
 	@deploy/local/tools.sh grpcurl
-	$(PY) -m parley.devstack
+ifeq ($(TOPOLOGY),cluster)
+	@deploy/local/tools.sh nginx
+	@deploy/local/cassandra-ring.sh up
+	$(CLUSTER_ENV) $(PY) -m tools.localstack
+else ifeq ($(TOPOLOGY),single)
+	$(PY) -m tools.localstack
+else
+	@echo "error: TOPOLOGY must be single or cluster, got '$(TOPOLOGY)'" >&2; exit 2
+endif
 
 # Unit, integration and end-to-end tests against the real local
 # infrastructure. pytest exits 5 when it ran no test: that is a failure too.
+# The cluster suite has its own target (test-cluster): it needs the Cassandra ring.
 test: venv test-tools infra-up test-loadgen kotlin typescript
-	@$(PYTEST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
+	@$(PYTEST) --ignore=tests/cluster $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
 
 # The load generator's own unit tests (accounting, schedule, workload, histogram encoding).
 test-loadgen:
@@ -191,11 +222,11 @@ kotlin:
 kotlin-test: venv infra-up kotlin
 	$(PYTEST) tests/e2e/test_kotlin_sdk.py $(PYTEST_ARGS)
 
-# The Redis Cluster suite alone (make test runs it too): tests/cluster starts a cluster of
-# 3 masters + 3 replicas of its own with deploy/local/redis-cluster.sh (which installs
-# redis-server and redis-tools when missing) on 127.0.0.1:7201-7206 (bus ports +10000;
-# PARLEY_TEST_REDIS_CLUSTER_PORT moves them) and stops it at the end. About 30 s.
-test-cluster: venv
+# The cluster topology's suite (tests/cluster, marked `cluster`): starts the Cassandra
+# ring once (left running, like infra-up's node), then one stack of two gateways,
+# routers, history writers and presence replicas behind nginx for the whole session.
+test-cluster: venv test-tools infra-up
+	@deploy/local/cassandra-ring.sh up
 	$(PYTEST) -m cluster tests/cluster $(PYTEST_ARGS)
 
 test-unit: venv

@@ -14,37 +14,28 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from parley.localstate import LocalCredentials
+from tools.localstack.probes import free_port, health_status
+
+# The local stack's probes (tools/localstack), re-exported for the runner.
+__all__ = [
+    "HISTORY_WRITER_HEALTH",
+    "Service",
+    "Stack",
+    "free_port",
+    "health_status",
+    "parley_stack",
+    "relay_stack",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 # The history writer reports its Cassandra writes under this health name.
 HISTORY_WRITER_HEALTH = "parley.history.writer"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-async def health_status(address: str, service: str = "", rpc_timeout_s: float = 1.0) -> str:
-    """The health status name ("SERVING", "NOT_SERVING", ...), or "DOWN" if the server does not answer."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=rpc_timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            return "UNKNOWN_SERVICE" if exc.code() == grpc.StatusCode.NOT_FOUND else "DOWN"
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 @dataclass

@@ -21,6 +21,22 @@
 #   PARLEY_CASSANDRA_GROUP_WINDOW_MS group mode's fsync window (default 10)
 #   PARLEY_CASSANDRA_SYNC_PERIOD_MS  periodic mode's sync period (default 10000)
 #   PARLEY_CASSANDRA_LIB_DIR       where the jars are (default <state>/cassandra/lib)
+#
+# One node of a ring (deploy/local/cassandra-ring.sh sets these; a lone node needs none):
+#   PARLEY_CASSANDRA_DIR           this node's folder (default <state>/cassandra)
+#   PARLEY_CASSANDRA_ADDRESS       listen and CQL address (default 127.0.0.1; any 127.x.y.z
+#                                  works: Linux routes all of 127/8 to the loopback device)
+#   PARLEY_CASSANDRA_SEEDS         seed list (default this node's address:storage port)
+#   PARLEY_CASSANDRA_CLUSTER_NAME  (default 'Parley Local')
+#   PARLEY_CASSANDRA_DC            empty (default): SimpleSnitch (datacenter1); a name:
+#                                  GossipingPropertyFileSnitch in that DC, rack rack1
+#   PARLEY_CASSANDRA_INITIAL_TOKEN this node's single token (default 0)
+#   PARLEY_CASSANDRA_AUTO_BOOTSTRAP  true: stream its ranges from the ring on its first
+#                                  start (default false: a lone node has nobody to ask)
+#   PARLEY_CASSANDRA_HINTED_HANDOFF  (default false: a lone node has nobody to hint)
+#   PARLEY_CASSANDRA_RING_DELAY_MS   how long a joining node waits for gossip (Cassandra's
+#                                  default is 30000; unset keeps it)
+#   PARLEY_CASSANDRA_PASSWORD_DIR  the roles' password files (default <dir>/passwords)
 #   PARLEY_CASSANDRA_AUTH          true (default): PasswordAuthenticator, roles parley
 #                                  (services, tests) and parley_admin (tools), passwords
 #                                  in <state>/cassandra/passwords (cassandra/auth.py),
@@ -43,6 +59,10 @@ REPO=$(cd "$HERE/../.." && pwd)
 TEMPLATES=$HERE/cassandra
 
 STATE_DIR=${PARLEY_STATE_DIR:-$REPO/.state}
+# Its real path: checkouts that share one state folder through a symlink (git worktrees
+# linking .state) render the same cassandra.yaml, so none of them restarts the node
+# for a path that differs only in spelling.
+if [[ -d $STATE_DIR ]]; then STATE_DIR=$(cd "$STATE_DIR" && pwd -P); fi
 NATIVE_PORT=${PARLEY_CASSANDRA_PORT:-9042}
 STORAGE_PORT=${PARLEY_CASSANDRA_STORAGE_PORT:-7000}
 HEAP=${PARLEY_CASSANDRA_HEAP:-1G}
@@ -58,7 +78,16 @@ else
     VERSIONS=(5.0.8 5.0.6)
 fi
 
-CASS_DIR=$STATE_DIR/cassandra
+CASS_DIR=${PARLEY_CASSANDRA_DIR:-$STATE_DIR/cassandra}
+ADDRESS=${PARLEY_CASSANDRA_ADDRESS:-127.0.0.1}
+SEEDS=${PARLEY_CASSANDRA_SEEDS:-$ADDRESS:$STORAGE_PORT}
+CLUSTER_NAME=${PARLEY_CASSANDRA_CLUSTER_NAME:-Parley Local}
+DC=${PARLEY_CASSANDRA_DC:-}
+INITIAL_TOKEN=${PARLEY_CASSANDRA_INITIAL_TOKEN:-0}
+AUTO_BOOTSTRAP=${PARLEY_CASSANDRA_AUTO_BOOTSTRAP:-false}
+HINTED_HANDOFF=${PARLEY_CASSANDRA_HINTED_HANDOFF:-false}
+RING_DELAY_MS=${PARLEY_CASSANDRA_RING_DELAY_MS:-}
+PASSWORD_DIR=${PARLEY_CASSANDRA_PASSWORD_DIR:-$CASS_DIR/passwords}
 # A second node on the same machine (the fault suite, crash tests) reuses the
 # jars of the first instead of downloading them again.
 LIB_DIR=${PARLEY_CASSANDRA_LIB_DIR:-$CASS_DIR/lib}
@@ -98,7 +127,7 @@ running_pid() {
 
 # bash's /dev/tcp needs no extra tools (no nc/ss) and sees any listener on loopback.
 port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    (exec 3<>"/dev/tcp/$ADDRESS/$1") 2>/dev/null
 }
 
 describe_listener() {
@@ -127,7 +156,7 @@ logging.disable(logging.CRITICAL)
 warnings.simplefilter("ignore")
 try:
     from cassandra.cluster import Cluster
-    cluster = Cluster(["127.0.0.1"], port=int(sys.argv[1]),
+    cluster = Cluster([sys.argv[2]], port=int(sys.argv[1]),
                       connect_timeout=3, control_connection_timeout=3)
 except Exception:  # ImportError, or no usable event loop (DependencyException)
     sys.exit(2)
@@ -161,7 +190,7 @@ is_ready() {
     local port=$1 rc=0
     port_open "$port" || return 1
     if [[ -n $PROBE_PYTHON ]]; then
-        "$PROBE_PYTHON" -c "$CQL_PROBE" "$port" >/dev/null 2>&1 || rc=$?
+        "$PROBE_PYTHON" -c "$CQL_PROBE" "$port" "$ADDRESS" >/dev/null 2>&1 || rc=$?
         case $rc in
             0) return 0 ;;
             2) PROBE_PYTHON="" ;;  # driver unusable after all: fall through
@@ -186,9 +215,9 @@ wait_ready() {
     local port=$1 start=$SECONDS pid=""
     pick_probe_python
     if [[ -n $PROBE_PYTHON ]]; then
-        log "waiting for CQL on 127.0.0.1:$port (checking with $PROBE_PYTHON)"
+        log "waiting for CQL on $ADDRESS:$port (checking with $PROBE_PYTHON)"
     else
-        log "waiting for CQL on 127.0.0.1:$port (no cassandra-driver found: checking port and log)"
+        log "waiting for CQL on $ADDRESS:$port (no cassandra-driver found: checking port and log)"
     fi
     while ((SECONDS - start < READY_TIMEOUT)); do
         if [[ -f $PID_FILE ]]; then
@@ -200,12 +229,12 @@ wait_ready() {
             fi
         fi
         if is_ready "$port"; then
-            log "ready on 127.0.0.1:$port after $((SECONDS - start)) s${pid:+ (pid $pid)}"
+            log "ready on $ADDRESS:$port after $((SECONDS - start)) s${pid:+ (pid $pid)}"
             return 0
         fi
         sleep 1
     done
-    printf 'cassandra: error: not answering on 127.0.0.1:%s after %s s\n' "$port" "$READY_TIMEOUT" >&2
+    printf 'cassandra: error: not answering on $ADDRESS:%s after %s s\n' "$port" "$READY_TIMEOUT" >&2
     show_log_tail
     return 1
 }
@@ -253,6 +282,12 @@ check_settings() {
     [[ $PERIODIC_MS =~ ^[0-9]+$ ]] && ((PERIODIC_MS >= 1)) ||
         die "PARLEY_CASSANDRA_SYNC_PERIOD_MS must be a positive integer, got '$PERIODIC_MS'"
     [[ $AUTH == true || $AUTH == false ]] || die "PARLEY_CASSANDRA_AUTH must be true or false, got '$AUTH'"
+    [[ $ADDRESS =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "PARLEY_CASSANDRA_ADDRESS must be a loopback address (127.x.y.z), got '$ADDRESS'"
+    [[ $INITIAL_TOKEN =~ ^-?[0-9]+$ ]] || die "PARLEY_CASSANDRA_INITIAL_TOKEN must be an integer, got '$INITIAL_TOKEN'"
+    [[ $AUTO_BOOTSTRAP == true || $AUTO_BOOTSTRAP == false ]] || die "PARLEY_CASSANDRA_AUTO_BOOTSTRAP must be true or false"
+    [[ $HINTED_HANDOFF == true || $HINTED_HANDOFF == false ]] || die "PARLEY_CASSANDRA_HINTED_HANDOFF must be true or false"
+    [[ -z $RING_DELAY_MS || $RING_DELAY_MS =~ ^[0-9]+$ ]] || die "PARLEY_CASSANDRA_RING_DELAY_MS must be a number of milliseconds"
+    [[ -z $DC || $DC =~ ^[A-Za-z0-9_-]+$ ]] || die "PARLEY_CASSANDRA_DC must be a plain name, got '$DC'"
 }
 
 # Roles and passwords (PARLEY_CASSANDRA_AUTH=true), idempotent: run after every
@@ -266,11 +301,11 @@ ensure_roles() {
     if [[ $AUTH == true ]]; then
         pick_probe_python
         [[ -n $PROBE_PYTHON ]] || die "PARLEY_CASSANDRA_AUTH=true needs a Python with cassandra-driver (make venv)"
-        "$PROBE_PYTHON" "$TEMPLATES/auth.py" "$NATIVE_PORT" "$CASS_DIR/passwords"
+        "$PROBE_PYTHON" "$TEMPLATES/auth.py" "$NATIVE_PORT" "$PASSWORD_DIR" "$ADDRESS"
         (
             umask 077
             printf '[plain_text_auth]\nusername = parley_admin\npassword = %s\n' \
-                "$(<"$CASS_DIR/passwords/parley_admin")" >"$CASS_DIR/credentials.next"
+                "$(<"$PASSWORD_DIR/parley_admin")" >"$CASS_DIR/credentials.next"
         )
         mv -f "$CASS_DIR/credentials.next" "$CASS_DIR/credentials"
         # parley.localstate reads this: the node wants a login.
@@ -279,7 +314,7 @@ ensure_roles() {
         rm -f "$marker" "$CASS_DIR/credentials"
     fi
     {
-        printf '[connection]\nhostname = 127.0.0.1\nport = %s\n' "$NATIVE_PORT"
+        printf '[connection]\nhostname = %s\nport = %s\n' "$ADDRESS" "$NATIVE_PORT"
         if [[ $AUTH == true ]]; then printf '[authentication]\ncredentials = %s\n' "$CASS_DIR/credentials"; fi
     } >"$CASS_DIR/cqlshrc.next"
     mv -f "$CASS_DIR/cqlshrc.next" "$CASS_DIR/cqlshrc"
@@ -354,11 +389,17 @@ download_jars() {
 
 # --- config ------------------------------------------------------------------
 
+# A rendered cassandra.yaml without its comments and blank lines.
+settings_of() {
+    grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$1" || true
+}
+
 # True when the running node's rendered settings differ from what a start now would render.
 settings_changed() {
     local rendered=$CONF_DIR/cassandra.yaml.next changed=1
     render_conf "$rendered"
-    cmp -s "$rendered" "$CONF_DIR/cassandra.yaml" && changed=0
+    # Settings only: a template whose comments changed restarts nobody.
+    cmp -s <(settings_of "$rendered") <(settings_of "$CONF_DIR/cassandra.yaml") && changed=0
     rm -f "$rendered"
     return $((1 - changed))
 }
@@ -372,8 +413,21 @@ render_conf() {
         batch) sync="commitlog_sync: batch" ;;
         periodic) sync="commitlog_sync: periodic\ncommitlog_sync_period: ${PERIODIC_MS}ms" ;;
     esac
+    local snitch=SimpleSnitch
     mkdir -p "$CONF_DIR/triggers"
+    if [[ -n $DC ]]; then
+        # GossipingPropertyFileSnitch reads this from the classpath (conf/ is on it).
+        snitch=GossipingPropertyFileSnitch
+        printf 'dc=%s\nrack=rack1\n' "$DC" >"$CONF_DIR/cassandra-rackdc.properties"
+    fi
     sed -e "s|@DATA_DIR@|$DATA_DIR|g" \
+        -e "s|@CLUSTER_NAME@|$CLUSTER_NAME|g" \
+        -e "s|@ADDRESS@|$ADDRESS|g" \
+        -e "s|@SEEDS@|$SEEDS|g" \
+        -e "s|@SNITCH@|$snitch|g" \
+        -e "s|@INITIAL_TOKEN@|$INITIAL_TOKEN|g" \
+        -e "s|@AUTO_BOOTSTRAP@|$AUTO_BOOTSTRAP|g" \
+        -e "s|@HINTED_HANDOFF@|$HINTED_HANDOFF|g" \
         -e "s|@COMMITLOG_SYNC@|$sync|" \
         -e "s|@NATIVE_PORT@|$NATIVE_PORT|g" \
         -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" \
@@ -456,6 +510,7 @@ cmd_up() {
         # With authentication, the default superuser of a data directory that has
         # no roles yet (which cassandra/auth.py replaces) is made at once, not 10 s later.
         -Dcassandra.superuser_setup_delay_ms=0
+        ${RING_DELAY_MS:+"-Dcassandra.ring_delay_ms=$RING_DELAY_MS"}
         # Never -Dcassandra.unsafesystem=true: it skips flushing schema
         # changes, so after a crash the node forgets keyspaces and its
         # commit-log replay drops their mutations (all history lost).
@@ -475,7 +530,7 @@ cmd_up() {
         launcher+=(setpriv --bounding-set -ipc_lock)
     fi
 
-    log "starting Cassandra $VERSION (heap $HEAP, CQL 127.0.0.1:$NATIVE_PORT, storage $STORAGE_PORT)"
+    log "starting Cassandra $VERSION (heap $HEAP, CQL $ADDRESS:$NATIVE_PORT, storage $STORAGE_PORT${DC:+, DC $DC, token $INITIAL_TOKEN})"
     # setsid: own session, so the node outlives this shell and a Ctrl-C in the
     # caller's terminal does not reach it. bash does not make background jobs
     # process-group leaders here, so setsid execs in place and $! is Java's pid.

@@ -33,6 +33,9 @@ declare -A APT_TOOLS=(
   [prometheus]="/usr/bin/promtool prometheus"
   # Node.js (>= 18) and npm for the TypeScript SDK and the web chat (clients/typescript).
   [node]="/usr/bin/npm nodejs npm"
+  # The load balancer in front of several gateways (tools/localstack/nginx.py), run as the
+  # current user with its own prefix; the package's system service is not used.
+  [nginx]="/usr/sbin/nginx nginx"
 )
 
 check_go() {
@@ -54,7 +57,7 @@ cache_put() {
 
 mkdir -p "$BIN"
 requested=("$@")
-[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node)
+[ ${#requested[@]} -gt 0 ] || requested=(grpcurl buf helm protoc-gen-go protoc-gen-go-grpc chromium prometheus node nginx)
 names=()
 for name in "${requested[@]}"; do
   if [ -n "${APT_TOOLS[$name]:-}" ]; then

@@ -69,7 +69,9 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
         presence=presence_pb2_grpc.PresenceServiceStub(presence_channel),
         history=history_pb2_grpc.HistoryServiceStub(history_channel),
     )
-    hub = Hub(redis, keys, config.gateway_id, config.route_lease_s)
+    loop_lag = LoopLag()
+    admission = Admission(config.admission, loop_lag)
+    hub = Hub(redis, keys, config.gateway_id, config.route_lease_s, on_delivery=admission.observe_delivery)
     metrics.watch_queues(hub.queue_sizes)
     acks = AckCoalescer(backends.router)
     caller = Caller(Authenticator(config.auth))
@@ -80,8 +82,6 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
     presence = GatewayPresence(backends.presence, leases, hub)
     feed = PresenceFeed(redis, keys, presence.on_change, block_ms=2000)
     presence.attach(feed)
-    loop_lag = LoopLag()
-    admission = Admission(config.admission, loop_lag)
     # Ends of sessions still running at shutdown finish before the hub and leases stop.
     finalizers = Finalizers()
     appender = LogAppender(

@@ -115,6 +115,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
             max_in_flight=env.int("PARLEY_GATEWAY_MAX_INFLIGHT_SENDS", 64, minimum=1),
             per_user_in_flight=env.int("PARLEY_GATEWAY_MAX_INFLIGHT_SENDS_PER_USER", 8, minimum=1),
             max_loop_lag_s=env.float("PARLEY_GATEWAY_MAX_LOOP_LAG_SECONDS", 0.25, minimum=0.0),
+            target_delivery_s=env.float("PARLEY_GATEWAY_SHED_TARGET_DELIVERY_SECONDS", 0.2, minimum=0.0),
+            min_rate=env.float("PARLEY_GATEWAY_SHED_MIN_RATE", 5.0, minimum=0.1),
             retry_after_s=env.float("PARLEY_GATEWAY_SHED_RETRY_AFTER_SECONDS", 0.2, minimum=0.001),
             max_retry_after_s=env.float("PARLEY_GATEWAY_SHED_MAX_RETRY_AFTER_SECONDS", 5.0, minimum=0.001),
             send_deadline_s=env.float("PARLEY_SEND_DEADLINE_SECONDS", 2.0, minimum=0.05),

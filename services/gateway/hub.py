@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
@@ -30,8 +31,18 @@ tracer = trace.get_tracer(__name__)
 
 
 class Hub:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, gateway_id: str, route_lease_s: float) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        gateway_id: str,
+        route_lease_s: float,
+        *,
+        on_delivery: Callable[[float], None] | None = None,
+    ) -> None:
         self.gateway_id = gateway_id
+        # Told how late each message arrives (admission control's delivery brake).
+        self._on_delivery = on_delivery
         self._routes = RouteTable(redis, keys)
         self._inbox = Inbox(redis, keys)
         self._lease_s = route_lease_s
@@ -152,7 +163,9 @@ class Hub:
         ) as span:
             span.set_attributes(PUSH_ATTRIBUTES)
             frame = gateway_pb2.ConnectResponse.FromString(raw)
-            metrics.observe_delivery(frame)
+            lag = metrics.observe_delivery(frame)
+            if lag is not None and self._on_delivery is not None:
+                self._on_delivery(lag)
             span.set_attribute("parley.sessions", len(targets))
             for session in targets:
                 session.push(frame, len(raw))

@@ -59,6 +59,10 @@ SENDS_SHED = Counter(
 )
 SENDS_IN_FLIGHT = Gauge("parley_gateway_sends_in_flight", "Appends admitted and not yet answered.")
 LOOP_LAG = Gauge("parley_gateway_admission_loop_lag_seconds", "Event-loop lag as admission control sees it.")
+ADMITTED_RATE_LIMIT = Gauge(
+    "parley_gateway_admission_rate_limit",
+    "Sends per second the delivery brake admits (0: not limiting; gateway.admission).",
+)
 ERROR_FRAMES = Counter(
     "parley_gateway_error_frames_total", "Error frames sent on session streams, by error code.", ["code"]
 )
@@ -125,9 +129,13 @@ def observe_send(started_at: float) -> None:
     SEND_ACK.observe(time.perf_counter() - started_at)
 
 
-def observe_delivery(frame: gateway_pb2.ConnectResponse) -> None:
+def observe_delivery(frame: gateway_pb2.ConnectResponse) -> float | None:
+    """Records how late a message reached this gateway (now minus its append time) and returns it."""
     if frame.WhichOneof("frame") == "message" and frame.message.HasField("server_time"):
-        DELIVERY.observe(max(0.0, time.time() - frame.message.server_time.ToNanoseconds() / 1e9))
+        lag = max(0.0, time.time() - frame.message.server_time.ToNanoseconds() / 1e9)
+        DELIVERY.observe(lag)
+        return lag
+    return None
 
 
 def error_frame(exc: errors.ParleyError) -> None:

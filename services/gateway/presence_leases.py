@@ -9,7 +9,10 @@ the renewals stop and presence expires all of its sessions within the lease.
 Presence being briefly unreachable is tolerated: a registration that fails is
 kept locally and retried on the next tick, a renewal that fails is retried on
 the next tick (leases are a few renew intervals long, so one missed tick
-expires nothing), and when the service reports that this gateway's lease
+expires nothing), an unregistration that fails is retried on the next ticks
+too (the gateway's lease keeps every session it ever registered alive, so a
+lost unregistration would leave its user online for as long as this gateway
+lives), and when the service reports that this gateway's lease
 had lapsed (its reaper may have removed the sessions, e.g. after a long
 outage) every session is registered again.
 """
@@ -60,6 +63,8 @@ class SessionLeases:
         self._sessions: dict[str, presence_pb2.Session] = {}
         # Open sessions presence does not know (registration failed or lease expired).
         self._unregistered: set[str] = set()
+        # Ended sessions presence has not been told of yet (the call failed): retried per tick.
+        self._ending: dict[str, presence_pb2.UnregisterSessionRequest] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -93,16 +98,36 @@ class SessionLeases:
         session = presence_pb2.Session(
             user_id=user_id, device_id=device_id, session_id=session_id, gateway_id=self._gateway_id
         )
+        request = presence_pb2.UnregisterSessionRequest(session=session, connection_lost=connection_lost)
         try:
-            reply = await self._stub.UnregisterSession(
-                presence_pb2.UnregisterSessionRequest(session=session, connection_lost=connection_lost),
-                timeout=self._timeout_s,
-            )
+            reply = await self._stub.UnregisterSession(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as err:
-            # Not retried: the lease, no longer renewed, ends the session anyway.
-            log.warning("presence unregister of %s failed: %s", session_id, err.code().name)
+            log.warning(
+                "presence unregister of %s failed (%s); retrying next tick", session_id, err.code().name
+            )
+            self._ending[session_id] = request
             return None
         return reply.presence
+
+    async def _retry_unregisters(self) -> None:
+        pending = list(self._ending.items())
+        if not pending:
+            return
+        limit = asyncio.Semaphore(REREGISTER_CONCURRENCY)
+
+        async def one(session_id: str, request: presence_pb2.UnregisterSessionRequest) -> None:
+            async with limit:
+                try:
+                    await self._stub.UnregisterSession(request, timeout=self._timeout_s)
+                except grpc.aio.AioRpcError as err:
+                    if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                        return  # still failing: next tick
+                    log.error("presence refused unregistering %s: %s", session_id, err.details())
+                self._ending.pop(session_id, None)
+
+        await asyncio.gather(*(one(sid, request) for sid, request in pending))
+        if self._ending:
+            log.warning("%d ended sessions still to unregister from presence", len(self._ending))
 
     async def _register(self, session: presence_pb2.Session) -> messages_pb2.Presence | None:
         request = presence_pb2.RegisterSessionRequest(session=session)
@@ -134,7 +159,8 @@ class SessionLeases:
 
     async def renew_once(self) -> None:
         """One tick: renew this gateway's lease (one call, whatever the number of sessions),
-        then register whatever presence does not know."""
+        then register whatever presence does not know and unregister what it should forget."""
+        await self._retry_unregisters()
         if not self._sessions:
             return  # nothing to keep alive (presence holds no lease of a gateway without sessions)
         request = presence_pb2.RenewLeasesRequest(gateway_id=self._gateway_id)

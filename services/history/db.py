@@ -315,13 +315,19 @@ class Database:
         session = cluster.connect()
         # Statements name the keyspace ("{ks}.messages"): the session has no current keyspace.
         prepared = {name: session.prepare(cql.format(ks=keyspace)) for name, cql in self._cql.items()}
+        read_level = ConsistencyLevel.name_to_value[self._config.read_consistency]
+        for name, statement in prepared.items():
+            if self._cql[name].lstrip().upper().startswith("SELECT"):
+                statement.consistency_level = read_level
         return session, prepared, read_keyspace_id(cluster, keyspace)
 
     def _new_cluster(self) -> Cluster:
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=self._config.local_dc)),
-            # LOCAL_QUORUM both ways: a read after an acknowledged write sees it.
-            consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+            # Writes (batches included) at the write level; prepared SELECTs carry the
+            # read level (_connect_blocking). LOCAL_QUORUM both ways by default: a read
+            # after an acknowledged write sees it, with one replica of three down.
+            consistency_level=ConsistencyLevel.name_to_value[self._config.write_consistency],
             request_timeout=self._request_timeout_s,
             # Plain tuples: no per-row namedtuple class work.
             row_factory=tuple_factory,

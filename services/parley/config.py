@@ -199,15 +199,41 @@ class LogConfig:
         )
 
 
+# The driver's consistency levels a history service may use (cassandra.ConsistencyLevel names).
+CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
+
+
+def replication_datacenters(spec: str) -> set[str] | None:
+    """The DCs a NetworkTopologyStrategy replication string names; None for SimpleStrategy.
+
+    Only what the config check needs; history.migrate.parse_replication validates the whole string.
+    """
+    text = spec.strip()
+    if text.startswith("SimpleStrategy"):
+        return None
+    text = text.removeprefix("NetworkTopologyStrategy:")
+    return {part.strip().partition(":")[0] for part in text.split(",") if part.strip()}
+
+
 @dataclass(frozen=True)
 class CassandraConfig:
+    # Contact points: the driver discovers the rest of the ring from any of them.
     hosts: tuple[str, ...] = ("127.0.0.1",)
     port: int = 9042
     keyspace: str = "parley"
+    # The DC whose nodes serve this process (DCAwareRoundRobinPolicy, LOCAL_* levels).
     local_dc: str = "datacenter1"
-    # SimpleStrategy with RF 1 for a single local node; a cluster sets
-    # NetworkTopologyStrategy and per-DC factors, e.g. "dc1:3,dc2:3".
-    replication: str = "SimpleStrategy:1"
+    # The history keyspace's replication when the service creates it (never altered
+    # afterwards): NetworkTopologyStrategy per DC, "dc1:3" or "dc1:3,dc2:3";
+    # "SimpleStrategy:<rf>" is accepted for old single-node keyspaces. From env: unset
+    # means "<local_dc>:<PARLEY_CASSANDRA_REPLICATION_FACTOR>" (default RF 1 with one
+    # contact point, 3 with several: a ring).
+    replication: str = "datacenter1:1"
+    # Consistency of reads (history pages, heads) and of writes (messages, membership,
+    # read positions; batches too). LOCAL_QUORUM both ways: a read after an acknowledged
+    # write sees it, and one node of three may be down. On one node it is the same as ONE.
+    read_consistency: str = "LOCAL_QUORUM"
+    write_consistency: str = "LOCAL_QUORUM"
     # PasswordAuthenticator credentials; empty: no authentication.
     username: str = ""
     password: str = ""
@@ -215,14 +241,46 @@ class CassandraConfig:
     tls: bool = False
     ca_file: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.hosts or any(not host.strip() for host in self.hosts):
+            raise ConfigError(
+                f"PARLEY_CASSANDRA_HOSTS={','.join(self.hosts)!r}: name at least one contact point"
+            )
+        if not self.local_dc.strip():
+            raise ConfigError("PARLEY_CASSANDRA_LOCAL_DC must name the local datacenter")
+        for name, level in (("READ", self.read_consistency), ("WRITE", self.write_consistency)):
+            if level not in CONSISTENCY_LEVELS:
+                raise ConfigError(
+                    f"PARLEY_CASSANDRA_{name}_CONSISTENCY={level!r}: "
+                    f"expected one of {', '.join(CONSISTENCY_LEVELS)}"
+                )
+        # A LOCAL_* level counts replicas in the local DC only: a keyspace with none
+        # there fails every request (Unavailable), so say it at start instead.
+        dcs = replication_datacenters(self.replication)
+        if dcs is not None and self.local_dc not in dcs:
+            raise ConfigError(
+                f"PARLEY_CASSANDRA_REPLICATION={self.replication!r} has no replicas in the local DC "
+                f"{self.local_dc!r} (PARLEY_CASSANDRA_LOCAL_DC)"
+            )
+
     @classmethod
     def from_env(cls, env: Env) -> CassandraConfig:
+        hosts = env.list("PARLEY_CASSANDRA_HOSTS", cls.hosts)
+        local_dc = env.str("PARLEY_CASSANDRA_LOCAL_DC", cls.local_dc)
+        # One contact point: a single node (RF 1); several: a ring (RF 3).
+        factor = env.int("PARLEY_CASSANDRA_REPLICATION_FACTOR", 1 if len(hosts) <= 1 else 3, minimum=1)
         return cls(
-            hosts=env.list("PARLEY_CASSANDRA_HOSTS", cls.hosts),
+            hosts=hosts,
             port=env.int("PARLEY_CASSANDRA_PORT", cls.port, minimum=1, maximum=65535),
             keyspace=env.str("PARLEY_CASSANDRA_KEYSPACE", cls.keyspace),
-            local_dc=env.str("PARLEY_CASSANDRA_LOCAL_DC", cls.local_dc),
-            replication=env.str("PARLEY_CASSANDRA_REPLICATION", cls.replication),
+            local_dc=local_dc,
+            replication=env.str("PARLEY_CASSANDRA_REPLICATION", f"{local_dc}:{factor}"),
+            read_consistency=env.choice(
+                "PARLEY_CASSANDRA_READ_CONSISTENCY", cls.read_consistency, CONSISTENCY_LEVELS
+            ),
+            write_consistency=env.choice(
+                "PARLEY_CASSANDRA_WRITE_CONSISTENCY", cls.write_consistency, CONSISTENCY_LEVELS
+            ),
             username=env.str("PARLEY_CASSANDRA_USERNAME", ""),
             password=secret(env, "PARLEY_CASSANDRA_PASSWORD"),
             tls=env.bool("PARLEY_CASSANDRA_TLS", False),
@@ -300,6 +358,13 @@ class ServerConfig:
     # A connection with no call for this long is closed (gracefully, GOAWAY): idle
     # sockets of clients that opened nothing cost nothing for long.
     max_connection_idle_s: float = 600.0
+    # Calls the server has received but the event loop has not picked up yet. gRPC's
+    # default (1,000, rejecting at random above it up to 3,000) cancels calls in a
+    # burst: 1,500 streams opened at once lost ~50 of them as CANCELLED, and a
+    # gateway's burst of presence unregistrations lost some the same way. A waiting
+    # call costs a few KB and keeps its deadline, so the bound is high; the hard
+    # limit, where every new call is refused, is twice it.
+    max_pending_requests: int = 20_000
     # A plaintext port serving only health checking and reflection, for probes
     # that cannot speak TLS (Kubernetes' gRPC probes); -1: none.
     health_port: int = -1
@@ -324,6 +389,9 @@ class ServerConfig:
             min_client_ping_interval_s=env.float(
                 "PARLEY_GRPC_MIN_CLIENT_PING_INTERVAL_SECONDS", cls.min_client_ping_interval_s, minimum=0.0
             ),
+            max_pending_requests=env.int(
+                "PARLEY_GRPC_MAX_PENDING_REQUESTS", cls.max_pending_requests, minimum=1, maximum=1_000_000
+            ),
             max_connection_idle_s=env.float(
                 "PARLEY_GRPC_MAX_CONNECTION_IDLE_SECONDS", cls.max_connection_idle_s, minimum=1.0
             ),
@@ -341,6 +409,8 @@ class ServerConfig:
             ("grpc.http2.min_ping_interval_without_data_ms", int(self.min_client_ping_interval_s * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.max_connection_idle_ms", int(self.max_connection_idle_s * 1000)),
+            ("grpc.server.max_pending_requests", self.max_pending_requests),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * self.max_pending_requests),
         ]
 
     @property

@@ -1,4 +1,5 @@
-"""The four services under the devstack supervisor (``python -m parley.devstack``), as ``make run`` runs them.
+"""The four services under the local-stack supervisor (``python -m tools.localstack``);
+as ``make run`` runs them.
 
 The nemesis SIGKILLs single instances; the supervisor restarts them (with
 its own backoff), exactly as it would for a crash on a developer's machine.
@@ -22,11 +23,13 @@ import grpc
 import psutil
 
 from parley.config import Env
-from parley.devstack import READY_MARKER, Instance, StackConfig, check_serving, dev_pki_dir
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.tls import ClientTLS
 from tests.chaos.procs import alive
 from tests.e2e.devstack_helpers import free_base_port
+from tools.localstack.probes import check_serving
+from tools.localstack.supervisor import READY_MARKER
+from tools.localstack.topology import Instance, StackConfig, dev_pki_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 150.0
@@ -86,7 +89,7 @@ class Services:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "parley.devstack",
+                "tools.localstack",
                 cwd=REPO_ROOT,
                 env=self._env,
                 stdin=asyncio.subprocess.DEVNULL,

@@ -1,121 +1,127 @@
-"""The Redis Cluster suite: a 3 masters + 3 replicas cluster of its own, started once per session.
+"""The cluster topology for tests: a three-node Cassandra ring and the services behind nginx.
 
-deploy/local/redis-cluster.sh starts it (the same script as the local cluster
-topology) in a state folder of the session's own, on ports that are not the
-local default (``PARLEY_TEST_REDIS_CLUSTER_PORT``, default 7201..7206; bus ports
-+10000), with a short ``cluster-node-timeout`` so a killed master is replaced
-within seconds; the session stops it at the end. Every test in this folder is
-marked ``cluster`` (``make test-cluster`` runs only them; ``make test`` runs
-them with the rest). Each test gets its own key prefix, as elsewhere.
+``make test-cluster`` runs this suite on its own (``-m cluster``). The ring
+(deploy/local/cassandra-ring.sh, CQL 9044 on 127.0.0.1-3, beside the shared single
+node on 9042) is brought up once per session (idempotent: seconds when it already
+runs, about a minute from nothing) and left running, like ``make infra-up``'s
+node; the stack (two of each service, nginx in front of the gateways) is started
+once per session too, with its own Redis key prefix and Cassandra keyspace.
+
+Redis is the one the other tests use (``PARLEY_TEST_REDIS_URL``): point that at
+a Redis Cluster to run the suite against one.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
+import psutil
 import pytest
-import redis.asyncio as aioredis
 
-from parley.config import RedisConfig
-from parley.keys import Keys
+from parley.config import CassandraConfig
 from parley.localstate import LocalCredentials
-from parley.redisclient import connect
+from tests.conftest import keyspace_for
+from tests.e2e.devstack_helpers import PKI_DIR, REPO_ROOT, STATE_DIR, Stack, devstack
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "deploy" / "local" / "redis-cluster.sh"
-BASE_PORT = int(os.environ.get("PARLEY_TEST_REDIS_CLUSTER_PORT", "7201"))
-# Failure detection: a master unreachable this long is failed over by its replica.
-NODE_TIMEOUT_MS = 1000
+RING_SCRIPT = REPO_ROOT / "deploy" / "local" / "cassandra-ring.sh"
+RING_DIR = STATE_DIR / "cassandra-ring"
+RING_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+RING_PORT = int(os.environ.get("PARLEY_RING_CASSANDRA_PORT", "9044"))
+RING_DC = "dc1"
+RING_UP_TIMEOUT_S = 600.0
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.cluster)
+def ring_up() -> None:
+    """Starts whatever node of the ring is not running (all three the first time)."""
+    result = subprocess.run(
+        [str(RING_SCRIPT), "up"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RING_UP_TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"cassandra-ring.sh up failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+
+
+def ring_node_pid(node: int) -> int:
+    """The JVM of ring node 1..3 (its pid file, checked against the process)."""
+    pid = int((RING_DIR / f"node{node}" / "cassandra.pid").read_text().strip())
+    assert "CassandraDaemon" in " ".join(psutil.Process(pid).cmdline())
+    return pid
+
+
+@pytest.fixture(scope="session")
+def ring() -> CassandraConfig:
+    ring_up()
+    username, password = LocalCredentials.from_env().cassandra_login()
+    return CassandraConfig(
+        hosts=RING_HOSTS,
+        port=RING_PORT,
+        keyspace=keyspace_for("parley_test_cluster"),
+        local_dc=RING_DC,
+        replication=f"{RING_DC}:3",
+        username=username,
+        password=password,
+    )
 
 
 @dataclass(frozen=True)
 class Cluster:
-    state: Path
-    ports: tuple[int, ...]
-    env: dict[str, str]
+    stack: Stack
+    ring: CassandraConfig
 
     @property
-    def credentials(self) -> LocalCredentials:
-        return LocalCredentials(self.state)
+    def public(self) -> str:
+        """nginx: where every client connects (the gateways sit behind it)."""
+        return self.stack.config.public_grpc_address
 
     @property
-    def url(self) -> str:
-        """Logged in as parley-admin, three seed nodes."""
-        seeds = ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
-        return self.credentials.redis_url(f"redis+cluster://{seeds}/0")
+    def ws_url(self) -> str:
+        return f"wss://127.0.0.1:{self.stack.base_port + self.stack.config.port_count()}"
 
-    def script(self, command: str) -> str:
-        done = subprocess.run(
-            [str(SCRIPT), command], env=self.env, capture_output=True, text=True, timeout=120, check=False
-        )
-        if done.returncode not in (0, 3) or (command == "up" and done.returncode != 0):
-            raise RuntimeError(f"redis-cluster.sh {command} failed ({done.returncode}):\n{done.stderr}")
-        return done.stdout
+    @property
+    def ca_file(self) -> str:
+        return str(PKI_DIR / "ca.crt")
 
-    async def node_client(self, port: int) -> aioredis.Redis:
-        """A plain client of one node, as parley-admin (for roles and replica reads)."""
-        return aioredis.Redis.from_url(self.credentials.redis_url(f"redis://127.0.0.1:{port}/0"))
+    def gateways(self) -> dict[str, int]:
+        """Gateway instance name -> its gRPC port."""
+        return {i.name: i.port for i in self.stack.config.instances() if i.module == "gateway"}
 
-    async def replica_port_of(self, master_port: int) -> int:
-        """The port of the (online) replica of the master on ``master_port``."""
-        client = await self.node_client(master_port)
+    def pid_of(self, name: str) -> int | None:
+        """The live process of one instance ("gateway-2"), or None while it is restarting."""
         try:
-            info = await client.info("replication")
-        finally:
-            await client.aclose()
-        return int(info["slave0"]["port"])
-
-    def pid(self, port: int) -> int:
-        return int((self.state / "redis-cluster" / str(port) / "redis.pid").read_text())
+            children = psutil.Process(self.stack.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return None
+        for child in children:
+            try:
+                if (
+                    child.environ().get("PARLEY_INSTANCE_ID") == name
+                    and child.status() != psutil.STATUS_ZOMBIE
+                ):
+                    return int(child.pid)
+            except psutil.Error:
+                continue
+        return None
 
 
 @pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    state = tmp_path_factory.mktemp("redis-cluster-state")
+def cluster(redis_url: str, ring: CassandraConfig) -> Iterator[Cluster]:
     env = {
-        **os.environ,
-        "PARLEY_STATE_DIR": str(state),
-        "PARLEY_REDIS_CLUSTER_PORT": str(BASE_PORT),
-        "PARLEY_REDIS_CLUSTER_NODE_TIMEOUT_MS": str(NODE_TIMEOUT_MS),
-        "PARLEY_REDIS_ACL": "true",
+        "PARLEY_CASSANDRA_HOSTS": ",".join(ring.hosts),
+        "PARLEY_CASSANDRA_PORT": str(ring.port),
+        "PARLEY_CASSANDRA_LOCAL_DC": ring.local_dc,
+        "PARLEY_CASSANDRA_KEYSPACE": ring.keyspace,
+        # Read and write at LOCAL_QUORUM (the default with several contact points, said
+        # here so the suite tests exactly that), RF 3: one node of three may be down.
+        "PARLEY_CASSANDRA_REPLICATION": ring.replication,
+        "PARLEY_CASSANDRA_READ_CONSISTENCY": "LOCAL_QUORUM",
+        "PARLEY_CASSANDRA_WRITE_CONSISTENCY": "LOCAL_QUORUM",
     }
-    cluster = Cluster(state, tuple(range(BASE_PORT, BASE_PORT + 6)), env)
-    cluster.script("up")
-    try:
-        yield cluster
-    finally:
-        cluster.script("down")
-
-
-@pytest.fixture
-def cluster_config(redis_cluster: Cluster) -> RedisConfig:
-    """A cluster config with a key prefix of this test's own; appends wait for one replica."""
-    return RedisConfig(
-        url=redis_cluster.url, key_prefix=f"t{uuid.uuid4().hex[:12]}", wait_replicas=1, wait_timeout_ms=1000
-    )
-
-
-@pytest.fixture
-def cluster_keys(cluster_config: RedisConfig) -> Keys:
-    return Keys(prefix=cluster_config.key_prefix, partitions=16)
-
-
-@pytest.fixture
-async def cluster_client(cluster_config: RedisConfig) -> AsyncIterator[object]:
-    client = connect(cluster_config)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+    with devstack(redis_url, ring, env, topology="cluster") as stack:
+        yield Cluster(stack, ring)

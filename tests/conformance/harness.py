@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.conformance.harness [--only a,b] -- DRIVER COMMAND...
 
-Starts parley.devstack (TLS with the development CA, real Redis and
+Starts tools.localstack (TLS with the development CA, real Redis and
 Cassandra, the WebSocket bridge) on free ports, writes the plan, runs the
 driver with the contract's environment, checks its results; exit status 0
 only if every scenario passed.

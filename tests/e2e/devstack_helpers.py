@@ -1,4 +1,4 @@
-"""Start the whole local stack as processes (``python -m parley.devstack``) for e2e tests.
+"""Start the whole local stack as processes (``python -m tools.localstack``) for e2e tests.
 
 Each stack gets free ports, its own Redis key prefix and its own Cassandra
 keyspace, so it never meets a developer's ``make run`` or another test's stack.
@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -25,8 +25,9 @@ import psutil
 import pytest
 
 from parley.config import METRICS_PORT_OFFSET, CassandraConfig
-from parley.devstack import READY_MARKER, StackConfig
 from tests.conftest import cassandra_env, keyspace_for
+from tools.localstack.supervisor import READY_MARKER
+from tools.localstack.topology import StackConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("PARLEY_STATE_DIR", REPO_ROOT / ".state"))
@@ -68,6 +69,8 @@ def free_base_port(count: int) -> int:
 class Stack:
     process: subprocess.Popen[str]
     base_port: int
+    # The topology it runs (tools.localstack.topology); the default: one of each, two presence replicas.
+    config: StackConfig = field(default_factory=lambda: StackConfig(presence_replicas=PRESENCE_REPLICAS))
     redis_url: str = ""
     redis_prefix: str = ""
     lines: list[str] = field(default_factory=list)
@@ -86,19 +89,19 @@ class Stack:
         return "\n".join([*own, "--- last lines ---", *self.lines[-n:]])
 
     def addresses(self) -> dict[str, str]:
-        config = StackConfig(base_port=self.base_port, presence_replicas=PRESENCE_REPLICAS)
+        config = replace(self.config, base_port=self.base_port)
         return {i.name: i.address for i in config.instances()}
 
     def metrics_addresses(self) -> dict[str, str]:
         """Instance name -> host:port of its Prometheus metrics (gRPC port + METRICS_PORT_OFFSET)."""
-        config = StackConfig(base_port=self.base_port, presence_replicas=PRESENCE_REPLICAS)
+        config = replace(self.config, base_port=self.base_port)
         return {
             i.name: f"{i.address.rsplit(':', 1)[0]}:{i.port + METRICS_PORT_OFFSET}"
             for i in config.instances()
         }
 
     def modules(self) -> dict[str, str]:
-        config = StackConfig(base_port=self.base_port, presence_replicas=PRESENCE_REPLICAS)
+        config = replace(self.config, base_port=self.base_port)
         return {i.name: i.module for i in config.instances()}
 
     def child_pids(self) -> dict[int, str]:
@@ -157,19 +160,25 @@ def secure_channel(module: str, address: str) -> grpc.aio.Channel:
 
 @contextlib.contextmanager
 def devstack(
-    redis_url: str, cassandra_config: CassandraConfig, extra_env: Mapping[str, str] | None = None
+    redis_url: str,
+    cassandra_config: CassandraConfig,
+    extra_env: Mapping[str, str] | None = None,
+    topology: str = "single",
 ) -> Iterator[Stack]:
-    """Runs devstack until the block ends; extra_env overrides service settings."""
-    # One more port than the instances: the gateway's WebSocket bridge.
-    base = free_base_port(4 + PRESENCE_REPLICAS)
+    """Runs the local stack until the block ends; extra_env overrides service settings."""
+    config = StackConfig.for_topology(topology, presence_replicas=PRESENCE_REPLICAS)
+    # One more port than the instances: the public WebSocket bridge (the gateway's, or nginx's).
+    base = free_base_port(config.port_count() + 1)
+    config = replace(config, base_port=base)
     env = {
         **os.environ,
+        "PARLEY_DEVSTACK_TOPOLOGY": topology,
         "PARLEY_DEVSTACK_BASE_PORT": str(base),
         "PARLEY_DEVSTACK_PRESENCE_REPLICAS": str(PRESENCE_REPLICAS),
         "PARLEY_DEVSTACK_STOP_SECONDS": str(STOP_SECONDS),
         "PARLEY_DEVSTACK_READY_SECONDS": str(READY_TIMEOUT - 10),
         "PARLEY_DRAIN_SECONDS": str(DRAIN_SECONDS),
-        "PARLEY_WS_PORT": str(base + 3 + PRESENCE_REPLICAS),
+        "PARLEY_WS_PORT": str(base + config.port_count()),
         "PARLEY_REDIS_URL": redis_url,
         # Own keys, so this stack never shares partitions or inboxes with anyone.
         "PARLEY_REDIS_PREFIX": f"e2e{uuid.uuid4().hex[:10]}",
@@ -182,7 +191,7 @@ def devstack(
         **(extra_env or {}),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "parley.devstack"],
+        [sys.executable, "-m", "tools.localstack"],
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -191,7 +200,11 @@ def devstack(
         text=True,
     )
     running = Stack(
-        process=process, base_port=base, redis_url=redis_url, redis_prefix=env["PARLEY_REDIS_PREFIX"]
+        process=process,
+        base_port=base,
+        config=config,
+        redis_url=redis_url,
+        redis_prefix=env["PARLEY_REDIS_PREFIX"],
     )
     reader = threading.Thread(target=running.read_output, daemon=True)
     reader.start()

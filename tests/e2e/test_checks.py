@@ -1,6 +1,6 @@
 """The issues' acceptance checks, as a user runs them: whole processes, the real CLI and cqlsh.
 
-One stack (``python -m parley.devstack``, what ``make run`` runs) serves the
+One stack (``python -m tools.localstack``, what ``make run`` runs) serves the
 module. The counts are scaled down from the manual checks (200 sends from 4
 processes becomes 40: every ``parley send`` is a new Python process, and CI
 has 2 cores); the flows are the same.

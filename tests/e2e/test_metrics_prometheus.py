@@ -1,6 +1,6 @@
 """A real Prometheus server scrapes every service of a running stack; PromQL checks what they report.
 
-The stack is ``parley.devstack`` as processes (what ``make run`` runs); each
+The stack is ``tools.localstack`` as processes (what ``make run`` runs); each
 service serves /metrics on its gRPC port + 1000. The test starts Debian's
 ``prometheus`` on a free port with a 1 s scrape interval, drives a scripted
 workload through the gateway (sessions, sends), and polls PromQL until the

@@ -1,6 +1,6 @@
 """The whole local stack as processes, checked with the real grpcurl binary.
 
-Starts ``python -m parley.devstack`` (what ``make run`` runs) on free ports,
+Starts ``python -m tools.localstack`` (what ``make run`` runs) on free ports,
 with its own Redis key prefix and Cassandra keyspace so it never meets a
 developer's ``make run``, then talks to every instance the way a developer
 would: ``grpcurl list`` through server reflection, ``grpcurl describe``, and
@@ -24,7 +24,6 @@ from collections.abc import Iterator
 import pytest
 
 from parley.config import CassandraConfig
-from parley.devstack import StackConfig
 from parley.internal.v1 import history_pb2, presence_pb2, router_pb2
 from parley.v1 import gateway_pb2
 from tests.e2e.devstack_helpers import (
@@ -36,6 +35,7 @@ from tests.e2e.devstack_helpers import (
     devstack,
     grpcurl_tls,
 )
+from tools.localstack.topology import StackConfig
 
 pytestmark = pytest.mark.e2e
 

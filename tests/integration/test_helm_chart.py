@@ -456,6 +456,11 @@ def test_the_jwt_secret_is_required_with_a_clear_message(helm_env: dict[str, str
         ("cassandra.hosts=null", "cassandra.hosts is required"),
         ("auth.algorithm=none", "auth.algorithm must be HS256 or RS256"),
         ("gateway.wsPort=50051", "gateway.wsPort must be -1"),
+        ("cassandra.readConsistency=SERIAL", "cassandra.readConsistency must be one of"),
+        ("cassandra.writeConsistency=local_quorum", "cassandra.writeConsistency must be one of"),
+        ("cassandra.replicationFactor=0", "cassandra.replicationFactor must be at least 1"),
+        ("redis.waitTimeoutMs=0", "redis.waitTimeoutMs must be between 1 and 5000"),
+        ("redis.waitReplicas=-1", "redis.waitReplicas must be null"),
     ],
 )
 def test_bad_values_fail_the_render_with_a_message(
@@ -500,7 +505,9 @@ def test_each_service_loads_its_config_from_the_rendered_environment(chart: Rend
         "cassandra-0.cassandra.data.svc.cluster.local",
         "cassandra-1.cassandra.data.svc.cluster.local",
     )
-    assert history.cassandra.replication == "NetworkTopologyStrategy:datacenter1:3"
+    # Empty cassandra.replication: the local DC with cassandra.replicationFactor (3).
+    assert history.cassandra.replication == "datacenter1:3"
+    assert history.cassandra.read_consistency == history.cassandra.write_consistency == "LOCAL_QUORUM"
 
 
 def test_without_the_secret_the_gateway_would_refuse_to_start(chart: Rendered) -> None:
@@ -746,3 +753,49 @@ def test_gateway_autoscaler_can_scale_on_sessions_per_pod(helm_env: dict[str, st
         "metric": {"name": "parley_gateway_sessions"},
         "target": {"type": "AverageValue", "averageValue": "20000"},
     }
+
+
+def test_a_cassandra_ring_in_its_own_dc_at_local_quorum(helm_env: dict[str, str]) -> None:
+    rendered = render(
+        helm_env,
+        "cassandra.hosts={cassandra-0.data.svc,cassandra-1.data.svc,cassandra-2.data.svc}",
+        "cassandra.localDc=dc1",
+        "cassandra.replicationFactor=3",
+        "cassandra.readConsistency=LOCAL_QUORUM",
+        "cassandra.writeConsistency=EACH_QUORUM",
+    )
+    history = load_history_config(container_environ(rendered, "history"))
+    assert history.cassandra.hosts == ("cassandra-0.data.svc", "cassandra-1.data.svc", "cassandra-2.data.svc")
+    assert history.cassandra.local_dc == "dc1"
+    assert history.cassandra.replication == "dc1:3"
+    assert (history.cassandra.read_consistency, history.cassandra.write_consistency) == (
+        "LOCAL_QUORUM",
+        "EACH_QUORUM",
+    )
+    # An explicit replication wins (several DCs).
+    multi = render(helm_env, "cassandra.localDc=dc1", "cassandra.replication=dc1:3\\,dc2:3")
+    assert multi.configmap()["PARLEY_CASSANDRA_REPLICATION"] == "dc1:3,dc2:3"
+
+
+def test_a_local_dc_without_replicas_would_stop_the_history_service(helm_env: dict[str, str]) -> None:
+    rendered = render(helm_env, "cassandra.localDc=dc1", "cassandra.replication=dc2:3")
+    with pytest.raises(ConfigError, match="PARLEY_CASSANDRA_LOCAL_DC"):
+        load_history_config(container_environ(rendered, "history"))
+
+
+def test_redis_cluster_url_and_wait_reach_every_service(helm_env: dict[str, str]) -> None:
+    url = "redis+cluster://redis-0.data.svc:6379,redis-1.data.svc:6379"
+    rendered = render(
+        helm_env,
+        f"redis.url={url.replace(',', chr(92) + ',')}",
+        "redis.waitReplicas=1",
+        "redis.waitTimeoutMs=250",
+    )
+    config = rendered.configmap()
+    assert config["PARLEY_REDIS_URL"] == url
+    assert (config["PARLEY_REDIS_WAIT_REPLICAS"], config["PARLEY_REDIS_WAIT_TIMEOUT_MS"]) == ("1", "250")
+    for component in ("gateway", "router", "presence", "history"):
+        environ = container_environ(rendered, component)
+        assert environ["PARLEY_REDIS_URL"] == url and environ["PARLEY_REDIS_WAIT_REPLICAS"] == "1"
+    # Unset: the services choose (WAIT for one replica with a cluster URL, none otherwise).
+    assert "PARLEY_REDIS_WAIT_REPLICAS" not in render(helm_env).configmap()

@@ -21,12 +21,12 @@ import redis.asyncio as aioredis
 
 from parley.auth import mint_dev_token
 from parley.config import RedisConfig
-from parley.devstack import StackConfig, child_environment
 from parley.keys import Keys
 from parley.localstate import LocalCredentials
 from parley_client import ParleyClient
 from tests.conftest import REPO_ROOT
 from tests.stack import PARTITIONS, running_stack
+from tools.localstack.topology import StackConfig, child_environment
 
 REDIS_SH = REPO_ROOT / "deploy" / "local" / "redis.sh"
 

@@ -14,7 +14,7 @@ created without authentication works: Cassandra creates the default
 superuser when it first starts with PasswordAuthenticator, a few seconds
 after it answers, so logging in is retried.
 
-Usage: python auth.py PORT PASSWORD_DIR
+Usage: python auth.py PORT PASSWORD_DIR [HOST]   (HOST: default 127.0.0.1; a ring node's address)
 """
 
 from __future__ import annotations
@@ -44,10 +44,8 @@ def password(directory: Path, role: str) -> str:
     return path.read_text().strip()
 
 
-def login(port: int, user: str, pw: str) -> tuple[Cluster, Session] | None:
-    cluster = Cluster(
-        ["127.0.0.1"], port=port, auth_provider=PlainTextAuthProvider(user, pw), connect_timeout=5
-    )
+def login(port: int, user: str, pw: str, host: str = "127.0.0.1") -> tuple[Cluster, Session] | None:
+    cluster = Cluster([host], port=port, auth_provider=PlainTextAuthProvider(user, pw), connect_timeout=5)
     try:
         return cluster, cluster.connect()
     except NoHostAvailable:
@@ -63,12 +61,13 @@ def main() -> int:
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
     port, directory = int(sys.argv[1]), Path(sys.argv[2])
+    host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
     admin_pw, service_pw = password(directory, ADMIN), password(directory, SERVICE)
     deadline = time.monotonic() + DEADLINE_S
     while True:
-        found = login(port, ADMIN, admin_pw)
+        found = login(port, ADMIN, admin_pw, host)
         if found is None:
-            bootstrap = login(port, "cassandra", "cassandra")
+            bootstrap = login(port, "cassandra", "cassandra", host)
             if bootstrap is not None:
                 cluster, session = bootstrap
                 session.execute(
@@ -97,7 +96,7 @@ def main() -> int:
     # Cassandra caches credentials and roles for a while (credentials_validity, 2 s by
     # default): the default superuser still logs in until the cache expires. Done means
     # refused, so wait for that.
-    while (still := login(port, "cassandra", "cassandra")) is not None:
+    while (still := login(port, "cassandra", "cassandra", host)) is not None:
         still[0].shutdown()
         if time.monotonic() > deadline:
             print("cassandra: error: the default superuser still logs in", file=sys.stderr)

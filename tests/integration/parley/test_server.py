@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 
 import grpc
@@ -98,3 +99,19 @@ async def test_health_watch_streams_through_the_error_boundary() -> None:
         first = await asyncio.wait_for(call.read(), 5)
         assert first.status == health_pb2.HealthCheckResponse.SERVING
         call.cancel()
+
+
+async def test_a_burst_of_calls_while_the_loop_is_busy_is_served_not_cancelled() -> None:
+    # gRPC holds calls the event loop has not picked up yet; with its default bound
+    # (1,000) a burst like this lost ~700 of 2,500 calls as CANCELLED.
+    async with serving(spec()) as server, grpc.aio.insecure_channel(server.address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        calls = [
+            stub.Append(router_pb2.AppendRequest(conversation_id="expected"), timeout=60) for _ in range(2500)
+        ]
+        for _ in range(5):
+            await asyncio.sleep(0)  # the calls go out...
+        time.sleep(1.5)  # noqa: ASYNC251  # ...and arrive while the server's event loop is busy
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    codes = {r.code() if isinstance(r, grpc.aio.AioRpcError) else type(r) for r in results}
+    assert codes == {grpc.StatusCode.PERMISSION_DENIED}

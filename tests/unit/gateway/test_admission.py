@@ -64,7 +64,7 @@ def test_one_user_cannot_take_the_whole_budget() -> None:
             pass
         with admission.admit("quiet"):  # others are still admitted
             assert admission.in_flight == 3
-    assert admission.shed_total == {"gateway": 0, "user": 1, "cpu": 0}
+    assert admission.shed_total == {"gateway": 0, "user": 1, "cpu": 0, "delivery": 0}
 
 
 def test_a_failed_send_releases_its_slot() -> None:
@@ -103,3 +103,70 @@ async def test_loop_lag_sees_a_blocked_event_loop() -> None:
         assert lag.lag_s >= 0.2
     finally:
         await lag.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def offer(
+    admission: Admission, clock: Clock, rate: float, seconds: float, lag_s: float | None
+) -> tuple[int, int]:
+    """Offers ``rate`` sends/s for ``seconds`` (fake time), reporting ``lag_s`` per admitted send."""
+    admitted = refused = 0
+    for _ in range(int(rate * seconds)):
+        clock.now += 1 / rate
+        try:
+            with admission.admit(f"u{admitted + refused}"):
+                admitted += 1
+        except errors.Overloaded:
+            refused += 1
+            continue
+        if lag_s is not None:
+            admission.observe_delivery(lag_s)
+    return admitted, refused
+
+
+def test_late_deliveries_cut_the_admitted_rate_and_on_time_ones_restore_it() -> None:
+    clock = Clock()
+    config = AdmissionConfig(max_in_flight=64, target_delivery_s=0.15, min_rate=5.0)
+    admission = Admission(config, clock=clock)
+    # On time: nothing is refused, the brake does not limit.
+    assert offer(admission, clock, 400, 2.0, lag_s=0.05) == (800, 0)
+    assert admission.rate_limit == float("inf")
+    # Deliveries fall behind (downstream is saturated): the admitted rate is cut, sends refused.
+    _, refused = offer(admission, clock, 400, 2.0, lag_s=0.5)
+    assert refused > 0 and admission.shed_total["delivery"] == refused
+    assert admission.rate_limit < 400
+    late_rate = admission.rate_limit
+    # A rate limit never goes below the floor.
+    offer(admission, clock, 400, 5.0, lag_s=2.0)
+    assert admission.rate_limit >= config.min_rate
+    # On time again: the limit grows back and is lifted.
+    offer(admission, clock, 400, 10.0, lag_s=0.02)
+    assert admission.rate_limit > late_rate
+    offer(admission, clock, 50, 5.0, lag_s=0.02)
+    assert admission.rate_limit == float("inf")
+    assert offer(admission, clock, 400, 1.0, lag_s=0.02)[1] == 0
+
+
+def test_the_delivery_brake_can_be_turned_off() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.0), clock=clock)
+    assert offer(admission, clock, 400, 2.0, lag_s=5.0) == (800, 0)
+
+
+def test_a_limit_does_not_outlive_the_overload_when_traffic_stops() -> None:
+    clock = Clock()
+    admission = Admission(
+        AdmissionConfig(max_in_flight=64, target_delivery_s=0.15, min_rate=5.0), clock=clock
+    )
+    offer(admission, clock, 400, 3.0, lag_s=3.0)
+    assert admission.rate_limit < 50
+    clock.now += 10  # quiet: nothing sent, nothing delivered
+    offer(admission, clock, 20, 3.0, lag_s=None)  # a trickle whose deliveries land elsewhere
+    assert admission.rate_limit == float("inf")

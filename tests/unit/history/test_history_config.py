@@ -29,6 +29,7 @@ def test_overrides() -> None:
             "PARLEY_HISTORY_CLAIM_MIN_IDLE_MS": "250",
             "PARLEY_HISTORY_WRITE_CONCURRENCY": "8",
             "PARLEY_CASSANDRA_REPLICATION": "dc1:3",
+            "PARLEY_CASSANDRA_LOCAL_DC": "dc1",
             "PARLEY_PARTITIONS": "4",
         }
     )

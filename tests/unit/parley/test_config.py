@@ -90,6 +90,7 @@ def test_cassandra_config_from_env() -> None:
                 "PARLEY_CASSANDRA_PORT": "9142",
                 "PARLEY_CASSANDRA_KEYSPACE": "ks",
                 "PARLEY_CASSANDRA_REPLICATION": "dc1:3",
+                "PARLEY_CASSANDRA_LOCAL_DC": "dc1",
             }
         )
     )
@@ -97,6 +98,50 @@ def test_cassandra_config_from_env() -> None:
     assert config.port == 9142
     assert config.keyspace == "ks"
     assert config.replication == "dc1:3"
+    assert config.local_dc == "dc1"
+    assert (config.read_consistency, config.write_consistency) == ("LOCAL_QUORUM", "LOCAL_QUORUM")
+
+
+def test_cassandra_replication_follows_the_contact_points_and_the_local_dc() -> None:
+    # One node: RF 1 in its DC; a ring (several contact points): RF 3.
+    assert CassandraConfig.from_env(Env({})).replication == "datacenter1:1"
+    ring = CassandraConfig.from_env(
+        Env({"PARLEY_CASSANDRA_HOSTS": "127.0.0.1,127.0.0.2,127.0.0.3", "PARLEY_CASSANDRA_LOCAL_DC": "dc1"})
+    )
+    assert ring.replication == "dc1:3"
+    assert ring.read_consistency == ring.write_consistency == "LOCAL_QUORUM"
+    two = CassandraConfig.from_env(
+        Env({"PARLEY_CASSANDRA_HOSTS": "a,b", "PARLEY_CASSANDRA_REPLICATION_FACTOR": "2"})
+    )
+    assert two.replication == "datacenter1:2"
+
+
+def test_cassandra_consistency_levels_are_configurable() -> None:
+    config = CassandraConfig.from_env(
+        Env(
+            {
+                "PARLEY_CASSANDRA_READ_CONSISTENCY": "LOCAL_ONE",
+                "PARLEY_CASSANDRA_WRITE_CONSISTENCY": "EACH_QUORUM",
+            }
+        )
+    )
+    assert (config.read_consistency, config.write_consistency) == ("LOCAL_ONE", "EACH_QUORUM")
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"PARLEY_CASSANDRA_READ_CONSISTENCY": "local_quorum"}, "PARLEY_CASSANDRA_READ_CONSISTENCY"),
+        ({"PARLEY_CASSANDRA_WRITE_CONSISTENCY": "SERIAL"}, "PARLEY_CASSANDRA_WRITE_CONSISTENCY"),
+        ({"PARLEY_CASSANDRA_REPLICATION_FACTOR": "0"}, "PARLEY_CASSANDRA_REPLICATION_FACTOR"),
+        # LOCAL_QUORUM in a DC the keyspace has no replicas in would fail every request.
+        ({"PARLEY_CASSANDRA_REPLICATION": "dc2:3"}, "PARLEY_CASSANDRA_LOCAL_DC"),
+        ({"PARLEY_CASSANDRA_LOCAL_DC": " "}, "PARLEY_CASSANDRA_LOCAL_DC"),
+    ],
+)
+def test_bad_cassandra_settings_fail_loudly(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        CassandraConfig.from_env(Env(environ))
 
 
 @pytest.mark.parametrize("port", ["0", "65536", "nine"])

@@ -97,14 +97,30 @@ async def test_presence_down_is_tolerated_and_caught_up() -> None:
     fake.down = True
     assert await leases.register("u2", "d", "s2") is None
     await leases.renew_once()  # fails quietly
-    assert await leases.unregister("u1", "d", "s1") is None  # the lease will end it anyway
+    assert await leases.unregister("u1", "d", "s1") is None
+    await leases.renew_once()  # still down: the unregistration waits
+    assert fake.unregistered == []
     fake.down = False
     await leases.renew_once()
-    # s2 was never registered: it is registered now; s1 is gone.
+    # s2 was never registered: it is registered now; s1 is unregistered (once).
     assert fake.registered == ["s1", "s2"]
+    assert fake.unregistered == [("s1", False)]
     await leases.renew_once()
     assert fake.registered == ["s1", "s2"]
+    assert fake.unregistered == [("s1", False)]
     assert fake.renewals == [[], []]
+
+
+async def test_a_failed_unregister_is_retried_even_with_no_session_left() -> None:
+    # The gateway's one lease would otherwise keep the ended session (and its user) online.
+    fake = FakePresence()
+    leases = leases_for(fake)
+    await leases.register("u1", "d", "s1")
+    fake.down = True
+    await leases.unregister("u1", "d", "s1", connection_lost=True)
+    fake.down = False
+    await leases.renew_once()
+    assert fake.unregistered == [("s1", True)]
 
 
 async def test_unregister_forwards_connection_lost() -> None:

@@ -100,6 +100,21 @@ reports these as [INFO] without failing, so the chart lints with its defaults.)
 {{- if not $v.cassandra.hosts }}
 {{- fail "cassandra.hosts is required: Cassandra is an external dependency, e.g. --set 'cassandra.hosts={cassandra-0.cassandra.data.svc}'" }}
 {{- end }}
+{{- $levels := list "ONE" "TWO" "THREE" "QUORUM" "ALL" "LOCAL_QUORUM" "EACH_QUORUM" "LOCAL_ONE" }}
+{{- range $key := list "readConsistency" "writeConsistency" }}
+{{- if not (has (index $v.cassandra $key) $levels) }}
+{{- fail (printf "cassandra.%s must be one of %s, got %q" $key (join ", " $levels) (index $v.cassandra $key)) }}
+{{- end }}
+{{- end }}
+{{- if lt (int $v.cassandra.replicationFactor) 1 }}
+{{- fail (printf "cassandra.replicationFactor must be at least 1, got %d" (int $v.cassandra.replicationFactor)) }}
+{{- end }}
+{{- if and (not (kindIs "invalid" $v.redis.waitReplicas)) (lt (int $v.redis.waitReplicas) 0) }}
+{{- fail "redis.waitReplicas must be null (the services' default) or at least 0" }}
+{{- end }}
+{{- if or (lt (int $v.redis.waitTimeoutMs) 1) (gt (int $v.redis.waitTimeoutMs) 5000) }}
+{{- fail (printf "redis.waitTimeoutMs must be between 1 and 5000, got %d" (int $v.redis.waitTimeoutMs)) }}
+{{- end }}
 {{- if lt (int $v.presence.replicas) 2 }}
 {{- fail (printf "presence.replicas must be at least 2 (presence is replicated), got %d" (int $v.presence.replicas)) }}
 {{- end }}

@@ -1,4 +1,4 @@
-"""parley.devstack: port layout, start order and each child's environment.
+"""tools.localstack.topology and the command line: port layout, start order and each child's environment.
 
 The processes themselves are exercised in tests/e2e/test_stack.py.
 """
@@ -10,7 +10,9 @@ import signal
 import pytest
 
 from parley.config import ConfigError, Env
-from parley.devstack import StackConfig, child_environment, describe_exit, main
+from tools.localstack.__main__ import main, parse_args
+from tools.localstack.supervisor import describe_exit
+from tools.localstack.topology import StackConfig, child_environment
 
 
 def test_default_layout_matches_the_documented_ports() -> None:
@@ -120,3 +122,75 @@ def test_exit_descriptions() -> None:
     assert describe_exit(-signal.SIGKILL) == "signal SIGKILL"
     assert describe_exit(-signal.SIGHUP) == "signal SIGHUP"
     assert describe_exit(None) == "no process"
+
+
+def test_cluster_topology_puts_nginx_on_the_public_port_and_the_replicas_behind_it() -> None:
+    config = StackConfig.for_topology("cluster", base_port=30000)
+    instances = config.instances()
+    by_name = {i.name: i for i in instances}
+    assert sorted(by_name) == sorted(
+        ["gateway", "gateway-2", "router", "router-2", "presence", "presence-2", "history", "history-2"]
+    )
+    ports = [i.port for i in instances] + [i.ws_port for i in instances if i.ws_port > 0]
+    assert len(set(ports)) == len(ports)
+    # The public port is nginx's: no service listens there.
+    assert config.public_grpc_address == "127.0.0.1:30000"
+    assert 30000 not in ports
+    assert config.port_count() == max(ports) - 30000 + 1
+    assert by_name["gateway"].ws_port == by_name["gateway"].port + 1
+
+
+def test_behind_nginx_gateways_speak_plaintext_on_their_own_ports() -> None:
+    config = StackConfig.for_topology("cluster", base_port=30000)
+    stack = config.instances()
+    gateway_2 = next(i for i in stack if i.name == "gateway-2")
+    env = child_environment(gateway_2, stack, {"PARLEY_WS_PORT": "8080"}, config)
+    assert env["PARLEY_PLAINTEXT"] == "true" and "PARLEY_TLS_CERT_FILE" not in env
+    assert env["PARLEY_GATEWAY_PORT"] == str(gateway_2.port)
+    assert env["PARLEY_WS_PORT"] == str(gateway_2.ws_port)
+    assert env["PARLEY_ROUTER_ADDR"].count(",") == 1
+    assert env["PARLEY_HISTORY_ADDR"].count(",") == 1
+
+
+def test_two_history_writers_are_two_consumers() -> None:
+    config = StackConfig.for_topology("cluster", base_port=30000)
+    stack = config.instances()
+    consumers = {
+        child_environment(i, stack, {}, config).get("PARLEY_HISTORY_CONSUMER", "default")
+        for i in stack
+        if i.module == "history"
+    }
+    assert len(consumers) == 2
+
+
+def test_several_gateways_without_nginx_are_refused() -> None:
+    with pytest.raises(ConfigError, match="PARLEY_DEVSTACK_NGINX"):
+        StackConfig(gateways=2)
+    with pytest.raises(ConfigError, match="PARLEY_DEVSTACK_NGINX"):
+        StackConfig.from_env(Env({"PARLEY_DEVSTACK_GATEWAYS": "2", "PARLEY_DEVSTACK_NGINX": "false"}))
+    # More than one gateway brings nginx by default.
+    assert StackConfig.from_env(Env({"PARLEY_DEVSTACK_GATEWAYS": "2"})).nginx
+
+
+def test_topology_from_env_and_flags() -> None:
+    config = StackConfig.from_env(
+        Env({"PARLEY_DEVSTACK_TOPOLOGY": "cluster", "PARLEY_DEVSTACK_ROUTERS": "3"})
+    )
+    assert (config.gateways, config.routers, config.histories, config.nginx) == (2, 3, 2, True)
+    single = parse_args(["--histories", "2"], StackConfig())
+    assert (single.gateways, single.histories, single.nginx) == (1, 2, False)
+    assert parse_args(["--topology", "cluster"], StackConfig()).nginx
+    assert parse_args(["--gateways", "3"], StackConfig()).nginx
+    with pytest.raises(ConfigError, match="PARLEY_DEVSTACK_TOPOLOGY"):
+        StackConfig.from_env(Env({"PARLEY_DEVSTACK_TOPOLOGY": "mesh"}))
+
+
+def test_redis_endpoints_of_one_server_and_of_a_cluster_seed_list() -> None:
+    from tools.localstack.probes import redis_endpoints
+
+    assert redis_endpoints("redis://127.0.0.1:6380/0") == [("127.0.0.1", 6380)]
+    assert redis_endpoints("redis://u:p@host/0") == [("host", 6379)]
+    assert redis_endpoints("redis+cluster://u:p@127.0.0.1:7001,127.0.0.1:7002/0") == [
+        ("127.0.0.1", 7001),
+        ("127.0.0.1", 7002),
+    ]

@@ -16,7 +16,7 @@ from parley.keys import HISTORY_GROUP, Keys
 from parley.redisclient import connect, is_cluster
 from parley.streamread import StreamReader
 from router.store import ConversationStore
-from tests.cluster.conftest import Cluster
+from tests.cluster.rediscluster.conftest import LocalRedisCluster
 
 
 async def test_connect_gives_a_cluster_client_spread_over_three_masters(
@@ -63,7 +63,7 @@ async def test_appends_are_ordered_and_deduplicated_across_slots(
 
 
 async def test_an_append_waits_for_a_replica_or_fails_unavailable(
-    cluster_client: Any, cluster_keys: Keys, redis_cluster: Cluster
+    cluster_client: Any, cluster_keys: Keys, redis_cluster: LocalRedisCluster
 ) -> None:
     store = ConversationStore(cluster_client, cluster_keys)
     cid = (await store.create_direct("alice", "bob"))[0].id

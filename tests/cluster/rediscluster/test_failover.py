@@ -31,7 +31,7 @@ from parley.keys import Keys
 from parley.redisclient import connect
 from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 from tests.chat import RawSession, metadata
-from tests.cluster.conftest import Cluster
+from tests.cluster.rediscluster.conftest import LocalRedisCluster
 from tests.stack import running_stack
 
 PARTITIONS = 16
@@ -129,7 +129,7 @@ async def check_delivered(peer: RawSession, cid: str, ledger: Ledger) -> None:
     assert not wrong, f"{peer.user} in {cid}: seq -> (acked, delivered) {wrong}"
 
 
-async def wait_promoted(cluster: Cluster, replica_port: int, within: float) -> float:
+async def wait_promoted(cluster: LocalRedisCluster, replica_port: int, within: float) -> float:
     """Seconds until the replica on ``replica_port`` is a master serving its slots."""
     started = time.monotonic()
     client = await cluster.node_client(replica_port)
@@ -146,7 +146,7 @@ async def wait_promoted(cluster: Cluster, replica_port: int, within: float) -> f
 
 
 async def test_acked_sends_survive_a_master_killed_under_load(
-    redis_cluster: Cluster, cluster_config: RedisConfig
+    redis_cluster: LocalRedisCluster, cluster_config: RedisConfig
 ) -> None:
     keys = Keys(prefix=cluster_config.key_prefix, partitions=PARTITIONS)
     overrides: dict[str, object] = {"partitions": PARTITIONS}

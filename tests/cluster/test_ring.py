@@ -1,0 +1,105 @@
+"""The history service on a three-node Cassandra ring: one node SIGKILLed, history still written and read.
+
+The keyspace is NetworkTopologyStrategy with RF 3 in dc1 and the services read and
+write at LOCAL_QUORUM, so any two nodes answer. With RF 1 (or a consistency needing
+all three) the conversations whose partitions live on the dead node would fail here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from cassandra import ConsistencyLevel
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile, Session
+from cassandra.cluster import Cluster as CassandraCluster
+from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.query import SimpleStatement
+
+from parley.localstate import CASSANDRA_ADMIN_ROLE, LocalCredentials
+from parley_client import ParleyClient
+from parley_client.devtoken import mint_dev_token
+from tests.cluster.conftest import Cluster, ring_node_pid, ring_up
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+
+CONVERSATIONS = 6
+PER_PHASE = 4
+HISTORY_TIMEOUT_S = 60.0
+VICTIM = 3
+
+
+@contextlib.contextmanager
+def admin_session(cluster: Cluster) -> Iterator[Session]:
+    user, password = LocalCredentials.from_env().cassandra_login(CASSANDRA_ADMIN_ROLE)
+    profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=cluster.ring.local_dc))
+    driver = CassandraCluster(
+        list(cluster.ring.hosts),
+        port=cluster.ring.port,
+        auth_provider=PlainTextAuthProvider(user, password) if user else None,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=10,
+    )
+    try:
+        yield driver.connect()
+    finally:
+        driver.shutdown()
+
+
+def kill_node(node: int) -> None:
+    pid = ring_node_pid(node)
+    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).wait(30)
+
+
+async def test_history_is_written_and_read_with_one_ring_node_killed(cluster: Cluster) -> None:
+    with admin_session(cluster) as session:
+        row = session.execute(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+            (cluster.ring.keyspace,),
+        ).one()
+        assert row is not None and dict(row.replication).get("dc1") == "3", row
+
+    sender = f"ring-{uuid.uuid4().hex[:8]}"
+    peers = [f"ring-peer{i}-{uuid.uuid4().hex[:6]}" for i in range(CONVERSATIONS)]
+    async with ParleyClient(cluster.public, token=mint_dev_token(sender), ca_file=cluster.ca_file) as alice:
+        conversations = [(await alice.create_direct(peer)).id for peer in peers]
+        for conversation in conversations:
+            for i in range(PER_PHASE):
+                await alice.send(conversation, f"before {i}")
+        kill_node(VICTIM)
+        try:
+            # Sends go on (Redis), and the history writers keep writing them to the two live nodes.
+            for conversation in conversations:
+                for i in range(PER_PHASE):
+                    await alice.send(conversation, f"after {i}")
+            expected = list(range(1, 2 * PER_PHASE + 1))
+            deadline = time.monotonic() + HISTORY_TIMEOUT_S
+            pending = set(conversations)
+            while pending and time.monotonic() < deadline:
+                for conversation in sorted(pending):
+                    page = await alice.get_history(conversation, limit=50)
+                    if [m.seq for m in page.messages] == expected:
+                        pending.discard(conversation)
+                await asyncio.sleep(0.3)
+            assert not pending, f"history incomplete with node{VICTIM} down: {sorted(pending)}"
+            # And straight from the ring, at LOCAL_QUORUM, with the node still down.
+            with admin_session(cluster) as session:
+                table = f"{cluster.ring.keyspace}.messages"
+                cql = f"SELECT seq FROM {table} WHERE conversation_id = %s AND bucket = 0"
+                query = SimpleStatement(cql, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+                for conversation in conversations:
+                    seqs = sorted(r.seq for r in session.execute(query, (conversation,)))
+                    assert seqs == expected, conversation
+        finally:
+            # The next tests (and sessions) get the whole ring back.
+            ring_up()
