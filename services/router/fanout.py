@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from opentelemetry import trace
 
-from parley import partition_log
+from parley import errors, partition_log
 from parley.delivery import Inbox, RouteTable
 from parley.keys import (
     FANOUT_GROUP,
@@ -293,11 +293,15 @@ class Fanout:
                     continue
                 for partition, min_idle in list(self._reclaim_due.items()):
                     async with self._round:
-                        if partition in self._owned:
-                            await self._reclaim(partition, min_idle)
-                    if self._reclaim_due.get(partition) == min_idle:
+                        done = partition not in self._owned or await self._reclaim(partition, min_idle)
+                    if done and self._reclaim_due.get(partition) == min_idle:
                         del self._reclaim_due[partition]
-                streams = {self._keys.log(p): ">" for p in sorted(self._owned)}
+                # A partition whose pending entries wait for a replica is not read meanwhile:
+                # nothing newer overtakes them, and the other partitions go on.
+                streams = {self._keys.log(p): ">" for p in sorted(self._owned) if p not in self._reclaim_due}
+                if not streams:
+                    await asyncio.sleep(self._block_ms / 1000)
+                    continue
                 result = await self._reader.read(streams, count=self._batch, block=self._block_ms)
                 metrics.record_read(self._owned, self._partition_of, result or [])
                 if result:
@@ -319,27 +323,32 @@ class Fanout:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _reclaim(self, partition: int, min_idle_ms: int) -> None:
+    async def _reclaim(self, partition: int, min_idle_ms: int) -> bool:
+        """Delivers the partition's pending entries; False if its replica did not confirm them."""
         log_key = self._keys.log(partition)
         start = "0-0"
         while True:
             if self._wait[0]:
-                reply = await command_replicated(
-                    self._redis,
-                    log_key,
-                    (
-                        "XAUTOCLAIM",
+                try:
+                    reply = await command_replicated(
+                        self._redis,
                         log_key,
-                        FANOUT_GROUP,
-                        self._router_id,
-                        min_idle_ms,
-                        start,
-                        "COUNT",
-                        self._batch,
-                    ),
-                    replicas=self._wait[0],
-                    timeout_ms=self._wait[1],
-                )
+                        (
+                            "XAUTOCLAIM",
+                            log_key,
+                            FANOUT_GROUP,
+                            self._router_id,
+                            min_idle_ms,
+                            start,
+                            "COUNT",
+                            self._batch,
+                        ),
+                        replicas=self._wait[0],
+                        timeout_ms=self._wait[1],
+                    )
+                except errors.NotReplicated as exc:
+                    log.warning("partition %d: %s; its fan-out waits for the replica", partition, exc)
+                    return False
             else:
                 reply = await self._redis.xautoclaim(
                     log_key,
@@ -353,7 +362,7 @@ class Fanout:
             if items:
                 await self._process([(log_key, [(i, f) for i, f in items if f])])
             if start_next in (b"0-0", "0-0"):
-                return
+                return True
             start = start_next
 
     async def _process(
