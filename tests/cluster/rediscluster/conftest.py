@@ -30,7 +30,7 @@ from parley.keys import Keys
 from parley.localstate import LocalCredentials
 from parley.redisclient import connect
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = REPO_ROOT / "deploy" / "local" / "redis-cluster.sh"
 BASE_PORT = int(os.environ.get("PARLEY_TEST_REDIS_CLUSTER_PORT", "7201"))
 # Failure detection: a master unreachable this long is failed over by its replica.
