@@ -23,7 +23,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Everything the local stack writes (git-ignored); another folder (and other
 # ports, below) gives a checkout infrastructure of its own.
-PARLEY_STATE_DIR ?= $(CURDIR)/.state
+# A symlinked .state (a git worktree sharing the main checkout's) is resolved:
+# the Redis and Cassandra configs embed this path, and a different spelling of
+# the same folder made `infra-up` restart the shared Redis and Cassandra.
+PARLEY_STATE_DIR ?= $(or $(realpath $(CURDIR)/.state),$(CURDIR)/.state)
 STATE := $(PARLEY_STATE_DIR)
 export PARLEY_STATE_DIR
 export PATH := $(STATE)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)

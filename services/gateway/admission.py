@@ -139,6 +139,11 @@ class DeliveryBrake:
 
     WINDOW_S = 0.25
     MAX_SAMPLES = 2048
+    # Fewer deliveries than this in a window say nothing about overload (100/s): a
+    # few late messages after a restart or in a quiet test must not limit anyone.
+    MIN_SAMPLES = 25
+    # Sends a limited gateway still admits at once (a client's burst of a few).
+    MIN_BURST = 10.0
     CUT = 0.8
     PROBE = 0.05
     RECOVER = 1.5
@@ -163,13 +168,16 @@ class DeliveryBrake:
         elapsed = max(self.WINDOW_S, now - (self._window_ends - self.WINDOW_S))
         admitted_rate = self._admitted / elapsed
         self._lags.sort()
-        late = bool(self._lags) and self._lags[int(0.9 * (len(self._lags) - 1))] > self._target_s
+        late = (
+            len(self._lags) >= self.MIN_SAMPLES
+            and self._lags[int(0.9 * (len(self._lags) - 1))] > self._target_s
+        )
         if late:
             self.rate = max(self._min_rate, self.CUT * min(self.rate, admitted_rate))
         elif self.rate != math.inf:
             # No delivery in the window counts as on time: a limit must not outlive the
             # overload just because too little traffic is left to show it is over.
-            if self._refused and self._lags:
+            if self._refused and len(self._lags) >= self.MIN_SAMPLES:
                 self.rate += max(1.0, self.PROBE * self.rate)
             else:
                 self.rate *= self.RECOVER
@@ -187,7 +195,7 @@ class DeliveryBrake:
         if self.rate == math.inf:
             self._admitted += 1
             return True
-        burst = max(1.0, self.rate * self.WINDOW_S)
+        burst = max(self.MIN_BURST, self.rate * self.WINDOW_S)
         self._tokens = min(burst, self._tokens + (now - self._refilled_at) * self.rate)
         self._refilled_at = now
         if self._tokens >= 1.0:

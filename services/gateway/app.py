@@ -22,7 +22,8 @@ from gateway.presence import GatewayPresence
 from gateway.presence_feed import PresenceFeed
 from gateway.presence_leases import SessionLeases
 from gateway.servicer import ChatServicer
-from gateway.websocket import WEB_DIR, WebSocketBridge
+from gateway.static import WEB_DIR
+from gateway.websocket import WebSocketBridge
 from parley.appender import LogAppender
 from parley.auth import Authenticator
 from parley.grpcclient import service_channel

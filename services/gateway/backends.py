@@ -41,6 +41,10 @@ async def rpc(call: Awaitable[T]) -> T:
         if type(error) is errors.ParleyError:
             # Shown to the client as INTERNAL: say here what it was (one line, no traceback).
             log.error("internal call failed: %s: %s", exc.code().name, (exc.details() or "")[:300])
+        elif error.status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            # A service behind the gateway is down or slow: passed on as retryable, and said here,
+            # as the boundary says a Redis outage (the client's own errors are not logged).
+            log.warning("internal call failed: %s: %s", exc.code().name, (exc.details() or "")[:300])
         raise error from None
 
 

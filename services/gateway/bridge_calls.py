@@ -74,9 +74,8 @@ class BridgeCalls:
             context = cast(ServicerContext[Any, Any], _CallContext(token))
             result = await self._methods[kind](getattr(request, kind), context)
             getattr(response, kind).CopyFrom(result)
-        except errors.ParleyError as exc:
-            response.error.CopyFrom(errors.error_frame(exc, request.request_id[:128]))
-        except Exception:
-            log.exception("bridge call %s failed", request.WhichOneof("call"))
-            response.error.CopyFrom(errors.error_frame(errors.ParleyError(errors.INTERNAL_MESSAGE), ""))
+        except Exception as exc:
+            # The same mapping as the gRPC boundary (parley.server): outage UNAVAILABLE, bug INTERNAL.
+            error = errors.to_client_error(exc, f"bridge call {request.WhichOneof('call')}", log)
+            response.error.CopyFrom(errors.error_frame(error, request.request_id[:128]))
         return response

@@ -15,6 +15,8 @@ from parley.tls import InternalTLS, ServerTLS, edge_tls_from_env
 
 # Streams one client connection may hold at the gateway (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
 PUBLIC_MAX_CONCURRENT_STREAMS = 1_000
+# Presence declares a dead gateway's users offline within this lease: the longest allowed.
+MAX_PRESENCE_LEASE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -75,19 +77,27 @@ class GatewayConfig:
 def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
     env = Env(environ)
     limits = LimitsConfig(
-        max_body_bytes=env.int("PARLEY_MAX_BODY_BYTES", 64 * 1024, minimum=1, maximum=MAX_BODY_BYTES_CEILING),
-        send_rate_per_s=env.float("PARLEY_SEND_RATE_PER_SECOND", 20.0, minimum=0.001),
-        send_burst=env.int("PARLEY_SEND_BURST", 40, minimum=1),
-        typing_interval_s=env.float("PARLEY_TYPING_INTERVAL_SECONDS", 1.0, minimum=0.0),
-        session_queue_max=env.int("PARLEY_SESSION_QUEUE_MAX", 10_000, minimum=10),
-        hello_timeout_s=env.float("PARLEY_HELLO_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-        session_max_queued_bytes=env.int(
-            "PARLEY_SESSION_MAX_QUEUED_BYTES", 4 * 1024 * 1024, minimum=2 * MAX_BODY_BYTES_CEILING
+        max_body_bytes=env.int(
+            "PARLEY_MAX_BODY_BYTES", LimitsConfig.max_body_bytes, minimum=1, maximum=MAX_BODY_BYTES_CEILING
         ),
-        max_sessions_per_user=env.int("PARLEY_MAX_SESSIONS_PER_USER", 50, minimum=1),
+        send_rate_per_s=env.float("PARLEY_SEND_RATE_PER_SECOND", LimitsConfig.send_rate_per_s, minimum=0.001),
+        send_burst=env.int("PARLEY_SEND_BURST", LimitsConfig.send_burst, minimum=1),
+        typing_interval_s=env.float(
+            "PARLEY_TYPING_INTERVAL_SECONDS", LimitsConfig.typing_interval_s, minimum=0.0
+        ),
+        session_queue_max=env.int("PARLEY_SESSION_QUEUE_MAX", LimitsConfig.session_queue_max, minimum=10),
+        hello_timeout_s=env.float("PARLEY_HELLO_TIMEOUT_SECONDS", LimitsConfig.hello_timeout_s, minimum=0.1),
+        session_max_queued_bytes=env.int(
+            "PARLEY_SESSION_MAX_QUEUED_BYTES",
+            LimitsConfig.session_max_queued_bytes,
+            minimum=2 * MAX_BODY_BYTES_CEILING,
+        ),
+        max_sessions_per_user=env.int(
+            "PARLEY_MAX_SESSIONS_PER_USER", LimitsConfig.max_sessions_per_user, minimum=1
+        ),
     )
-    presence_lease = env.float("PARLEY_PRESENCE_LEASE_SECONDS", 30.0, minimum=1.0)
-    if presence_lease > 30.0:
+    presence_lease = env.float("PARLEY_PRESENCE_LEASE_SECONDS", GatewayConfig.presence_lease_s, minimum=1.0)
+    if presence_lease > MAX_PRESENCE_LEASE_S:
         raise ConfigError("PARLEY_PRESENCE_LEASE_SECONDS must be at most 30 (users go offline within it)")
     return GatewayConfig(
         server=ServerConfig.from_env(
@@ -97,28 +107,44 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         telemetry=TelemetryConfig.from_env(env, "parley-gateway"),
         auth=AuthConfig.from_env(env),
         limits=limits,
-        router_addr=env.str("PARLEY_ROUTER_ADDR", "127.0.0.1:50052"),
-        presence_addr=env.str("PARLEY_PRESENCE_ADDR", "127.0.0.1:50053"),
-        history_addr=env.str("PARLEY_HISTORY_ADDR", "127.0.0.1:50054"),
-        partitions=env.int("PARLEY_PARTITIONS", 16, minimum=1, maximum=1024),
+        router_addr=env.str("PARLEY_ROUTER_ADDR", GatewayConfig.router_addr),
+        presence_addr=env.str("PARLEY_PRESENCE_ADDR", GatewayConfig.presence_addr),
+        history_addr=env.str("PARLEY_HISTORY_ADDR", GatewayConfig.history_addr),
+        partitions=env.int("PARLEY_PARTITIONS", GatewayConfig.partitions, minimum=1, maximum=1024),
         log=LogConfig.from_env(env),
         gateway_id=env.str(
             "PARLEY_GATEWAY_ID", f"gw-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         ),
-        route_lease_s=env.float("PARLEY_ROUTE_LEASE_SECONDS", 30.0, minimum=1.0),
+        route_lease_s=env.float("PARLEY_ROUTE_LEASE_SECONDS", GatewayConfig.route_lease_s, minimum=1.0),
         presence_lease_s=presence_lease,
-        ws_host=env.str("PARLEY_WS_HOST", "127.0.0.1"),
-        ws_port=env.int("PARLEY_WS_PORT", 8080, minimum=-1, maximum=65535),
+        ws_host=env.str("PARLEY_WS_HOST", GatewayConfig.ws_host),
+        ws_port=env.int("PARLEY_WS_PORT", GatewayConfig.ws_port, minimum=-1, maximum=65535),
         edge_tls=edge_tls_from_env(env),
         internal_tls=InternalTLS.from_env(env),
         admission=AdmissionConfig(
-            max_in_flight=env.int("PARLEY_GATEWAY_MAX_INFLIGHT_SENDS", 64, minimum=1),
-            per_user_in_flight=env.int("PARLEY_GATEWAY_MAX_INFLIGHT_SENDS_PER_USER", 8, minimum=1),
-            max_loop_lag_s=env.float("PARLEY_GATEWAY_MAX_LOOP_LAG_SECONDS", 0.25, minimum=0.0),
-            target_delivery_s=env.float("PARLEY_GATEWAY_SHED_TARGET_DELIVERY_SECONDS", 0.2, minimum=0.0),
-            min_rate=env.float("PARLEY_GATEWAY_SHED_MIN_RATE", 5.0, minimum=0.1),
-            retry_after_s=env.float("PARLEY_GATEWAY_SHED_RETRY_AFTER_SECONDS", 0.2, minimum=0.001),
-            max_retry_after_s=env.float("PARLEY_GATEWAY_SHED_MAX_RETRY_AFTER_SECONDS", 5.0, minimum=0.001),
-            send_deadline_s=env.float("PARLEY_SEND_DEADLINE_SECONDS", 2.0, minimum=0.05),
+            max_in_flight=env.int(
+                "PARLEY_GATEWAY_MAX_INFLIGHT_SENDS", AdmissionConfig.max_in_flight, minimum=1
+            ),
+            per_user_in_flight=env.int(
+                "PARLEY_GATEWAY_MAX_INFLIGHT_SENDS_PER_USER", AdmissionConfig.per_user_in_flight, minimum=1
+            ),
+            max_loop_lag_s=env.float(
+                "PARLEY_GATEWAY_MAX_LOOP_LAG_SECONDS", AdmissionConfig.max_loop_lag_s, minimum=0.0
+            ),
+            target_delivery_s=env.float(
+                "PARLEY_GATEWAY_SHED_TARGET_DELIVERY_SECONDS", AdmissionConfig.target_delivery_s, minimum=0.0
+            ),
+            min_rate=env.float("PARLEY_GATEWAY_SHED_MIN_RATE", AdmissionConfig.min_rate, minimum=0.1),
+            retry_after_s=env.float(
+                "PARLEY_GATEWAY_SHED_RETRY_AFTER_SECONDS", AdmissionConfig.retry_after_s, minimum=0.001
+            ),
+            max_retry_after_s=env.float(
+                "PARLEY_GATEWAY_SHED_MAX_RETRY_AFTER_SECONDS",
+                AdmissionConfig.max_retry_after_s,
+                minimum=0.001,
+            ),
+            send_deadline_s=env.float(
+                "PARLEY_SEND_DEADLINE_SECONDS", AdmissionConfig.send_deadline_s, minimum=0.05
+            ),
         ),
     )

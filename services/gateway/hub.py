@@ -22,6 +22,7 @@ from gateway.session import Session
 from parley import errors
 from parley.delivery import Inbox, RouteTable
 from parley.keys import Keys
+from parley.retry import Backoff, run_forever, skip_bad_data
 from parley.tasks import stop_tasks
 from parley.telemetry import PUSH_ATTRIBUTES, context_from_traceparent
 from parley.v1 import gateway_pb2
@@ -49,6 +50,8 @@ class Hub:
         self._by_user: dict[str, dict[str, Session]] = {}
         self._by_id: dict[str, Session] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # This gateway's inbox is new (its id is unique per process): read it from the start.
+        self._inbox_last_id = b"0-0"
         self.delivered_frames = 0
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -117,40 +120,45 @@ class Hub:
     async def _renew_routes(self) -> None:
         # One liveness lease for all of this gateway's routes: the work per interval
         # does not grow with its users.
-        while True:
-            await asyncio.sleep(self._lease_s / 3)
-            try:
-                if await self._routes.heartbeat(self.gateway_id, self._lease_s):
-                    # Declared dead meanwhile (a stall longer than the lease) and swept.
-                    log.warning(
-                        "this gateway's routes were swept; registering its %d users again", len(self._by_user)
-                    )
-                    await self._routes.register(self.gateway_id, list(self._by_user))
-                await self._inbox.touch(self.gateway_id)
-            except Exception:
-                log.exception("renewing this gateway's liveness failed; retrying next interval")
+        every = self._lease_s / 3
+        await run_forever(
+            self._renew_once,
+            name="renewing this gateway's liveness",
+            log=log,
+            backoff=Backoff(every, every),  # retried at the next interval
+            every=every,
+        )
+
+    async def _renew_once(self) -> None:
+        if await self._routes.heartbeat(self.gateway_id, self._lease_s):
+            # Declared dead meanwhile (a stall longer than the lease) and swept.
+            log.warning(
+                "this gateway's routes were swept; registering its %d users again", len(self._by_user)
+            )
+            await self._routes.register(self.gateway_id, list(self._by_user))
+        await self._inbox.touch(self.gateway_id)
 
     async def _read_inbox(self) -> None:
-        # This gateway's inbox is new (its id is unique per process): read it from the start.
-        last_id = b"0-0"
-        backoff = 0.05
-        while True:
+        await run_forever(
+            self._read_inbox_once,
+            name="reading this gateway's inbox",
+            log=log,
+            backoff=Backoff(0.05, 2.0, jitter=0.5),
+        )
+
+    async def _read_inbox_once(self) -> None:
+        entries = await self._inbox.read(self.gateway_id, self._inbox_last_id, block_ms=2000)
+        for entry in entries:
+            self._inbox_last_id = entry.entry_id
             try:
-                entries = await self._inbox.read(self.gateway_id, last_id, block_ms=2000)
-                backoff = 0.05
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reading inbox failed; retrying")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            for entry in entries:
-                last_id = entry.entry_id
-                try:
-                    self._dispatch(entry.frame, entry.users, entry.exclude_session, entry.traceparent)
-                except Exception:
-                    log.exception("dropping malformed inbox entry %r", entry.entry_id)
+                self._dispatch(entry.frame, entry.users, entry.exclude_session, entry.traceparent)
+            except Exception as exc:
+                skip_bad_data(
+                    log,
+                    "gateway inbox",
+                    f"malformed inbox entry ({type(exc).__name__}: {exc})",
+                    [entry.entry_id],
+                )
 
     def _dispatch(self, raw: bytes, users: list[str], exclude_session: str, traceparent: str) -> None:
         targets = [

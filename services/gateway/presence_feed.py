@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 
 from parley.keys import F_PRESENCE
+from parley.retry import Backoff, run_forever, skip_bad_data
 from parley.tasks import stop_task
 from parley.v1 import messages_pb2
 
@@ -96,33 +97,30 @@ class PresenceFeed:
             self._task = None
 
     async def _run(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                reply = await self._redis.xread(
-                    {self._stream: self._last_id}, count=self._count, block=self._block_ms
-                )
-            except Exception:
-                # Redis down or failing over: keep the position and retry; the feed must not die.
-                log.warning("presence feed read failed; retrying in %.1fs", backoff, exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-                continue
-            backoff = 0.1
-            for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    self._last_id = entry_id.decode()
-                    self._dispatch(fields)
+        # Redis down or failing over: keep the position and retry; the feed must not die.
+        await run_forever(
+            self._read_once, name="presence feed", log=log, backoff=Backoff(0.1, MAX_BACKOFF_S, jitter=0.5)
+        )
 
-    def _dispatch(self, fields: dict[bytes, bytes]) -> None:
+    async def _read_once(self) -> None:
+        reply = await self._redis.xread(
+            {self._stream: self._last_id}, count=self._count, block=self._block_ms
+        )
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                self._last_id = entry_id.decode()
+                self._dispatch(entry_id, fields)
+
+    def _dispatch(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         payload = fields.get(F_PRESENCE.encode())
         if payload is None:
+            skip_bad_data(log, "presence feed", "presence change without a presence field", [entry_id])
             return
         presence = messages_pb2.Presence()
         try:
             presence.ParseFromString(payload)
         except DecodeError:
-            log.warning("undecodable presence change skipped")
+            skip_bad_data(log, "presence feed", "undecodable presence change", [entry_id])
             return
         watchers = self._watchers.get(presence.user_id)
         if not watchers:

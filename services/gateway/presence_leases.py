@@ -20,7 +20,6 @@ outage) every session is registered again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -28,6 +27,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from parley.internal.v1 import presence_pb2
+from parley.retry import Backoff, run_forever
 from parley.tasks import stop_task
 from parley.v1 import messages_pb2
 
@@ -143,19 +143,26 @@ class SessionLeases:
         self._unregistered.discard(session.session_id)
         if session.session_id not in self._sessions:
             # Closed while this registration was in flight: undo it, or it would linger until its lease ends.
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await self._stub.UnregisterSession(
-                    presence_pb2.UnregisterSessionRequest(session=session), timeout=self._timeout_s
+            undo = presence_pb2.UnregisterSessionRequest(session=session)
+            try:
+                await self._stub.UnregisterSession(undo, timeout=self._timeout_s)
+            except grpc.aio.AioRpcError as err:
+                log.warning(
+                    "presence unregister of %s failed (%s); retrying next tick",
+                    session.session_id,
+                    err.code().name,
                 )
+                self._ending[session.session_id] = undo
         return reply.presence
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._renew_interval_s)
-            try:
-                await self.renew_once()
-            except Exception:
-                log.exception("presence lease renewal failed")
+        await run_forever(
+            self.renew_once,
+            name="presence lease renewal",
+            log=log,
+            backoff=Backoff(self._renew_interval_s, self._renew_interval_s),  # retried at the next tick
+            every=self._renew_interval_s,
+        )
 
     async def renew_once(self) -> None:
         """One tick: renew this gateway's lease (one call, whatever the number of sessions),

@@ -1,3 +1,4 @@
+# About 400 lines: the session stream's hello, sync, read loop and frame dispatch share one session.
 """The gateway's ChatService: sends and the session stream (parley.v1).
 
 Authenticates every call (JWT bearer), validates input, applies limits,
@@ -314,13 +315,10 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                             f"request_id must be at most {limits.MAX_REQUEST_ID_LEN} printable characters"
                         )
                     await self._handle(session, request)
-                except errors.ParleyError as exc:
-                    metrics.error_frame(exc)
-                    session.push(gateway_pb2.ConnectResponse(error=errors.error_frame(exc, request_id)))
-                except Exception:
-                    log.exception("frame %s failed", request.WhichOneof("frame"))
-                    internal = errors.ParleyError(errors.INTERNAL_MESSAGE)
-                    session.push(gateway_pb2.ConnectResponse(error=errors.error_frame(internal, request_id)))
+                except Exception as exc:
+                    error = errors.to_client_error(exc, f"frame {request.WhichOneof('frame')}", log)
+                    metrics.error_frame(error)
+                    session.push(gateway_pb2.ConnectResponse(error=errors.error_frame(error, request_id)))
             session.client_closed = True
         finally:
             # The client half-closed or went away: end the session's writer too.

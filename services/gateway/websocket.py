@@ -25,23 +25,9 @@ then). A client message that cannot be decoded gets an ``error`` frame
 (INVALID_ARGUMENT) and the socket stays open.
 
 Close codes when a session ends with an error (an ``error`` frame with the
-details is sent first):
-
-====  =====================================================================
-4000  invalid argument (e.g. device_id too long)
-4001  unauthenticated
-4003  permission denied
-4004  not found
-4009  failed precondition: the first frame was not ``hello`` (or none came)
-4029  resource exhausted: the client read too slowly; reconnect and resume
-1013  unavailable (try again later)
-1011  internal error
-1001  the gateway is shutting down (reconnect elsewhere)
-1009  a client message was larger than the limit
-====  =====================================================================
-
-Every code except 4001 means "reconnect with backoff and resume from your
-cursors".
+details is sent first) come from the one error table, ``parley.errors.ERROR_TABLE``
+(documented in docs/PROTOCOL.md); besides them, 1001 means the gateway is
+shutting down and 1009 a client message larger than the limit.
 
 On a development stack (``PARLEY_ENV=development``) ``GET /v1/dev/token?user_id=NAME``
 mints a token for the web chat's sign-in (gateway.dev_tokens); elsewhere it is 404.
@@ -54,7 +40,6 @@ import contextlib
 import http
 import json
 import logging
-import mimetypes
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -62,7 +47,6 @@ from pathlib import Path
 from typing import TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
-import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -77,7 +61,8 @@ from gateway.dev_tokens import PATH as DEV_TOKEN_PATH
 from gateway.dev_tokens import DevTokens
 from gateway.metrics import WEBSOCKET, counted_requests, tracked_session
 from gateway.servicer import ChatServicer
-from parley import errors
+from gateway.static import StaticFile, load_static
+from parley import errors, limits
 from parley.auth import Authenticator
 from parley.v1 import bridge_pb2, gateway_pb2
 
@@ -96,26 +81,6 @@ ACCESS_TOKEN_PARAM = "access_token"
 MAX_MESSAGE_BYTES = 256 * 1024
 # A WebSocket close reason must fit in a control frame (125 bytes with the code).
 MAX_CLOSE_REASON = 120
-
-# Client-caused session ends map to 4000 + an HTTP-like status; the rest to standard codes.
-CLOSE_CODES: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: 4000,
-    grpc.StatusCode.UNAUTHENTICATED: 4001,
-    grpc.StatusCode.PERMISSION_DENIED: 4003,
-    grpc.StatusCode.NOT_FOUND: 4004,
-    grpc.StatusCode.FAILED_PRECONDITION: 4009,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 4029,
-    grpc.StatusCode.UNAVAILABLE: CloseCode.TRY_AGAIN_LATER,
-}
-
-# The page in a source checkout (what `make run` and the tests serve); None-safe if absent.
-WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
-# Only these kinds of files of the static directory are served.
-STATIC_SUFFIXES = (".html", ".js", ".css", ".svg", ".ico", ".map")
-
-
-def close_code(err: errors.ParleyError) -> int:
-    return CLOSE_CODES.get(err.status, CloseCode.INTERNAL_ERROR)
 
 
 def _close_reason(message: str) -> str:
@@ -171,31 +136,6 @@ def _token_from(request: Request) -> str | None:
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
     # The bearer.<JWT> entry is only a carrier for the token: never echo it back.
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
-
-
-@dataclass(frozen=True)
-class StaticFile:
-    body: bytes
-    content_type: str
-
-
-def load_static(directory: Path | None) -> dict[str, StaticFile]:
-    """The page's files by URL path, read once at start (a handful of small files)."""
-    files: dict[str, StaticFile] = {}
-    if directory is None:
-        return files
-    if not directory.is_dir():
-        log.warning("web page directory %s not found: the page is not served", directory)
-        return files
-    for path in sorted(directory.iterdir()):
-        if path.is_file() and path.suffix in STATIC_SUFFIXES:
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            if content_type.startswith("text/") or content_type.endswith("javascript"):
-                content_type += "; charset=utf-8"
-            files[f"/{path.name}"] = StaticFile(path.read_bytes(), content_type)
-    if "/index.html" in files:
-        files["/"] = files["/index.html"]
-    return files
 
 
 class _Connection(ServerConnection):
@@ -425,11 +365,10 @@ class WebSocketBridge:
                     await send(frame)
         except ConnectionClosed:
             return
-        except errors.ParleyError as exc:
-            await self._end(connection, send, exc)
-        except Exception:
-            log.exception("WebSocket session of %s failed", user)
-            await self._end(connection, send, errors.ParleyError(errors.INTERNAL_MESSAGE))
+        except Exception as exc:
+            # The same mapping as the gRPC boundary (parley.server): outage 1013, bug 1011.
+            error = errors.to_client_error(exc, f"WebSocket session of {limits.loggable(user)}", log)
+            await self._end(connection, send, error)
 
     @staticmethod
     async def _end(
@@ -439,4 +378,4 @@ class WebSocketBridge:
     ) -> None:
         with contextlib.suppress(ConnectionClosed):
             await send(gateway_pb2.ConnectResponse(error=errors.error_frame(exc, "")))
-            await connection.close(close_code(exc), _close_reason(exc.message))
+            await connection.close(exc.close_code, _close_reason(exc.message))

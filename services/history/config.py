@@ -70,16 +70,31 @@ def load_config(environ: Mapping[str, str] | None = None) -> HistoryConfig:
     env = Env(environ)
     writer = WriterSettings(
         consumer=env.str("PARLEY_HISTORY_CONSUMER", f"history-{socket.gethostname()}"),
-        batch=env.int("PARLEY_HISTORY_BATCH", 500, minimum=1, maximum=10_000),
-        concurrency=env.int("PARLEY_HISTORY_WRITE_CONCURRENCY", 256, minimum=1, maximum=4096),
-        block_ms=env.int("PARLEY_HISTORY_BLOCK_MS", 1000, minimum=1, maximum=3000),
-        claim_min_idle_ms=env.int("PARLEY_HISTORY_CLAIM_MIN_IDLE_MS", 30_000, minimum=100),
-        forget_consumer_idle_ms=env.int("PARLEY_HISTORY_FORGET_CONSUMER_IDLE_MS", 3_600_000, minimum=60_000),
-        retry_min_s=env.float("PARLEY_HISTORY_RETRY_MIN_SECONDS", 0.1, minimum=0.001),
-        retry_max_s=env.float("PARLEY_HISTORY_RETRY_MAX_SECONDS", 5.0, minimum=0.001),
-        status_interval_s=env.float("PARLEY_HISTORY_STATUS_INTERVAL_SECONDS", 10.0, minimum=0.1),
-        stop_timeout_s=env.float("PARLEY_HISTORY_STOP_TIMEOUT_SECONDS", 5.0, minimum=0.0),
-        durability_horizon_ms=env.int("PARLEY_HISTORY_DURABILITY_HORIZON_MS", 0, minimum=0, maximum=600_000),
+        batch=env.int("PARLEY_HISTORY_BATCH", WriterSettings.batch, minimum=1, maximum=10_000),
+        concurrency=env.int(
+            "PARLEY_HISTORY_WRITE_CONCURRENCY", WriterSettings.concurrency, minimum=1, maximum=4096
+        ),
+        block_ms=env.int("PARLEY_HISTORY_BLOCK_MS", WriterSettings.block_ms, minimum=1, maximum=3000),
+        claim_min_idle_ms=env.int(
+            "PARLEY_HISTORY_CLAIM_MIN_IDLE_MS", WriterSettings.claim_min_idle_ms, minimum=100
+        ),
+        forget_consumer_idle_ms=env.int(
+            "PARLEY_HISTORY_FORGET_CONSUMER_IDLE_MS", WriterSettings.forget_consumer_idle_ms, minimum=60_000
+        ),
+        retry_min_s=env.float("PARLEY_HISTORY_RETRY_MIN_SECONDS", WriterSettings.retry_min_s, minimum=0.001),
+        retry_max_s=env.float("PARLEY_HISTORY_RETRY_MAX_SECONDS", WriterSettings.retry_max_s, minimum=0.001),
+        status_interval_s=env.float(
+            "PARLEY_HISTORY_STATUS_INTERVAL_SECONDS", WriterSettings.status_interval_s, minimum=0.1
+        ),
+        stop_timeout_s=env.float(
+            "PARLEY_HISTORY_STOP_TIMEOUT_SECONDS", WriterSettings.stop_timeout_s, minimum=0.0
+        ),
+        durability_horizon_ms=env.int(
+            "PARLEY_HISTORY_DURABILITY_HORIZON_MS",
+            WriterSettings.durability_horizon_ms,
+            minimum=0,
+            maximum=600_000,
+        ),
     )
     if writer.durability_horizon_ms and writer.durability_horizon_ms >= writer.claim_min_idle_ms:
         raise ConfigError(
@@ -92,9 +107,13 @@ def load_config(environ: Mapping[str, str] | None = None) -> HistoryConfig:
         redis=RedisConfig.from_env(env),
         cassandra=CassandraConfig.from_env(env),
         telemetry=TelemetryConfig.from_env(env, "parley-history"),
-        partitions=env.int("PARLEY_PARTITIONS", 16, minimum=1, maximum=1024),
-        bucket_size=env.int("PARLEY_HISTORY_BUCKET_SIZE", 1000, minimum=1, maximum=1_000_000),
-        cassandra_timeout_s=env.float("PARLEY_HISTORY_CASSANDRA_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+        partitions=env.int("PARLEY_PARTITIONS", HistoryConfig.partitions, minimum=1, maximum=1024),
+        bucket_size=env.int(
+            "PARLEY_HISTORY_BUCKET_SIZE", HistoryConfig.bucket_size, minimum=1, maximum=1_000_000
+        ),
+        cassandra_timeout_s=env.float(
+            "PARLEY_HISTORY_CASSANDRA_TIMEOUT_SECONDS", HistoryConfig.cassandra_timeout_s, minimum=0.1
+        ),
         writer=writer,
         internal_tls=InternalTLS.from_env(env),
     )

@@ -1,3 +1,4 @@
+# Over 400 lines: connecting, retrying, refusing and the asyncio bridge share one Database's state.
 """The Cassandra connection: connect (and keep trying), migrate, prepare, and await from asyncio.
 
 The driver does its I/O on its own thread and completes a ``ResponseFuture``
@@ -72,6 +73,7 @@ from history.migrate import (
 )
 from parley.config import CassandraConfig
 from parley.metrics import observe_cassandra_query, observe_cassandra_write
+from parley.retry import Backoff, Outage
 from parley.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -194,11 +196,15 @@ class Database:
             await asyncio.to_thread(cluster.shutdown)
 
     async def _connect_loop(self) -> None:
-        delay = self._retry_min_s
+        # The outage was logged when start() found Cassandra unreachable; retries log at DEBUG.
+        backoff = Backoff(self._retry_min_s, self._retry_max_s, jitter=0.5)
+        outage = Outage(log, "connecting to Cassandra")
+        delay = backoff.next()
         while True:
             await asyncio.sleep(delay)
             try:
                 await self._connect_once()
+                outage.recovered()
                 log.info("connected to Cassandra")
                 return
             except SchemaConflict as exc:
@@ -210,8 +216,8 @@ class Database:
                 delay = self._retry_max_s
                 continue
             except Exception as exc:
-                log.warning("Cassandra still unreachable (%s); next attempt in %.1fs", _describe(exc), delay)
-                delay = min(delay * 2, self._retry_max_s)
+                delay = backoff.next()
+                outage.failed(exc, delay)
 
     async def _connect_once(self) -> None:
         # A plain TCP check first: while nothing listens, the driver would log

@@ -1,3 +1,4 @@
+# Over 400 lines: one HistoryStore owns the keyspace's tables, written together in the same batches.
 """Cassandra tables of the history service: messages, conversation heads, membership, conversation lists.
 
 Tables (see ``history/migrations``):

@@ -47,231 +47,34 @@ acked and logged at ERROR: it can no longer be recovered from the log.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from history import metrics
 from history.config import WriterSettings
-from history.store import LogEvent, StoredMessage, event_timestamp_us
-from parley import partition_log
-from parley.keys import (
-    F_KIND,
-    HISTORY_GROUP,
-    Keys,
-)
+from history.durable import HealthReporter, MessageSink, WriteState, apply_durably, store_durably
+from history.log_entries import LogEntry, parse_entries
+from history.log_entries import text as _text
+from history.writer_status import WriterStatus, log_lag, status_loop
+from parley.keys import HISTORY_GROUP, Keys
 from parley.redisclient import load_script
+from parley.retry import Backoff, Outage, is_outage, skip_bad_data, wait_or_stop
 from parley.streamread import StreamReader
 from parley.telemetry import CASSANDRA_WRITE_ATTRIBUTES, context_from_traceparent
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
-_K = F_KIND.encode()
 # Spans are per batch; each links to at most this many of the messages' traces.
 _MAX_LINKS = 16
-
-
-class MessageSink(Protocol):
-    """Where the writer stores messages (the Cassandra store; a fake in unit tests)."""
-
-    async def write_messages(self, messages: Sequence[StoredMessage]) -> list[BaseException | None]:
-        """Stores the messages and raises their conversations' heads; one result per message."""
-        ...
-
-    async def apply_event(self, event: LogEvent) -> None:
-        """Stores a membership or read-position change (idempotent: replays are harmless)."""
-        ...
-
-    async def probe(self) -> None:
-        """Raises if the store is unreachable."""
-
-    async def durability_epoch(self) -> Hashable:
-        """Changes when the store may have lost acknowledged writes that were not yet synced."""
-        ...
-
-
-class HealthReporter(Protocol):
-    async def writer_serving(self, serving: bool) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    stream: str
-    entry_id: bytes
-    message: StoredMessage | None  # None: an event, or a malformed or deleted entry
-    traceparent: bytes = b""
-    event: LogEvent | None = None
-
-
-def parse_entries(stream: str, items: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[LogEntry]:
-    """The writer's view of log entries (parley.partition_log.decode): messages and events.
-
-    An event's writes carry a timestamp from its entry id, so applying events
-    out of log order (two writers, retries) still leaves the log order's state.
-    """
-    entries: list[LogEntry] = []
-    for entry_id, fields in items:
-        decoded = partition_log.decode(entry_id, fields)
-        if isinstance(decoded, partition_log.MessageEntry):
-            message = StoredMessage(decoded.conversation_id, decoded.seq, decoded.message)
-            entries.append(LogEntry(stream, entry_id, message, decoded.traceparent.encode()))
-        elif isinstance(decoded, partition_log.EventEntry):
-            event = LogEvent(
-                decoded.kind,
-                decoded.conversation_id,
-                users=decoded.users,
-                seq=decoded.seq,
-                conversation=decoded.conversation,
-                at_us=event_timestamp_us(entry_id),
-            )
-            entries.append(LogEntry(stream, entry_id, None, event=event))
-        elif fields and _K in fields:
-            entries.append(LogEntry(stream, entry_id, None, event=None))  # a malformed event
-        else:
-            entries.append(LogEntry(stream, entry_id, None))  # malformed, or deleted
-    return entries
-
-
-class Backoff:
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self._min = minimum
-        self._max = max(minimum, maximum)
-        self._next = minimum
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self._max)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self._min
-
-
-class WriteState:
-    """Whether Cassandra accepted the last write, with transitions reported once."""
-
-    def __init__(self, health: HealthReporter | None) -> None:
-        self._health = health
-        self.up: bool | None = None  # None: no write or probe yet
-        # A batch is waiting to be retried: only its outcome may report "up" again.
-        self.retrying = False
-        self.failures_total = 0
-        self.last_error = ""
-        self._last_warning = 0.0
-
-    async def succeeded(self) -> None:
-        self.retrying = False
-        if self.up is not True:
-            if self.up is False:
-                log.info("Cassandra writes succeed again")
-            self.up = True
-            await self._report(True)
-
-    async def failed(self, error: BaseException, pending: int) -> None:
-        self.failures_total += 1
-        self.retrying = pending > 0
-        self.last_error = f"{type(error).__name__}: {str(error)[:300]}"
-        now = time.monotonic()
-        if self.up is not False or now - self._last_warning > 10.0:
-            # One warning per outage, then one every 10 s: not one per retry.
-            self._last_warning = now
-            log.warning(
-                "Cassandra unavailable (%s); %d messages waiting to be written, retrying",
-                self.last_error,
-                pending,
-                extra={"fields": {"pending_writes": pending}},
-            )
-        if self.up is not False:
-            self.up = False
-            await self._report(False)
-
-    async def _report(self, serving: bool) -> None:
-        if self._health is None:
-            return
-        try:
-            await self._health.writer_serving(serving)
-        except Exception:
-            log.exception("could not update the writer health status")
-
-
-async def store_durably(
-    sink: MessageSink,
-    messages: Sequence[StoredMessage],
-    *,
-    state: WriteState,
-    backoff: Backoff,
-    stopping: asyncio.Event,
-) -> bool:
-    """Writes the messages, retrying the failed ones with backoff until all are stored.
-
-    Returns False (nothing may be acked) only if ``stopping`` was set while
-    waiting to retry.
-    """
-    items = list(messages)
-    if not items:
-        return True
-    while True:
-        try:
-            results = await sink.write_messages(items)
-        except Exception as exc:  # e.g. not connected yet: the whole batch failed
-            results = [exc] * len(items)
-        failed = [item for item, error in zip(items, results, strict=True) if error is not None]
-        if not failed:
-            await state.succeeded()
-            return True
-        first_error = next(error for error in results if error is not None)
-        await state.failed(first_error, len(failed))
-        items = failed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), backoff.next())
-        if stopping.is_set():
-            return False
-
-
-async def apply_durably(
-    sink: MessageSink,
-    events: Sequence[LogEvent],
-    *,
-    state: WriteState,
-    backoff: Backoff,
-    stopping: asyncio.Event,
-) -> bool:
-    """Applies the events in log order, retrying each with backoff until it is stored.
-
-    Returns False (nothing may be acked) only if ``stopping`` was set while waiting to retry.
-    """
-    for event in events:
-        while True:
-            try:
-                await sink.apply_event(event)
-            except Exception as exc:
-                await state.failed(exc, 1)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), backoff.next())
-                if stopping.is_set():
-                    return False
-                continue
-            break
-    if events:
-        await state.succeeded()
-    return True
-
-
-@dataclass(frozen=True)
-class WriterStatus:
-    lag_entries: int
-    cassandra_up: bool
-    written_total: int
 
 
 class HistoryWriter:
@@ -354,81 +157,16 @@ class HistoryWriter:
 
     async def lag(self) -> int:
         """Entries of every partition log not yet stored: pending in the group plus not yet read."""
-        pipe = self._redis.pipeline(transaction=False)
-        for log_key in self._logs:
-            pipe.xinfo_groups(log_key)
-            pipe.xlen(log_key)
-        replies = await pipe.execute(raise_on_error=False)
-        total = 0
-        for groups, length in zip(replies[0::2], replies[1::2], strict=True):
-            if isinstance(groups, Exception):
-                if isinstance(length, int):
-                    total += length  # no such stream (0) or no group info: all of it is unread
-                continue
-            group = next((g for g in groups if _text(g.get("name")) == HISTORY_GROUP), None)
-            if group is None:
-                total += int(length) if isinstance(length, int) else 0
-                continue
-            lag = group.get("lag")
-            # Redis reports no lag when it cannot compute it (entries deleted
-            # inside the unread range): the stream length is an upper bound.
-            unread = int(lag) if lag is not None else (int(length) if isinstance(length, int) else 0)
-            total += unread + int(group.get("pending") or 0)
-        return total
+        return await log_lag(self._redis, self._logs)
 
     async def _status_loop(self) -> None:
-        interval = self._settings.status_interval_s
-        last_written = self.written_total
-        first = True
-        while not self._stopping.is_set():
-            if not first:  # the first check runs at once: health should not wait a period
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), interval)
-                if self._stopping.is_set():
-                    return
-            first = False
-            try:
-                if not self._state.retrying:
-                    # Between batches nothing else notices Cassandra going away (or coming back).
-                    try:
-                        await self._sink.probe()
-                    except Exception as exc:
-                        await self._state.failed(exc, 0)
-                    else:
-                        await self._state.succeeded()
-                lag = await self.lag()
-                metrics.status(lag, self.cassandra_up)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("writer status check failed: %s", exc)
-                continue
-            written = self.written_total - last_written
-            last_written = self.written_total
-            level = logging.INFO if (lag or written or not self.cassandra_up) else logging.DEBUG
-            log.log(
-                level,
-                "history writer: lag %d entries, %.0f msg/s written, cassandra %s",
-                lag,
-                written / interval,
-                "up" if self.cassandra_up else "DOWN",
-                extra={
-                    "fields": {
-                        "metric": "history_writer",
-                        "lag_entries": lag,
-                        "written_total": self.written_total,
-                        "written_per_s": round(written / interval, 1),
-                        "cassandra_up": self.cassandra_up,
-                        "malformed_total": self.malformed_total,
-                        "write_failures_total": self._state.failures_total,
-                    }
-                },
-            )
-
-    # --- consuming ----------------------------------------------------------------------------
+        await status_loop(
+            self, self._sink, self._state, interval=self._settings.status_interval_s, stopping=self._stopping
+        )
 
     async def _run(self) -> None:
-        backoff = Backoff(self._settings.retry_min_s, self._settings.retry_max_s)
+        backoff = Backoff(self._settings.retry_min_s, self._settings.retry_max_s, jitter=0.5)
+        outage = Outage(log, "history writer (Redis)")
         claim_every = max(0.05, self._settings.claim_min_idle_ms / 2000)
         next_claim = 0.0  # at once: a crashed writer's entries may already be waiting
         while not self._stopping.is_set():
@@ -445,22 +183,27 @@ class HistoryWriter:
                 await self._ack_durable()
                 await self._read_new()
                 backoff.reset()
+                outage.recovered()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                vanished = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+                if vanished:
                     self._groups_ready = False  # the log or group vanished (e.g. Redis restarted empty)
                 self._own_pending_first = True
                 # Everything awaiting the horizon is pending under this consumer: the
                 # re-read of our own pending entries writes it again.
                 self._awaiting.clear()
                 delay = backoff.next()
-                if isinstance(exc, RedisError | OSError):
-                    log.warning("history writer: Redis failed (%s); retrying in %.1fs", exc, delay)
+                if is_outage(exc):
+                    outage.failed(exc, delay)
+                elif vanished:
+                    log.warning(
+                        "history writer: a log or its group vanished (%s); recreating in %.1fs", exc, delay
+                    )
                 else:
                     log.exception("history writer: batch failed; retrying in %.1fs", delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                await wait_or_stop(delay, self._stopping)
 
     async def ensure_groups(self) -> None:
         """Creates the group on every partition log at id 0 (with the stream if missing)."""
@@ -591,11 +334,12 @@ class HistoryWriter:
         malformed = len(entries) - len(messages) - len(events)
         if malformed:
             self.malformed_total += malformed
-            bad_ids = [_text(e.entry_id) for e in entries if e.message is None and e.event is None][:20]
-            log.error(
-                "%d log entries are deleted or lack a valid conversation/seq/message; acked without storing",
-                malformed,
-                extra={"fields": {"entry_ids": bad_ids}},
+            bad_ids = [_text(e.entry_id) for e in entries if e.message is None and e.event is None]
+            skip_bad_data(
+                log,
+                "history writer",
+                "deleted or lacking a valid conversation/seq/message; acked unstored",
+                bad_ids,
             )
         links = [
             trace.Link(trace.get_current_span(context_from_traceparent(e.traceparent)).get_span_context())
@@ -644,7 +388,3 @@ class HistoryWriter:
         for stream, ids in by_stream.items():
             pipe.xack(stream, HISTORY_GROUP, *ids)
         await pipe.execute()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

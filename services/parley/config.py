@@ -124,9 +124,9 @@ class RedisConfig:
         return cls(
             url=url,
             key_prefix=env.str("PARLEY_REDIS_PREFIX", cls.key_prefix),
-            username=env.str("PARLEY_REDIS_USERNAME", ""),
+            username=env.str("PARLEY_REDIS_USERNAME", cls.username),
             password=secret(env, "PARLEY_REDIS_PASSWORD"),
-            ca_file=env.str("PARLEY_REDIS_CA_FILE", ""),
+            ca_file=env.str("PARLEY_REDIS_CA_FILE", cls.ca_file),
             wait_replicas=env.int("PARLEY_REDIS_WAIT_REPLICAS", 1 if cluster else 0, minimum=0, maximum=16),
             wait_timeout_ms=env.int(
                 "PARLEY_REDIS_WAIT_TIMEOUT_MS", cls.wait_timeout_ms, minimum=1, maximum=5_000
@@ -281,10 +281,10 @@ class CassandraConfig:
             write_consistency=env.choice(
                 "PARLEY_CASSANDRA_WRITE_CONSISTENCY", cls.write_consistency, CONSISTENCY_LEVELS
             ),
-            username=env.str("PARLEY_CASSANDRA_USERNAME", ""),
+            username=env.str("PARLEY_CASSANDRA_USERNAME", cls.username),
             password=secret(env, "PARLEY_CASSANDRA_PASSWORD"),
-            tls=env.bool("PARLEY_CASSANDRA_TLS", False),
-            ca_file=env.str("PARLEY_CASSANDRA_CA_FILE", ""),
+            tls=env.bool("PARLEY_CASSANDRA_TLS", cls.tls),
+            ca_file=env.str("PARLEY_CASSANDRA_CA_FILE", cls.ca_file),
         )
 
 
@@ -314,14 +314,14 @@ class TelemetryConfig:
 
     @classmethod
     def from_env(cls, env: Env, service_name: str) -> TelemetryConfig:
-        fmt = env.choice("PARLEY_LOG_FORMAT", "json", ("json", "text"))
+        fmt = env.choice("PARLEY_LOG_FORMAT", cls.log_format, ("json", "text"))
         ratio = env.float("OTEL_TRACES_SAMPLER_ARG", cls.sampler_ratio, minimum=0.0)
         if ratio > 1.0:
             raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG={ratio} must be between 0 and 1")
         return cls(
             service_name=service_name,
-            otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
-            log_level=env.choice("PARLEY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", cls.otlp_endpoint),
+            log_level=env.choice("PARLEY_LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format="json" if fmt == "json" else "text",
             sampler=env.choice("OTEL_TRACES_SAMPLER", cls.sampler, TRACE_SAMPLERS),
             sampler_ratio=ratio,
@@ -337,6 +337,10 @@ def metrics_port_for(grpc_port: int) -> int:
     if grpc_port == 0:
         return 0
     return grpc_port + METRICS_PORT_OFFSET if grpc_port + METRICS_PORT_OFFSET <= 65535 else -1
+
+
+# Where services listen and find each other unless told otherwise (the local stack).
+DEFAULT_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -373,15 +377,17 @@ class ServerConfig:
 
     @classmethod
     def from_env(
-        cls, env: Env, prefix: str, default_port: int, *, max_concurrent_streams: int = 100_000
+        cls, env: Env, prefix: str, default_port: int, *, max_concurrent_streams: int | None = None
     ) -> ServerConfig:
         port = env.int(f"{prefix}_PORT", default_port, minimum=0, maximum=65535)
         return cls(
-            host=env.str(f"{prefix}_HOST", "127.0.0.1"),
+            host=env.str(f"{prefix}_HOST", DEFAULT_HOST),
             port=port,
             drain_seconds=env.float("PARLEY_DRAIN_SECONDS", cls.drain_seconds, minimum=0.0),
             max_concurrent_streams=env.int(
-                "PARLEY_GRPC_MAX_CONCURRENT_STREAMS", max_concurrent_streams, minimum=1
+                "PARLEY_GRPC_MAX_CONCURRENT_STREAMS",
+                cls.max_concurrent_streams if max_concurrent_streams is None else max_concurrent_streams,
+                minimum=1,
             ),
             max_metadata_bytes=env.int(
                 "PARLEY_GRPC_MAX_METADATA_BYTES", cls.max_metadata_bytes, minimum=1024, maximum=1024 * 1024
@@ -395,7 +401,7 @@ class ServerConfig:
             max_connection_idle_s=env.float(
                 "PARLEY_GRPC_MAX_CONNECTION_IDLE_SECONDS", cls.max_connection_idle_s, minimum=1.0
             ),
-            health_port=env.int(f"{prefix}_HEALTH_PORT", -1, minimum=-1, maximum=65535),
+            health_port=env.int(f"{prefix}_HEALTH_PORT", cls.health_port, minimum=-1, maximum=65535),
             metrics_port=env.int(f"{prefix}_METRICS_PORT", metrics_port_for(port), minimum=-1, maximum=65535),
         )
 

@@ -1,15 +1,22 @@
-"""Typed, expected errors and their one mapping to gRPC.
+"""Typed, expected errors and the one table that maps them to both transports.
 
-Domain code raises a :class:`ParleyError` subclass; the RPC boundary
-(:func:`abort_with`, or :func:`error_frame` on streams) maps it to a gRPC
-status plus the client-visible :class:`ErrorCode` from ``parley.v1``.
-Anything else becomes INTERNAL with a generic message, and its traceback is
-logged by the boundary, never shown to the client.
+Domain code raises a :class:`ParleyError` subclass, which carries a
+client-visible :class:`ErrorCode` from ``parley.v1``. :data:`ERROR_TABLE`
+gives each code its gRPC status and the WebSocket close code of a session
+it ends; :func:`to_client_error` is the one mapper both boundaries apply
+(the gRPC interceptor in ``parley.server`` and the WebSocket bridge in
+``gateway.websocket``/``gateway.bridge_calls``): a dependency outage becomes
+UNAVAILABLE, anything unexpected INTERNAL with a generic message, its
+traceback logged, never shown to the client. docs/PROTOCOL.md has the table.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import NamedTuple
+
 import grpc
+import redis.exceptions
 from google.protobuf.duration_pb2 import Duration
 
 from parley.v1 import errors_pb2, messages_pb2
@@ -21,22 +28,62 @@ ErrorCode = errors_pb2.ErrorCode
 __all__ = ["ERROR_CODE_METADATA", "RETRY_AFTER_METADATA"]
 
 
+class ErrorRow(NamedTuple):
+    status: grpc.StatusCode
+    # The WebSocket close code when the error ends a session: 4000 + an HTTP-like
+    # status for what the client caused, the standard codes for the rest
+    # (1011 internal error, 1013 try again later).
+    close_code: int
+
+
+WS_INTERNAL_ERROR = 1011
+WS_TRY_AGAIN_LATER = 1013
+
+# The one table: every ErrorCode a server answers with (UNSPECIFIED never is).
+ERROR_TABLE: dict[errors_pb2.ErrorCode.ValueType, ErrorRow] = {
+    errors_pb2.ERROR_CODE_UNAUTHENTICATED: ErrorRow(grpc.StatusCode.UNAUTHENTICATED, 4001),
+    errors_pb2.ERROR_CODE_NOT_A_MEMBER: ErrorRow(grpc.StatusCode.PERMISSION_DENIED, 4003),
+    errors_pb2.ERROR_CODE_INVALID_ARGUMENT: ErrorRow(grpc.StatusCode.INVALID_ARGUMENT, 4000),
+    errors_pb2.ERROR_CODE_BODY_TOO_LARGE: ErrorRow(grpc.StatusCode.INVALID_ARGUMENT, 4000),
+    errors_pb2.ERROR_CODE_BODY_EMPTY: ErrorRow(grpc.StatusCode.INVALID_ARGUMENT, 4000),
+    errors_pb2.ERROR_CODE_BODY_NOT_UTF8: ErrorRow(grpc.StatusCode.INVALID_ARGUMENT, 4000),
+    errors_pb2.ERROR_CODE_RATE_LIMITED: ErrorRow(grpc.StatusCode.RESOURCE_EXHAUSTED, 4029),
+    errors_pb2.ERROR_CODE_CONVERSATION_NOT_FOUND: ErrorRow(grpc.StatusCode.NOT_FOUND, 4004),
+    errors_pb2.ERROR_CODE_FAILED_PRECONDITION: ErrorRow(grpc.StatusCode.FAILED_PRECONDITION, 4009),
+    errors_pb2.ERROR_CODE_UNAVAILABLE: ErrorRow(grpc.StatusCode.UNAVAILABLE, WS_TRY_AGAIN_LATER),
+    errors_pb2.ERROR_CODE_INTERNAL: ErrorRow(grpc.StatusCode.INTERNAL, WS_INTERNAL_ERROR),
+    errors_pb2.ERROR_CODE_HELLO_REQUIRED: ErrorRow(grpc.StatusCode.FAILED_PRECONDITION, 4009),
+    errors_pb2.ERROR_CODE_TOO_MANY_SESSIONS: ErrorRow(grpc.StatusCode.RESOURCE_EXHAUSTED, 4029),
+    errors_pb2.ERROR_CODE_SLOW_CONSUMER: ErrorRow(grpc.StatusCode.RESOURCE_EXHAUSTED, 4029),
+    errors_pb2.ERROR_CODE_OVERLOADED: ErrorRow(grpc.StatusCode.RESOURCE_EXHAUSTED, 4029),
+    errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED: ErrorRow(grpc.StatusCode.DEADLINE_EXCEEDED, WS_TRY_AGAIN_LATER),
+}
+_INTERNAL_ROW = ERROR_TABLE[errors_pb2.ERROR_CODE_INTERNAL]
+
+
 class ParleyError(Exception):
-    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    """An expected failure; its ErrorCode decides its gRPC status and close code (ERROR_TABLE)."""
+
     code: errors_pb2.ErrorCode.ValueType = errors_pb2.ERROR_CODE_INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def status(self) -> grpc.StatusCode:
+        return ERROR_TABLE.get(self.code, _INTERNAL_ROW).status
+
+    @property
+    def close_code(self) -> int:
+        return ERROR_TABLE.get(self.code, _INTERNAL_ROW).close_code
+
 
 class Unauthenticated(ParleyError):
-    status = grpc.StatusCode.UNAUTHENTICATED
     code = errors_pb2.ERROR_CODE_UNAUTHENTICATED
 
 
 class NotAMember(ParleyError):
-    status = grpc.StatusCode.PERMISSION_DENIED
     code = errors_pb2.ERROR_CODE_NOT_A_MEMBER
 
     @classmethod
@@ -51,7 +98,6 @@ class NotAMember(ParleyError):
 
 
 class InvalidArgument(ParleyError):
-    status = grpc.StatusCode.INVALID_ARGUMENT
     code = errors_pb2.ERROR_CODE_INVALID_ARGUMENT
 
 
@@ -68,12 +114,10 @@ class BodyNotUtf8(InvalidArgument):
 
 
 class ConversationNotFound(ParleyError):
-    status = grpc.StatusCode.NOT_FOUND
     code = errors_pb2.ERROR_CODE_CONVERSATION_NOT_FOUND
 
 
 class FailedPrecondition(ParleyError):
-    status = grpc.StatusCode.FAILED_PRECONDITION
     code = errors_pb2.ERROR_CODE_FAILED_PRECONDITION
 
 
@@ -82,7 +126,6 @@ class HelloRequired(FailedPrecondition):
 
 
 class Unavailable(ParleyError):
-    status = grpc.StatusCode.UNAVAILABLE
     code = errors_pb2.ERROR_CODE_UNAVAILABLE
 
 
@@ -93,7 +136,6 @@ class NotReplicated(Unavailable):
 
 
 class RateLimited(ParleyError):
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
     code = errors_pb2.ERROR_CODE_RATE_LIMITED
 
     def __init__(self, message: str, retry_after_s: float) -> None:
@@ -104,14 +146,12 @@ class RateLimited(ParleyError):
 class TooManySessions(ParleyError):
     """The user holds the maximum number of sessions on this gateway (the newest is refused)."""
 
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
     code = errors_pb2.ERROR_CODE_TOO_MANY_SESSIONS
 
 
 class SlowConsumer(ParleyError):
     """The session's unsent frames outgrew its byte budget; the client resumes by cursor."""
 
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
     code = errors_pb2.ERROR_CODE_SLOW_CONSUMER
 
 
@@ -124,7 +164,6 @@ class Overloaded(RateLimited):
 class DeadlineExceeded(ParleyError):
     """The request's deadline passed inside the server (dropped before storing, or outcome unknown)."""
 
-    status = grpc.StatusCode.DEADLINE_EXCEEDED
     code = errors_pb2.ERROR_CODE_DEADLINE_EXCEEDED
 
 
@@ -182,3 +221,33 @@ def error_frame(err: ParleyError, request_id: str) -> messages_pb2.Error:
         frame.retry_after.CopyFrom(Duration(nanos=0))
         frame.retry_after.FromMilliseconds(max(1, int(err.retry_after_s * 1000)))
     return frame
+
+
+# Failures of a dependency (not of the request): reported as UNAVAILABLE, safe to retry.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+UNAVAILABLE_MESSAGE = "a backend dependency is unavailable; retry shortly"
+
+
+def to_client_error(exc: BaseException, where: str, log: logging.Logger) -> ParleyError:
+    """The one mapper from any exception to what a client is told, on every transport.
+
+    A ParleyError is itself; a dependency outage is UNAVAILABLE (logged as a
+    warning line); an internal call's failure keeps its callee's status and
+    code; anything else is a bug: INTERNAL, logged with its traceback.
+    """
+    if isinstance(exc, ParleyError):
+        return exc
+    if isinstance(exc, TRANSIENT_ERRORS):
+        log.warning("%s: dependency unavailable: %s", where, exc)
+        return Unavailable(UNAVAILABLE_MESSAGE)
+    if isinstance(exc, grpc.aio.AioRpcError):
+        error = from_rpc_error(exc)
+        if error.code == errors_pb2.ERROR_CODE_INTERNAL:
+            log.error("%s: internal call failed: %s: %s", where, exc.code().name, (exc.details() or "")[:300])
+        return error
+    log.error("unhandled error in %s", where, exc_info=exc)
+    return ParleyError(INTERNAL_MESSAGE)

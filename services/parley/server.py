@@ -21,26 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
-import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from parley.config import ServerConfig
-from parley.errors import INTERNAL_MESSAGE, InvalidArgument, ParleyError, Unavailable, trailing_metadata
+from parley.errors import InvalidArgument, to_client_error, trailing_metadata
 from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
 from parley.telemetry import traced_rpcs
 from parley.tls import ALLOWED_CALLERS, InternalTLS, ServerTLS, ServiceIdentityGuard, TLSOnly
 from parley.wire import Undecodable, safe_deserializer
 
 log = logging.getLogger(__name__)
-
-# Failures of a dependency (not of the request): reported as UNAVAILABLE.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-)
 
 # The servicer context type for handlers (grpc's stubs make it generic in request/response).
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
@@ -101,14 +93,8 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
             await fail(InvalidArgument(request.reason), context)
 
         async def fail(exc: BaseException, context: ServicerContext) -> None:
-            if isinstance(exc, TRANSIENT_ERRORS):
-                # A dependency is unreachable: the client may retry (sends are idempotent).
-                log.warning("%s: dependency unavailable: %s", method, exc)
-                exc = Unavailable("a backend dependency is unavailable; retry shortly")
-            if isinstance(exc, ParleyError):
-                await context.abort(exc.status, exc.message, trailing_metadata(exc))
-            log.error("unhandled error in %s", method, exc_info=exc)
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            error = to_client_error(exc, method, log)
+            await context.abort(error.status, error.message, trailing_metadata(error))
 
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary

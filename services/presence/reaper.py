@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 
+from parley.retry import Backoff, run_forever
 from parley.tasks import stop_task
 from presence import metrics
 from presence.store import PresenceStore
@@ -48,29 +49,33 @@ class Reaper:
             metrics.CLUSTER.update(await self._store.stats())
 
     async def _run(self) -> None:
-        backoff = self._interval_s
-        while True:
-            try:
-                metrics.REAPER_RUNS.inc()
-                result = await self._store.reap(batch=self._batch)
-                await self._refresh_stats()
-            except Exception:
-                metrics.REAPER_FAILURES.inc()
-                log.exception("presence reaper pass failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-                continue
-            backoff = self._interval_s
-            metrics.REAPED_SESSIONS.inc(result.sessions_reaped)
-            if result.sessions_reaped or result.users_offline:
-                log.info(
-                    "reaped %d sessions, %d users offline",
-                    result.sessions_reaped,
-                    result.users_offline,
-                    extra={"fields": {"reaped": result.sessions_reaped, "offline": result.users_offline}},
-                )
-            if not result.more:
-                await asyncio.sleep(self._interval_s)
-            else:
-                # Catching up: let RPCs in between, but do not wait.
-                await asyncio.sleep(0)
+        await run_forever(
+            self._pass,
+            name="presence reaper",
+            log=log,
+            backoff=Backoff(self._interval_s, MAX_BACKOFF_S, jitter=0.5),
+            first_after=0,
+        )
+
+    async def _pass(self) -> None:
+        """One reaper pass, then the wait before the next (none while catching up)."""
+        try:
+            metrics.REAPER_RUNS.inc()
+            result = await self._store.reap(batch=self._batch)
+            await self._refresh_stats()
+        except Exception:
+            metrics.REAPER_FAILURES.inc()
+            raise
+        metrics.REAPED_SESSIONS.inc(result.sessions_reaped)
+        if result.sessions_reaped or result.users_offline:
+            log.info(
+                "reaped %d sessions, %d users offline",
+                result.sessions_reaped,
+                result.users_offline,
+                extra={"fields": {"reaped": result.sessions_reaped, "offline": result.users_offline}},
+            )
+        if not result.more:
+            await asyncio.sleep(self._interval_s)
+        else:
+            # Catching up: let RPCs in between, but do not wait.
+            await asyncio.sleep(0)

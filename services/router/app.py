@@ -18,7 +18,8 @@ from parley.server import ServiceSpec
 from parley.telemetry import setup_logging, setup_tracing
 from router import metrics
 from router.config import RouterConfig
-from router.fanout import Deliverer, Fanout
+from router.deliverer import Deliverer
+from router.fanout import Fanout
 from router.gateways import GatewaySweeper
 from router.servicer import RouterServicer
 from router.store import ConversationStore

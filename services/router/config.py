@@ -43,14 +43,16 @@ def load_config(environ: Mapping[str, str] | None = None) -> RouterConfig:
         server=ServerConfig.from_env(env, "PARLEY_ROUTER", 50052),
         redis=RedisConfig.from_env(env),
         telemetry=TelemetryConfig.from_env(env, "parley-router"),
-        partitions=env.int("PARLEY_PARTITIONS", 16, minimum=1, maximum=1024),
+        partitions=env.int("PARLEY_PARTITIONS", RouterConfig.partitions, minimum=1, maximum=1024),
         router_id=env.str("PARLEY_ROUTER_ID", default_id),
         log=LogConfig.from_env(env),
-        partition_lease_s=env.float("PARLEY_PARTITION_LEASE_SECONDS", 6.0, minimum=0.5),
-        reclaim_idle_ms=env.int("PARLEY_RECLAIM_IDLE_MS", 5_000, minimum=100),
-        fanout_batch=env.int("PARLEY_FANOUT_BATCH", 256, minimum=1, maximum=10_000),
-        max_group_members=env.int("PARLEY_MAX_GROUP_MEMBERS", 1_000, minimum=2),
-        history_addr=env.str("PARLEY_HISTORY_ADDR", ""),
-        trim_interval_s=env.float("PARLEY_TRIM_INTERVAL_SECONDS", 5.0, minimum=0.1),
+        partition_lease_s=env.float(
+            "PARLEY_PARTITION_LEASE_SECONDS", RouterConfig.partition_lease_s, minimum=0.5
+        ),
+        reclaim_idle_ms=env.int("PARLEY_RECLAIM_IDLE_MS", RouterConfig.reclaim_idle_ms, minimum=100),
+        fanout_batch=env.int("PARLEY_FANOUT_BATCH", RouterConfig.fanout_batch, minimum=1, maximum=10_000),
+        max_group_members=env.int("PARLEY_MAX_GROUP_MEMBERS", RouterConfig.max_group_members, minimum=2),
+        history_addr=env.str("PARLEY_HISTORY_ADDR", RouterConfig.history_addr),
+        trim_interval_s=env.float("PARLEY_TRIM_INTERVAL_SECONDS", RouterConfig.trim_interval_s, minimum=0.1),
         internal_tls=InternalTLS.from_env(env),
     )

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from parley.delivery import RouteTable
+from parley.retry import Backoff, run_forever
 from parley.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,13 @@ class GatewaySweeper:
         self._task = None
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.sweep_once()
-            except Exception:
-                log.exception("sweeping dead gateways failed; retrying next interval")
+        await run_forever(
+            self.sweep_once,
+            name="sweeping dead gateways",
+            log=log,
+            backoff=Backoff(self._interval_s, self._interval_s),
+            every=self._interval_s,
+        )
 
     async def sweep_once(self) -> None:
         for gateway in await self._routes.refresh():

@@ -17,7 +17,7 @@ from parley.internal.v1 import history_pb2, history_pb2_grpc, router_pb2, router
 from parley.server import ServicerContext
 from parley.telemetry import inject_traceparent
 from parley.v1 import gateway_pb2, messages_pb2
-from router.fanout import Deliverer
+from router.deliverer import Deliverer
 from router.store import ConversationStore, timestamp_ms
 
 DEFAULT_FETCH_LIMIT = 500

@@ -1,3 +1,4 @@
+# Over 400 lines: the argument parser and the seven subcommands it dispatches to, one short function each.
 """The ``parley`` command line: talk to a gateway from a terminal or a script.
 
 Examples::

@@ -38,7 +38,8 @@ from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
 from parley_client.backoff import Backoff
 from parley_client.cursors import CursorStore
 from parley_client.errors import RateLimitedError, UnavailableError, from_rpc_error
-from parley_client.session import AckMode, Metadata, Session, new_client_message_id
+from parley_client.outbox import new_client_message_id
+from parley_client.session import AckMode, Metadata, Session
 
 if TYPE_CHECKING:
     from parley.v1.gateway_pb2_grpc import (

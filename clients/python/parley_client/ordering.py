@@ -10,8 +10,12 @@ a gap are held until the gap fills or the caller gives up on it.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -102,3 +106,51 @@ class OrderBuffer(Generic[T]):
         if not held:
             self._held.pop(conversation_id, None)
         return released
+
+
+class GapResync(Exception):
+    """A gap lasted too long: reconnect, so the hello's cursor makes the server resend what follows."""
+
+
+@dataclass
+class _GapState:
+    key: tuple[int | None, int]
+    since: float
+    resynced: bool = False
+
+
+class GapWatch:
+    """Ages the gaps of an order buffer: first a resync, then giving up on the missing seqs.
+
+    ``give_up`` is called with a conversation whose gap is skipped (the caller
+    releases what the buffer's ``skip_gap`` returns).
+    """
+
+    def __init__(self, timeout: float, give_up: Callable[[str], None]) -> None:
+        self._gap_timeout = timeout
+        self._give_up = give_up
+        self._gaps: dict[str, _GapState] = {}
+
+    def check(self, order: OrderBuffer[Any], now: float) -> None:
+        """Raises GapResync when a gap first outlives the timeout."""
+        gaps = {gap.conversation_id: gap for gap in order.gaps()}
+        for conversation_id in [c for c in self._gaps if c not in gaps]:
+            del self._gaps[conversation_id]
+        for conversation_id, gap in gaps.items():
+            key = (gap.position, gap.first_held)
+            state = self._gaps.get(conversation_id)
+            if state is None or state.key != key:
+                self._gaps[conversation_id] = _GapState(key=key, since=now)
+                continue
+            age = now - state.since
+            if gap.position is not None and not state.resynced and age >= self._gap_timeout:
+                # The server resyncs only on hello: reconnect, and the hello's cursor (our
+                # position) makes it resend what follows; duplicates are dropped.
+                state.resynced = True
+                raise GapResync(f"gap in {conversation_id} after seq {gap.position}: resyncing")
+            elif age >= (3 if gap.position is not None else 1) * self._gap_timeout:
+                log.warning(
+                    "giving up on seqs %s..%d of %s", gap.position, gap.first_held - 1, conversation_id
+                )
+                del self._gaps[conversation_id]
+                self._give_up(conversation_id)

@@ -14,6 +14,11 @@ application has *finished* with it, that is when it asks for the next event
 (or its callback returns). A crash in between redelivers that message on
 the next start; nothing is ever skipped.
 
+Over 400 lines because the connection loop, the frame dispatch and the event
+stream share one session's state; the outbox (parley_client.outbox), cursors
+and acks (parley_client.acks) and ordering (parley_client.ordering) live in
+their own modules.
+
 Usage::
 
     async with client.session(cursor_store=JsonFileCursorStore(path)) as session:
@@ -29,8 +34,6 @@ import contextlib
 import inspect
 import itertools
 import logging
-import random
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -38,10 +41,10 @@ from typing import TYPE_CHECKING, Literal
 import grpc
 
 from parley.v1 import gateway_pb2, messages_pb2
+from parley_client.acks import Acks
 from parley_client.backoff import Backoff
 from parley_client.cursors import CursorStore, MemoryCursorStore
 from parley_client.errors import (
-    OverloadedError,
     ParleyError,
     SendTimeoutError,
     SessionClosedError,
@@ -59,14 +62,13 @@ from parley_client.events import (
     SyncCompleteEvent,
     TypingEvent,
 )
-from parley_client.ordering import OrderBuffer
+from parley_client.ordering import GapResync, GapWatch, OrderBuffer
+from parley_client.outbox import Outbox, new_client_message_id
 
 if TYPE_CHECKING:
     from parley.v1.gateway_pb2_grpc import ChatServiceAsyncStub
 
 log = logging.getLogger(__name__)
-# Sends failing with these are re-sent (same client_message_id) after a backoff.
-_RESEND_STATUSES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 Metadata = tuple[tuple[str, str], ...]
 MetadataProvider = Callable[[], Awaitable[Metadata]]
@@ -88,13 +90,7 @@ DEFAULT_HEARTBEAT_SECONDS = 30.0
 # close() waits this long for queued acks to be written and the server to end the stream.
 CLOSE_GRACE_SECONDS = 2.0
 
-
-def new_client_message_id() -> str:
-    return uuid.uuid4().hex
-
-
-def _read_frame(conversation_id: str, seq: int) -> gateway_pb2.ConnectRequest:
-    return gateway_pb2.ConnectRequest(read=gateway_pb2.ReadFrame(conversation_id=conversation_id, seq=seq))
+__all__ = ["FATAL_STATUSES", "AckMode", "EventHandler", "Metadata", "Session", "new_client_message_id"]
 
 
 @dataclass(frozen=True)
@@ -113,23 +109,6 @@ _END = _End()
 _Item = Event | _OwnSent | _End
 _Held = messages_pb2.Message | _OwnSent
 _Call = grpc.aio.StreamStreamCall[gateway_pb2.ConnectRequest, gateway_pb2.ConnectResponse]
-
-
-@dataclass
-class _PendingSend:
-    request_id: str
-    key: tuple[str, str]  # (conversation_id, client_message_id)
-    frame: gateway_pb2.ConnectRequest
-    future: asyncio.Future[messages_pb2.SendAck]
-    attempts: int = 0
-    retry: asyncio.TimerHandle | None = None
-
-
-@dataclass
-class _GapState:
-    key: tuple[int | None, int]
-    since: float
-    resynced: bool = False
 
 
 class _ConnectionLost(Exception):
@@ -159,31 +138,25 @@ class Session:
         self._stub = stub
         self._metadata = metadata
         self.device_id = device_id
-        self._store: CursorStore = cursor_store if cursor_store is not None else MemoryCursorStore()
+        store: CursorStore = cursor_store if cursor_store is not None else MemoryCursorStore()
+        self._store = store
         self._ack_mode: AckMode = ack_mode
         self._ack_interval = ack_interval
         self._subscribe_presence = subscribe_presence
         self._backoff = backoff or Backoff()
         self._connect_timeout = connect_timeout
         self._gap_timeout = gap_timeout
-        self._send_retries = send_retries
 
         self.session_id = ""
         self.user_id = ""
         self._order: OrderBuffer[_Held] = OrderBuffer()
-        # What the application finished with (saved in the store).
-        self._committed: dict[str, int] = {}
+        self._acks = Acks(store, self._write)
         # The message last handed to the application, committed when it asks for the next event.
         self._handed: MessageEvent | None = None
         self._events: asyncio.Queue[_Item] = asyncio.Queue()
-        self._ack_target: dict[str, int] = {}
-        self._ack_sent: dict[str, int] = {}
-        self._ack_dirty = asyncio.Event()
-        self._reads: dict[str, int] = {}
-        self._pending: dict[str, _PendingSend] = {}
-        self._pending_by_key: dict[tuple[str, str], str] = {}
         self._request_ids = itertools.count(1)
-        self._gaps: dict[str, _GapState] = {}
+        self._outbox = Outbox(self._write, self._request_ids, retries=send_retries)
+        self._gaps = GapWatch(gap_timeout, self._give_up_gap)
 
         self._out: asyncio.Queue[gateway_pb2.ConnectRequest] | None = None
         self._call: _Call | None = None
@@ -206,7 +179,7 @@ class Session:
         if self._closed:
             raise SessionClosedError("session closed")
         cursors = await self._store.load()
-        self._committed = dict(cursors)
+        self._acks.committed = dict(cursors)
         self._order = OrderBuffer(cursors)
         self._task = asyncio.create_task(self._run(), name=f"parley-session-{self.device_id}")
 
@@ -234,7 +207,7 @@ class Session:
         out, call = self._out, self._call
         graceful = out is not None and call is not None and self._connected.is_set()
         if graceful and out is not None and call is not None:
-            self._flush_acks()
+            self._acks.flush()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(out.join(), CLOSE_GRACE_SECONDS / 2)
                 # Half-close: the server ends the stream normally and the run task sees EOF.
@@ -285,7 +258,7 @@ class Session:
                 raise StopAsyncIteration
             if isinstance(item, _OwnSent):
                 if self._ack_mode == "auto":
-                    await self._commit(item.conversation_id, item.seq)
+                    await self._acks.commit(item.conversation_id, item.seq)
                 continue
             if isinstance(item, MessageEvent):
                 self._handed = item
@@ -322,45 +295,28 @@ class Session:
             raise RuntimeError("session not started: use `async with client.session() as session`")
         body = text.encode("utf-8") if isinstance(text, str) else text
         cmid = client_message_id or new_client_message_id()
-        key = (conversation_id, cmid)
-        request_id = self._pending_by_key.get(key)
-        if request_id is None:
-            request_id = f"s{next(self._request_ids)}"
-            frame = gateway_pb2.ConnectRequest(
-                request_id=request_id,
-                send=gateway_pb2.SendFrame(
-                    conversation_id=conversation_id, client_message_id=cmid, body=body
-                ),
-            )
-            pending = _PendingSend(request_id, key, frame, asyncio.get_running_loop().create_future())
-            self._pending[request_id] = pending
-            self._pending_by_key[key] = request_id
-            if self._connected.is_set():
-                self._write_send(pending)
-        future = self._pending[request_id].future
+        pending = self._outbox.add(conversation_id, cmid, body)
+        request_id, future = pending.request_id, pending.future
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 return future.result()
-            self._drop_pending(request_id)
+            self._outbox.drop(request_id)
             raise SendTimeoutError(conversation_id, cmid, timeout or 0.0) from None
         except asyncio.CancelledError:
             # Nobody waits for it any more: stop re-sending it.
-            self._drop_pending(request_id)
+            self._outbox.drop(request_id)
             raise
 
     async def ack(self, conversation_id: str, seq: int) -> None:
         """Manual acknowledgement: everything up to ``seq`` was processed (saves the cursor, acks now)."""
-        await self._commit(conversation_id, seq)
-        self._flush_acks()
+        await self._acks.commit(conversation_id, seq)
+        self._acks.flush()
 
     async def mark_read(self, conversation_id: str, seq: int) -> None:
         """The user read everything up to ``seq`` (sent now, or after the next reconnect)."""
-        if seq <= self._reads.get(conversation_id, 0):
-            return
-        self._reads[conversation_id] = seq
-        self._write(_read_frame(conversation_id, seq))
+        self._acks.mark_read(conversation_id, seq)
 
     async def typing(self, conversation_id: str, typing: bool = True) -> bool:
         """Typing indicator; ephemeral, so it is dropped (False) while disconnected."""
@@ -382,22 +338,14 @@ class Session:
 
     def cursors(self) -> dict[str, int]:
         """The committed cursors (what the application finished with)."""
-        return dict(self._committed)
+        return dict(self._acks.committed)
 
     # ---- commit ------------------------------------------------------------------------------
 
     async def _commit_handed(self) -> None:
         handed, self._handed = self._handed, None
         if handed is not None and self._ack_mode == "auto":
-            await self._commit(handed.conversation_id, handed.seq)
-
-    async def _commit(self, conversation_id: str, seq: int) -> None:
-        if seq > self._committed.get(conversation_id, 0):
-            self._committed[conversation_id] = seq
-            await self._store.save(conversation_id, seq)
-        if seq > self._ack_target.get(conversation_id, 0):
-            self._ack_target[conversation_id] = seq
-            self._ack_dirty.set()
+            await self._acks.commit(handed.conversation_id, handed.seq)
 
     # ---- connection loop ---------------------------------------------------------------------
 
@@ -444,7 +392,7 @@ class Session:
             await asyncio.wait_for(self._wake.wait(), delay)
 
     def _hello(self) -> gateway_pb2.ConnectRequest:
-        positions = dict(self._committed)
+        positions = dict(self._acks.committed)
         for conversation_id, seq in self._order.positions().items():
             positions[conversation_id] = max(seq, positions.get(conversation_id, 0))
         cursors = [messages_pb2.Cursor(conversation_id=c, seq=s) for c, s in sorted(positions.items())]
@@ -481,7 +429,7 @@ class Session:
                 reader,
                 writer,
                 asyncio.create_task(self._heartbeat_loop(heartbeat)),
-                asyncio.create_task(self._ack_loop()),
+                asyncio.create_task(self._acks.run(self._ack_interval)),
                 asyncio.create_task(self._gap_loop()),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -534,42 +482,17 @@ class Session:
                 raise _ConnectionLost(f"no frame from the server for {silent:.1f}s")
             self._write(gateway_pb2.ConnectRequest(ping=gateway_pb2.PingFrame(nonce=nonce)))
 
-    async def _ack_loop(self) -> None:
-        # Coalesces: one cumulative AckFrame per conversation per interval, whatever the message rate.
-        while True:
-            await self._ack_dirty.wait()
-            await asyncio.sleep(self._ack_interval)
-            self._ack_dirty.clear()
-            self._flush_acks()
-
     async def _gap_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._gap_timeout / 2)
-            self._check_gaps(loop.time())
+            try:
+                self._gaps.check(self._order, loop.time())
+            except GapResync as exc:
+                raise _ConnectionLost(str(exc)) from None
 
-    def _check_gaps(self, now: float) -> None:
-        gaps = {gap.conversation_id: gap for gap in self._order.gaps()}
-        for conversation_id in [c for c in self._gaps if c not in gaps]:
-            del self._gaps[conversation_id]
-        for conversation_id, gap in gaps.items():
-            key = (gap.position, gap.first_held)
-            state = self._gaps.get(conversation_id)
-            if state is None or state.key != key:
-                self._gaps[conversation_id] = _GapState(key=key, since=now)
-                continue
-            age = now - state.since
-            if gap.position is not None and not state.resynced and age >= self._gap_timeout:
-                # The server resyncs only on hello: reconnect, and the hello's cursor (our
-                # position) makes it resend what follows; duplicates are dropped.
-                state.resynced = True
-                raise _ConnectionLost(f"gap in {conversation_id} after seq {gap.position}: resyncing")
-            elif age >= (3 if gap.position is not None else 1) * self._gap_timeout:
-                log.warning(
-                    "giving up on seqs %s..%d of %s", gap.position, gap.first_held - 1, conversation_id
-                )
-                del self._gaps[conversation_id]
-                self._release(self._order.skip_gap(conversation_id))
+    def _give_up_gap(self, conversation_id: str) -> None:
+        self._release(self._order.skip_gap(conversation_id))
 
     # ---- frames ------------------------------------------------------------------------------
 
@@ -579,33 +502,14 @@ class Session:
         self._out.put_nowait(frame)
         return True
 
-    def _write_send(self, pending: _PendingSend) -> None:
-        if pending.retry is not None:
-            pending.retry.cancel()
-            pending.retry = None
-        if self._write(pending.frame):
-            pending.attempts += 1
-
-    def _flush_acks(self) -> None:
-        for conversation_id, seq in self._ack_target.items():
-            if self._ack_sent.get(conversation_id, 0) < seq:
-                ack = gateway_pb2.AckFrame(conversation_id=conversation_id, seq=seq)
-                if self._write(gateway_pb2.ConnectRequest(ack=ack)):
-                    self._ack_sent[conversation_id] = seq
-
     def _on_welcome(self, welcome: gateway_pb2.Welcome) -> None:
         self.session_id = welcome.session_id
         self.user_id = welcome.user_id
         self._connected.set()
         self._emit(ConnectedEvent(welcome.session_id, welcome.user_id, reconnects=self._welcomes))
         self._welcomes += 1
-        # Acks and reads written just before a break may be lost: resend the latest ones.
-        self._ack_sent.clear()
-        self._flush_acks()
-        for conversation_id, seq in self._reads.items():
-            self._write(_read_frame(conversation_id, seq))
-        for pending in list(self._pending.values()):
-            self._write_send(pending)
+        self._acks.on_welcome()
+        self._outbox.resend_all()
 
     def _dispatch(self, frame: gateway_pb2.ConnectResponse) -> None:
         kind = frame.WhichOneof("frame")
@@ -627,11 +531,7 @@ class Session:
         # pong: only proves liveness (_last_rx); welcome again or unknown frames: ignored.
 
     def _on_send_ack(self, ack: messages_pb2.SendAck) -> None:
-        request_id = self._pending_by_key.get((ack.conversation_id, ack.client_message_id))
-        if request_id is not None:
-            pending = self._pop_pending(request_id)
-            if pending is not None and not pending.future.done():
-                pending.future.set_result(ack)
+        self._outbox.on_send_ack(ack)
         if ack.seq > 0:
             # The server does not echo our own message to this session, so its seq must not look
             # like a gap. It may overtake the delivery of an earlier seq: never an anchor.
@@ -640,29 +540,8 @@ class Session:
 
     def _on_error(self, frame: messages_pb2.Error) -> None:
         error = from_error_frame(frame)
-        pending = self._pending.get(frame.request_id) if frame.request_id else None
-        if pending is None:
+        if not self._outbox.on_error(frame, error):
             self._emit(ErrorEvent(error))
-            return
-        # The per-user rate limit (RATE_LIMITED) is the application's to see; being shed
-        # (OVERLOADED), a timeout or an outage is the server's problem: resend the same
-        # client_message_id after the server's hint, backing off with jitter so many
-        # shed clients do not come back at the same instant.
-        transient = error.status in _RESEND_STATUSES or isinstance(error, OverloadedError)
-        if transient and pending.attempts < self._send_retries:
-            ceiling = min(5.0, 0.1 * 2**pending.attempts)
-            delay = max(error.retry_after or 0.0, random.uniform(0.5 * ceiling, ceiling))
-            pending.retry = asyncio.get_running_loop().call_later(delay, self._retry_send, pending.request_id)
-            return
-        self._pop_pending(pending.request_id)
-        if not pending.future.done():
-            pending.future.set_exception(error)
-
-    def _retry_send(self, request_id: str) -> None:
-        pending = self._pending.get(request_id)
-        if pending is not None:
-            pending.retry = None
-            self._write_send(pending)  # if disconnected, the next welcome re-sends it
 
     def _on_sync_complete(self, sync: gateway_pb2.SyncComplete) -> None:
         cursors = {c.conversation_id: c.seq for c in sync.cursors}
@@ -680,31 +559,13 @@ class Session:
     def _emit(self, item: _Item) -> None:
         self._events.put_nowait(item)
 
-    # ---- pending sends -----------------------------------------------------------------------
-
-    def _pop_pending(self, request_id: str) -> _PendingSend | None:
-        pending = self._pending.pop(request_id, None)
-        if pending is not None:
-            self._pending_by_key.pop(pending.key, None)
-            if pending.retry is not None:
-                pending.retry.cancel()
-        return pending
-
-    def _drop_pending(self, request_id: str) -> None:
-        pending = self._pop_pending(request_id)
-        if pending is not None and not pending.future.done():
-            pending.future.cancel()
-
     def _end(self, failure: BaseException) -> None:
         """Ends the session: fails waiting sends, ends the event stream (with ``failure`` unless closed)."""
         already_closed = self._closed
         self._closed = True
         if not already_closed or not isinstance(failure, SessionClosedError):
             self._failure = self._failure or failure
-        for request_id in list(self._pending):
-            pending = self._pop_pending(request_id)
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(failure)
+        self._outbox.fail_all(failure)
         if not self._synced_or_ended.is_set():
             self._synced_or_ended.set()
         self._emit(_END)

@@ -68,7 +68,10 @@ export class SendTimeoutError extends ParleyError {
   }
 }
 
-/** WebSocket close codes of the bridge (services/gateway/websocket.py) as gRPC statuses. */
+/**
+ * WebSocket close codes of the bridge as gRPC statuses: the server's one error table
+ * (services/parley/errors.py ERROR_TABLE, docs/PROTOCOL.md). A unit test checks they agree.
+ */
 export function statusOfCloseCode(code: number): number {
   switch (code) {
     case 4000:
@@ -85,6 +88,8 @@ export function statusOfCloseCode(code: number): number {
       return GrpcStatus.RESOURCE_EXHAUSTED;
     case 1011:
       return GrpcStatus.INTERNAL;
+    case 1013:
+      return GrpcStatus.UNAVAILABLE;
     default:
       return GrpcStatus.UNAVAILABLE;
   }

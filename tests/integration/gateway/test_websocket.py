@@ -15,6 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import pytest
@@ -30,7 +31,8 @@ from parley.server import RunningServer, serving
 from parley.v1 import errors_pb2, gateway_pb2, gateway_pb2_grpc, messages_pb2
 from router.app import build as build_router
 from tests.chat import RawSession, metadata
-from tests.stack import gateway_config, router_config
+from tests.proxy import TcpProxy, free_port
+from tests.stack import gateway_config, router_config, running_stack
 
 TIMEOUT = 5.0
 
@@ -269,3 +271,28 @@ async def test_serves_the_web_page_and_404_elsewhere(redis_config: RedisConfig) 
         assert b"#conversations" in body
         assert (await get("/../pyproject.toml"))[0] == 404
         assert (await get("/nope"))[0] == 404
+
+
+async def test_a_redis_outage_ends_a_new_session_as_unavailable_1013_like_grpc(
+    redis_config: RedisConfig, redis_url: str
+) -> None:
+    # The same error table as the gRPC boundary: a dependency outage is UNAVAILABLE / 1013
+    # ("try again later"), never INTERNAL / 1011.
+    proxy = TcpProxy(free_port(), urlsplit(redis_url).port or 6379)
+    await proxy.start()
+    parts = urlsplit(redis_config.url)
+    login = parts.netloc.rpartition("@")[0]
+    netloc = f"{login}@127.0.0.1:{proxy.port}" if login else f"127.0.0.1:{proxy.port}"
+    via_proxy = dataclasses.replace(redis_config, url=urlunsplit(parts._replace(netloc=netloc)))
+    ws_port = free_port()
+    try:
+        async with running_stack(redis_config, ws_port=ws_port, gateway_overrides={"redis": via_proxy}):
+            await proxy.stop()  # the gateway's Redis is gone: the session's route cannot be written
+            url = f"ws://127.0.0.1:{ws_port}/v1/connect"
+            async with connect(url, subprotocols=bearer("bob")) as ws:
+                await ws.send(json.dumps({"hello": {"device_id": "d1"}}))
+                error = (await recv_json(ws, "error"))["error"]
+                assert error["code"] == errors_pb2.ErrorCode.Name(errors_pb2.ERROR_CODE_UNAVAILABLE)
+                assert await closed_with(ws) == 1013
+    finally:
+        await proxy.stop()

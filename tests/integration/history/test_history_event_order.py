@@ -14,8 +14,8 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
+from history.log_entries import parse_entries
 from history.store import HistoryStore, LogEvent
-from history.writer import parse_entries
 from parley.config import CassandraConfig, RedisConfig
 from parley.ids import new_group_id
 from parley.keys import HISTORY_GROUP, Keys

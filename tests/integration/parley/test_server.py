@@ -54,7 +54,7 @@ def spec(drain: float = 5.0) -> ServiceSpec:
             "a backend dependency is unavailable; retry shortly",
             "ERROR_CODE_UNAVAILABLE",
         ),
-        ("boom", grpc.StatusCode.INTERNAL, "internal error", None),
+        ("boom", grpc.StatusCode.INTERNAL, "internal error", "ERROR_CODE_INTERNAL"),
     ],
 )
 async def test_error_boundary_maps_errors_once(

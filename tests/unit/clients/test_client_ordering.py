@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from parley_client.ordering import OrderBuffer
+import pytest
+
+from parley_client.ordering import GapResync, GapWatch, OrderBuffer
 
 
 def test_in_order_items_are_released_at_once() -> None:
@@ -96,3 +98,32 @@ def test_position_zero_means_everything_from_seq_one() -> None:
     buf: OrderBuffer[str] = OrderBuffer({"c": 0})
     assert buf.offer("c", 2, "m2") == []
     assert buf.offer("c", 1, "m1") == ["m1", "m2"]
+
+
+# --- GapWatch: ageing the gaps of a buffer ---------------------------------------------------------
+
+
+def test_a_lasting_gap_first_asks_for_a_resync_then_is_given_up() -> None:
+    order: OrderBuffer[int] = OrderBuffer({"c": 1})
+    order.offer("c", 3, 3)  # 2 is missing
+    given_up: list[str] = []
+    watch = GapWatch(1.0, given_up.append)
+    watch.check(order, now=0.0)  # first seen
+    watch.check(order, now=0.5)  # young: nothing
+    with pytest.raises(GapResync):
+        watch.check(order, now=1.0)
+    watch.check(order, now=2.0)  # resynced once already: wait longer
+    assert given_up == []
+    watch.check(order, now=3.0)
+    assert given_up == ["c"]
+
+
+def test_a_gap_that_fills_is_forgotten() -> None:
+    order: OrderBuffer[int] = OrderBuffer({"c": 1})
+    order.offer("c", 3, 3)
+    given_up: list[str] = []
+    watch = GapWatch(1.0, given_up.append)
+    watch.check(order, now=0.0)
+    assert order.offer("c", 2, 2) == [2, 3]
+    watch.check(order, now=10.0)  # no gap any more: neither a resync nor a give-up
+    assert given_up == []

@@ -166,7 +166,16 @@ def test_a_limit_does_not_outlive_the_overload_when_traffic_stops() -> None:
         AdmissionConfig(max_in_flight=64, target_delivery_s=0.15, min_rate=5.0), clock=clock
     )
     offer(admission, clock, 400, 3.0, lag_s=3.0)
-    assert admission.rate_limit < 50
+    # Cut until too few deliveries are left to judge by (DeliveryBrake.MIN_SAMPLES).
+    assert admission.rate_limit < 200
     clock.now += 10  # quiet: nothing sent, nothing delivered
     offer(admission, clock, 20, 3.0, lag_s=None)  # a trickle whose deliveries land elsewhere
+    assert admission.rate_limit == float("inf")
+
+
+def test_a_few_late_deliveries_at_low_traffic_limit_nobody() -> None:
+    # e.g. a backlog of a handful of messages after a router restart, in a quiet deployment
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.2), clock=clock)
+    assert offer(admission, clock, 40, 3.0, lag_s=5.0) == (120, 0)
     assert admission.rate_limit == float("inf")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from pathlib import Path
 from typing import TypeAlias
 
 import grpc
 import pytest
+import redis.exceptions
 
 from parley import errors
 from parley.errors import (
@@ -172,3 +176,94 @@ def test_rate_limited_without_retry_metadata_defaults_to_one_second() -> None:
 
 def test_module_exports_error_code_enum() -> None:
     assert errors.ErrorCode.Name(errors_pb2.ERROR_CODE_BODY_EMPTY) == "ERROR_CODE_BODY_EMPTY"
+
+
+# --- the one error table and its mapper ----------------------------------------------------------
+
+
+def test_every_error_code_in_the_protos_has_a_row() -> None:
+    # UNSPECIFIED is the proto3 zero value: never sent (docs/PROTOCOL.md), so it has no row.
+    answered = {value for name, value in errors_pb2.ErrorCode.items() if name != "ERROR_CODE_UNSPECIFIED"}
+    assert set(errors.ERROR_TABLE) == answered
+
+
+@pytest.mark.parametrize(("err", "status", "code"), CASES)
+def test_each_typed_error_takes_status_and_close_code_from_its_row(
+    err: ParleyError, status: grpc.StatusCode, code: Code
+) -> None:
+    row = errors.ERROR_TABLE[code]
+    assert (err.status, err.close_code) == (row.status, row.close_code) == (status, row.close_code)
+
+
+def test_close_codes_are_4000_plus_an_http_status_for_client_errors_else_standard() -> None:
+    for code, row in errors.ERROR_TABLE.items():
+        if row.status in (grpc.StatusCode.INTERNAL,):
+            assert row.close_code == 1011, errors_pb2.ErrorCode.Name(code)
+        elif row.status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            assert row.close_code == 1013, errors_pb2.ErrorCode.Name(code)
+        else:
+            assert 4000 <= row.close_code < 4100, errors_pb2.ErrorCode.Name(code)
+
+
+def test_a_redis_outage_is_unavailable_on_every_transport(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.errors")
+    with caplog.at_level(logging.WARNING, logger="test.errors"):
+        err = errors.to_client_error(redis.exceptions.ConnectionError("refused"), "Send", log)
+    assert (err.status, err.code, err.close_code) == (
+        grpc.StatusCode.UNAVAILABLE,
+        errors_pb2.ERROR_CODE_UNAVAILABLE,
+        1013,
+    )
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "refused" in caplog.records[0].getMessage()
+
+
+def test_a_bug_is_internal_with_a_generic_message_and_a_logged_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("test.errors")
+    with caplog.at_level(logging.ERROR, logger="test.errors"):
+        err = errors.to_client_error(KeyError("secret detail"), "frame send", log)
+    assert (err.status, err.message, err.close_code) == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, 1011)
+    assert "secret" not in err.message
+    (record,) = caplog.records
+    assert record.exc_info is not None and record.exc_info[0] is KeyError
+
+
+def test_a_typed_error_maps_to_itself_and_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    err = NotAMember("no")
+    with caplog.at_level(logging.DEBUG):
+        assert errors.to_client_error(err, "x", logging.getLogger("test.errors")) is err
+    assert not caplog.records
+
+
+def test_an_internal_calls_failure_keeps_the_callees_code() -> None:
+    callee = rpc_error(
+        grpc.StatusCode.UNAVAILABLE, "presence down", ((ERROR_CODE_METADATA, "ERROR_CODE_UNAVAILABLE"),)
+    )
+    err = errors.to_client_error(callee, "GetPresence", logging.getLogger("test.errors"))
+    assert (err.status, err.code, err.message) == (
+        grpc.StatusCode.UNAVAILABLE,
+        errors_pb2.ERROR_CODE_UNAVAILABLE,
+        "presence down",
+    )
+
+
+_TS_ERRORS = Path(__file__).resolve().parents[3] / "clients" / "typescript" / "src" / "errors.ts"
+
+
+def test_the_typescript_sdk_reads_close_codes_as_the_table_says() -> None:
+    # statusOfCloseCode: `case 4000:` ... `return GrpcStatus.INVALID_ARGUMENT;` and a default.
+    source = _TS_ERRORS.read_text()
+    body = source[source.index("export function statusOfCloseCode") :]
+    body = body[: body.index("\n}\n")]
+    cases = dict(re.findall(r"case (\d+):\s*return GrpcStatus\.(\w+);", body))
+    default = re.search(r"default:\s*return GrpcStatus\.(\w+);", body)
+    assert default is not None
+    for close_code, status in cases.items():
+        statuses = {r.status.name for r in errors.ERROR_TABLE.values() if r.close_code == int(close_code)}
+        assert status in statuses, f"TypeScript reads {close_code} as {status}; the table: {statuses}"
+    for row in errors.ERROR_TABLE.values():
+        assert cases.get(str(row.close_code), default.group(1)) in {
+            r.status.name for r in errors.ERROR_TABLE.values() if r.close_code == row.close_code
+        }

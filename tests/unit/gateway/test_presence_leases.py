@@ -164,9 +164,19 @@ async def test_background_loop_renews_until_stopped() -> None:
     leases = SessionLeases(cast("PresenceServiceAsyncStub", fake), "gw", 0.02)
     await leases.register("u1", "d", "s1")
     await leases.start()
-    await asyncio.sleep(0.15)
+    async with asyncio.timeout(5):
+        while len(fake.renewals) < 3:
+            await asyncio.sleep(0.005)
     await leases.stop()
     ticks = len(fake.renewals)
-    assert ticks >= 3
-    await asyncio.sleep(0.06)
+    # Barrier: another renewer with the same interval ticks three times, so the
+    # stopped loop had time for several ticks of its own, and made none.
+    other = FakePresence()
+    barrier = SessionLeases(cast("PresenceServiceAsyncStub", other), "gw", 0.02)
+    await barrier.register("u2", "d", "s2")
+    await barrier.start()
+    async with asyncio.timeout(5):
+        while len(other.renewals) < 3:
+            await asyncio.sleep(0.005)
+    await barrier.stop()
     assert len(fake.renewals) == ticks

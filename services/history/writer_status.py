@@ -1,0 +1,113 @@
+"""The history writer's lag and health: what GetWriterStatus, the metrics and the periodic log line report."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from history import metrics
+from history.durable import MessageSink, WriteState
+from history.log_entries import text as _text
+from parley.keys import HISTORY_GROUP
+from parley.retry import wait_or_stop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriterStatus:
+    lag_entries: int
+    cassandra_up: bool
+    written_total: int
+
+
+class ObservedWriter(Protocol):
+    """What the status loop reads of the writer."""
+
+    written_total: int
+    malformed_total: int
+
+    @property
+    def cassandra_up(self) -> bool: ...
+
+    async def lag(self) -> int: ...
+
+
+async def log_lag(redis: aioredis.Redis, logs: Sequence[str]) -> int:
+    """Entries of every partition log not yet stored: pending in the group plus not yet read."""
+    pipe = redis.pipeline(transaction=False)
+    for log_key in logs:
+        pipe.xinfo_groups(log_key)
+        pipe.xlen(log_key)
+    replies = await pipe.execute(raise_on_error=False)
+    total = 0
+    for groups, length in zip(replies[0::2], replies[1::2], strict=True):
+        if isinstance(groups, Exception):
+            if isinstance(length, int):
+                total += length  # no such stream (0) or no group info: all of it is unread
+            continue
+        group = next((g for g in groups if _text(g.get("name")) == HISTORY_GROUP), None)
+        if group is None:
+            total += int(length) if isinstance(length, int) else 0
+            continue
+        lag = group.get("lag")
+        # Redis reports no lag when it cannot compute it (entries deleted
+        # inside the unread range): the stream length is an upper bound.
+        unread = int(lag) if lag is not None else (int(length) if isinstance(length, int) else 0)
+        total += unread + int(group.get("pending") or 0)
+    return total
+
+
+async def status_loop(
+    writer: ObservedWriter, sink: MessageSink, state: WriteState, *, interval: float, stopping: asyncio.Event
+) -> None:
+    last_written = writer.written_total
+    first = True
+    while not stopping.is_set():
+        if not first:  # the first check runs at once: health should not wait a period
+            await wait_or_stop(interval, stopping)
+            if stopping.is_set():
+                return
+        first = False
+        try:
+            if not state.retrying:
+                # Between batches nothing else notices Cassandra going away (or coming back).
+                try:
+                    await sink.probe()
+                except Exception as exc:
+                    await state.failed(exc, 0)
+                else:
+                    await state.succeeded()
+            lag = await writer.lag()
+            metrics.status(lag, writer.cassandra_up)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("writer status check failed: %s", exc)
+            continue
+        written = writer.written_total - last_written
+        last_written = writer.written_total
+        level = logging.INFO if (lag or written or not writer.cassandra_up) else logging.DEBUG
+        log.log(
+            level,
+            "history writer: lag %d entries, %.0f msg/s written, cassandra %s",
+            lag,
+            written / interval,
+            "up" if writer.cassandra_up else "DOWN",
+            extra={
+                "fields": {
+                    "metric": "history_writer",
+                    "lag_entries": lag,
+                    "written_total": writer.written_total,
+                    "written_per_s": round(written / interval, 1),
+                    "cassandra_up": writer.cassandra_up,
+                    "malformed_total": writer.malformed_total,
+                    "write_failures_total": state.failures_total,
+                }
+            },
+        )
