@@ -3,10 +3,10 @@
 # PARLEY_STATE_DIR holds everything the local stack writes; it is git-ignored.
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PARLEY_STATE_DIR="${PARLEY_STATE_DIR:-$REPO_ROOT/.state}"
-# Resolved: checkouts sharing one state folder through a symlink (git worktrees)
-# render the same Redis and Cassandra settings (they hold paths), so `up` from
-# any of them finds the running servers unchanged instead of restarting them.
-if [ -d "$PARLEY_STATE_DIR" ]; then PARLEY_STATE_DIR="$(cd -P "$PARLEY_STATE_DIR" && pwd)"; fi
+# The physical path: the scripts write it into the servers' config files and restart a
+# server whose config changed, so a state folder reached through a symlink (a git
+# worktree's .state -> the main checkout's) must not look like another one.
+if [ -d "$PARLEY_STATE_DIR" ]; then PARLEY_STATE_DIR="$(cd "$PARLEY_STATE_DIR" && pwd -P)"; fi
 export PARLEY_STATE_DIR
 
 die() { echo "error: $*" >&2; exit 1; }

@@ -93,7 +93,12 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
     # Ends of sessions still running at shutdown finish before the hub and leases stop.
     finalizers = Finalizers()
     appender = LogAppender(
-        redis, keys, dedupe_ttl_s=config.log.dedupe_ttl_s, messages_maxlen=config.log.messages_maxlen
+        redis,
+        keys,
+        dedupe_ttl_s=config.log.dedupe_ttl_s,
+        messages_maxlen=config.log.messages_maxlen,
+        wait_replicas=config.redis.wait_replicas,
+        wait_timeout_ms=config.redis.wait_timeout_ms,
     )
     chat = ChatServicer(
         caller,

@@ -67,6 +67,7 @@ from history.writer_status import WriterStatus, log_lag, status_loop
 from parley.keys import HISTORY_GROUP, Keys
 from parley.redisclient import load_script
 from parley.retry import Backoff, Outage, is_outage, skip_bad_data, wait_or_stop
+from parley.streamread import StreamReader
 from parley.telemetry import CASSANDRA_WRITE_ATTRIBUTES, context_from_traceparent
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class HistoryWriter:
         self._settings = settings
         self._logs = keys.logs()
         self._forget_consumer = load_script(redis, "history", "forget_consumer.lua")
+        self._reader = StreamReader(redis, group=HISTORY_GROUP, consumer=settings.consumer)
         self._state = WriteState(health)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,6 +135,7 @@ class HistoryWriter:
         # Client libraries may turn a cancellation into their own error, which
         # the loops would swallow; the stopping flag still ends them.
         await asyncio.wait(self._tasks)
+        await self._reader.close()
         for task in self._tasks:
             if not task.cancelled() and task.exception() is not None:
                 log.error("history writer task %s failed", task.get_name(), exc_info=task.exception())
@@ -240,12 +243,8 @@ class HistoryWriter:
         if self._awaiting:
             until_due = int((self._awaiting[0][0] - time.monotonic()) * 1000)
             block = max(1, min(block, until_due))
-        reply = await self._redis.xreadgroup(
-            HISTORY_GROUP,
-            self._settings.consumer,
-            dict.fromkeys(self._logs, ">"),
-            count=self._settings.batch,
-            block=block,
+        reply = await self._reader.read(
+            dict.fromkeys(self._logs, ">"), count=self._settings.batch, block=block
         )
         entries = self._entries_of(reply)
         if entries:
@@ -255,9 +254,7 @@ class HistoryWriter:
         """Entries this consumer read earlier but never acked (e.g. before a crash)."""
         positions: dict[str, bytes | str] = dict.fromkeys(self._logs, "0")
         while positions and not self._stopping.is_set():
-            reply = await self._redis.xreadgroup(
-                HISTORY_GROUP, self._settings.consumer, positions, count=self._settings.batch
-            )
+            reply = await self._reader.read(positions, count=self._settings.batch)
             entries = self._entries_of(reply)
             seen = {entry.stream for entry in entries}
             for entry in entries:

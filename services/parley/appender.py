@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parley import errors, limits, metrics
 from parley.ids import new_message_id
 from parley.keys import F_CONVERSATION, F_EXCLUDE_SESSION, F_MESSAGE, F_SEQ, F_TRACEPARENT, Keys
-from parley.redisclient import load_script
+from parley.redisclient import TRANSIENT_ERRORS, load_script
+from parley.replication import eval_replicated
 from parley.v1 import messages_pb2
 
 # Messages per script call: bounds the time Redis spends in one script (~20 µs
@@ -37,11 +37,7 @@ MAX_BATCH = 128
 EXPIRED_MESSAGE = "the send was not stored within its deadline; retry it with the same client_message_id"
 
 # A dependency failing, not the request: the send is refused as UNAVAILABLE (retry it).
-_TRANSIENT = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-)
+_TRANSIENT = TRANSIENT_ERRORS
 
 
 @dataclass
@@ -141,7 +137,14 @@ class LogAppender:
         dedupe_ttl_s: int = 48 * 3600,
         messages_maxlen: int = 10_000,
         max_batch: int = MAX_BATCH,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
+        """``wait_replicas`` > 0: a batch is acked only once that many replicas hold it (Redis
+        WAIT after the script, on its connection: parley.replication); else NotReplicated."""
+        self._redis = redis
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._keys = keys
         self._script = load_script(redis, "parley", "append.lua")
         self._head: list[str | int] = [
@@ -238,7 +241,17 @@ class LogAppender:
             keys = [key for send in batch for key in send.keys]
             args = [*self._head, *(arg for send in batch for arg in send.args)]
             try:
-                reply = await self._script(keys=keys, args=args)
+                if self._wait_replicas:
+                    reply = await eval_replicated(
+                        self._redis,
+                        self._script,
+                        keys,
+                        args,
+                        replicas=self._wait_replicas,
+                        timeout_ms=self._wait_timeout_ms,
+                    )
+                else:
+                    reply = await self._script(keys=keys, args=args)
             except _TRANSIENT as exc:
                 _fail(
                     batch, errors.Unavailable(f"storing the message failed ({type(exc).__name__}); retry it")

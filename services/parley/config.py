@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -104,16 +105,66 @@ class RedisConfig:
     password: str = ""
     # CA of the server's certificate for rediss:// URLs; empty: the system roots.
     ca_file: str = ""
+    # Replicas that must confirm an append before it is acknowledged (Redis WAIT on the
+    # append's own connection), and how long to wait for them; 0: no WAIT (single node,
+    # whose durability is its AOF fsync). Default 1 with a redis+cluster:// URL.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 500
+
+    @property
+    def cluster(self) -> bool:
+        """Redis Cluster (``redis+cluster://`` or ``rediss+cluster://`` URL) rather than one server."""
+        return urlsplit(self.url).scheme in CLUSTER_SCHEMES
 
     @classmethod
     def from_env(cls, env: Env) -> RedisConfig:
+        url = env.str("PARLEY_REDIS_URL", cls.url)
+        check_redis_url("PARLEY_REDIS_URL", url)
+        cluster = urlsplit(url).scheme in CLUSTER_SCHEMES
         return cls(
-            url=env.str("PARLEY_REDIS_URL", cls.url),
+            url=url,
             key_prefix=env.str("PARLEY_REDIS_PREFIX", cls.key_prefix),
             username=env.str("PARLEY_REDIS_USERNAME", cls.username),
             password=secret(env, "PARLEY_REDIS_PASSWORD"),
             ca_file=env.str("PARLEY_REDIS_CA_FILE", cls.ca_file),
+            wait_replicas=env.int("PARLEY_REDIS_WAIT_REPLICAS", 1 if cluster else 0, minimum=0, maximum=16),
+            wait_timeout_ms=env.int(
+                "PARLEY_REDIS_WAIT_TIMEOUT_MS", cls.wait_timeout_ms, minimum=1, maximum=5_000
+            ),
         )
+
+
+# URL schemes: one server (redis-py's own), or a Redis Cluster reached through one or more
+# seed nodes, ``redis+cluster://[user:password@]host:port[,host:port...][/0]``.
+SINGLE_SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def check_redis_url(name: str, url: str) -> None:
+    """Fails loudly on a Redis URL the client would misread (unknown scheme, a cluster db other than 0)."""
+    parts = urlsplit(url)
+    if parts.scheme not in SINGLE_SCHEMES + CLUSTER_SCHEMES:
+        schemes = ", ".join(f"{s}://" for s in SINGLE_SCHEMES + CLUSTER_SCHEMES)
+        raise ConfigError(f"{name}: unknown scheme {parts.scheme!r} (one of {schemes})")
+    if parts.scheme in CLUSTER_SCHEMES:
+        if parts.path not in ("", "/", "/0"):
+            raise ConfigError(f"{name}: Redis Cluster has only database 0 (got path {parts.path!r})")
+        try:
+            cluster_seeds(url)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+
+
+def cluster_seeds(url: str) -> list[tuple[str, int]]:
+    """The seed nodes (host, port) of a ``redis+cluster://`` URL; port 6379 when none is given."""
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    seeds: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        host, _, port = part.strip().rpartition(":") if ":" in part else (part.strip(), "", "6379")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad seed node {part!r} (host:port)")
+        seeds.append((host.strip("[]"), int(port)))
+    return seeds
 
 
 def secret(env: Env, name: str) -> str:

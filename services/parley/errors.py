@@ -129,6 +129,12 @@ class Unavailable(ParleyError):
     code = errors_pb2.ERROR_CODE_UNAVAILABLE
 
 
+class NotReplicated(Unavailable):
+    """A write reached the Redis master, but fewer replicas than required confirmed it in
+    time (WAIT): it could be lost in a failover, so it is not acknowledged. Retrying with
+    the same client_message_id finds it (same seq) or stores it once."""
+
+
 class RateLimited(ParleyError):
     code = errors_pb2.ERROR_CODE_RATE_LIMITED
 

@@ -1,4 +1,16 @@
-"""Redis connection and Lua scripts kept as files next to the code that uses them."""
+"""Redis connection and Lua scripts kept as files next to the code that uses them.
+
+One server (``redis://``, ``rediss://``, ``unix://``) or a Redis Cluster
+(``redis+cluster://host:port[,host:port...]``, parley.config): :func:`connect`
+returns redis-py's asyncio ``Redis`` or ``RedisCluster``, both with the same
+per-command metrics. The cluster client follows MOVED/ASK redirections itself
+(at most ``RedisCluster.RedisClusterRequestTTL`` per command) and, on a
+connection error or CLUSTERDOWN (a master failing over), reloads the slot map
+and retries a bounded number of times (:data:`CLUSTER_RETRIES`, with
+jittered backoff); what still fails is raised, as one of
+:data:`TRANSIENT_ERRORS`, to the caller's own retry (a send fails UNAVAILABLE
+and the client resends it with the same ``client_message_id``).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +18,17 @@ import importlib.util
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
+from redis.retry import Retry
 
-from parley.config import RedisConfig
+from parley.config import RedisConfig, cluster_seeds
 from parley.metrics import REDIS_ERRORS, REDIS_LATENCY
 
 # Label children per command name: the command names come from our code, never from input.
@@ -62,6 +78,71 @@ class InstrumentedRedis(aioredis.Redis):  # type: ignore[misc]
         return InstrumentedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
+class InstrumentedClusterPipeline(ClusterPipeline):  # type: ignore[misc]
+    """A cluster pipeline (commands grouped per node, one round trip each, in parallel) timed as PIPELINE."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        started_at = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            _observe("PIPELINE", started_at, error)
+
+
+class InstrumentedRedisCluster(RedisCluster):  # type: ignore[misc]
+    """The asyncio cluster client with the same per-command metrics as :class:`InstrumentedRedis`."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        started_at = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await super().execute_command(*args, **options)
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            name = args[0] if args else "unknown"
+            _observe(name.upper() if isinstance(name, str) else "unknown", started_at, error)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> InstrumentedClusterPipeline:
+        # Multi-key transactions cannot span slots; Parley's atomic writes are Lua scripts.
+        if transaction or shard_hint:
+            raise redis.exceptions.RedisClusterException(
+                "MULTI/EXEC pipelines are not used with Redis Cluster: use a single-slot Lua script"
+            )
+        return InstrumentedClusterPipeline(self, False)
+
+
+# Whole-command retries of the cluster client after a connection error, timeout or
+# CLUSTERDOWN (each reloads the slot map first): about a second with the backoff, less
+# than a failover takes (cluster-node-timeout plus the election), so a command does not
+# hold its caller for the whole failover; the caller's own retry covers the rest.
+CLUSTER_RETRIES = 3
+
+# A dependency failing, not the request: callers answer UNAVAILABLE (retry it). The
+# cluster's own (CLUSTERDOWN during a failover, TRYAGAIN during a resharding, a slot not
+# covered yet, redirections exhausted) are transient too.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.ReadOnlyError,
+)
+
+
+def is_cluster(client: Any) -> bool:
+    """The client talks to a Redis Cluster (commands are routed per slot)."""
+    return isinstance(client, RedisCluster)
+
+
 def url_without_credentials(url: str) -> str:
     """``url`` without its user and password: redis-py lets the URL's win over keyword arguments,
     and a configured user (``PARLEY_REDIS_USERNAME``) must win over one in the URL."""
@@ -70,7 +151,14 @@ def url_without_credentials(url: str) -> str:
 
 
 def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis:
-    """A pooled client. Bytes in and out: payloads are protobuf."""
+    """A pooled client (a cluster client for a ``redis+cluster://`` URL). Bytes in and out:
+    payloads are protobuf.
+
+    With a cluster, the key layout is checked first (parley.keylayout): a prefix that
+    would put one atomic script's keys in two slots fails here, at start.
+    """
+    if config.cluster:
+        return _connect_cluster(config, max_connections=max_connections)
     credentials: dict[str, Any] = {}
     if config.username:
         credentials["username"] = config.username
@@ -91,6 +179,35 @@ def connect(config: RedisConfig, *, max_connections: int = 64) -> aioredis.Redis
         health_check_interval=30,
     )
     return InstrumentedRedis(connection_pool=pool)
+
+
+def _connect_cluster(config: RedisConfig, *, max_connections: int) -> aioredis.Redis:
+    from parley.keylayout import check_single_slot
+    from parley.keys import Keys
+
+    check_single_slot(Keys(prefix=config.key_prefix))
+    parts = urlsplit(config.url)
+    username = config.username or unquote(parts.username or "")
+    password = config.password or unquote(parts.password or "")
+    options: dict[str, Any] = {}
+    if parts.scheme == "rediss+cluster":
+        options["ssl"] = True
+        if config.ca_file:
+            options["ssl_ca_certs"] = config.ca_file
+    return InstrumentedRedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster_seeds(config.url)],
+        username=username or None,
+        password=password or None,
+        # Per node: a node's pool raises MaxConnectionsError when full (it does not queue),
+        # and blocked stream reads hold a connection each (parley.streamread).
+        max_connections=max(max_connections, 64) * 2,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), CLUSTER_RETRIES),
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+        **options,
+    )
 
 
 def script_source(package: str, name: str) -> str:

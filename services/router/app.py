@@ -61,6 +61,8 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         reclaim_idle_ms=config.reclaim_idle_ms,
         batch=config.fanout_batch,
         trim_interval_s=config.trim_interval_s,
+        wait_replicas=config.redis.wait_replicas,
+        wait_timeout_ms=config.redis.wait_timeout_ms,
     )
     channels: list[grpc.aio.Channel] = []
     history: history_pb2_grpc.HistoryServiceAsyncStub | None = None
@@ -69,7 +71,12 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         channels.append(channel)
         history = history_pb2_grpc.HistoryServiceStub(channel)
     appender = LogAppender(
-        redis, keys, dedupe_ttl_s=config.log.dedupe_ttl_s, messages_maxlen=config.log.messages_maxlen
+        redis,
+        keys,
+        dedupe_ttl_s=config.log.dedupe_ttl_s,
+        messages_maxlen=config.log.messages_maxlen,
+        wait_replicas=config.redis.wait_replicas,
+        wait_timeout_ms=config.redis.wait_timeout_ms,
     )
     servicer = RouterServicer(store, appender, deliverer, history)
     metrics.PARTITIONS_OWNED.set_function(lambda: float(len(fanout.owned_partitions)))

@@ -18,13 +18,15 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from parley import partition_log
+from parley import errors, partition_log
 from parley.keys import (
     FANOUT_GROUP,
     LOG_GROUPS,
     Keys,
 )
+from parley.replication import command_replicated
 from parley.retry import Backoff, Outage, is_outage, skip_bad_data
+from parley.streamread import StreamReader
 from parley.tasks import stop_tasks
 from router import metrics
 from router.deliverer import Deliverer
@@ -59,14 +61,25 @@ class Fanout:
         batch: int = 256,
         trim_interval_s: float = 5.0,
         block_ms: int = 1000,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         self._redis = redis
+        # Deliver only what replicas hold (Redis WAIT after each read: parley.replication).
+        self._wait = (wait_replicas, wait_timeout_ms)
         self._keys = keys
         self._deliverer = deliverer
         self._router_id = router_id
         self._reclaim_idle_ms = reclaim_idle_ms
         self._batch = batch
         self._block_ms = block_ms
+        self._reader = StreamReader(
+            redis,
+            group=FANOUT_GROUP,
+            consumer=router_id,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+        )
         # Partitions whose pending entries are claimed before the next read, with the minimum
         # idle time: 0 (everything pending) for a partition just acquired or after a failed round.
         self._reclaim_due: dict[int, int] = {}
@@ -111,6 +124,7 @@ class Fanout:
     async def stop(self) -> None:
         self._stopping.set()
         await stop_tasks(self._tasks)
+        await self._reader.close()
         await self._leases.leave()
 
     async def ensure_groups(self) -> None:
@@ -153,14 +167,16 @@ class Fanout:
                     continue
                 for partition, min_idle in list(self._reclaim_due.items()):
                     async with self._round:
-                        if partition in self._owned:
-                            await self._reclaim(partition, min_idle)
-                    if self._reclaim_due.get(partition) == min_idle:
+                        done = partition not in self._owned or await self._reclaim(partition, min_idle)
+                    if done and self._reclaim_due.get(partition) == min_idle:
                         del self._reclaim_due[partition]
-                streams = {self._keys.log(p): ">" for p in sorted(self._owned)}
-                result = await self._redis.xreadgroup(
-                    FANOUT_GROUP, self._router_id, streams, count=self._batch, block=self._block_ms
-                )
+                # A partition whose pending entries wait for a replica is not read meanwhile:
+                # nothing newer overtakes them, and the other partitions go on.
+                streams = {self._keys.log(p): ">" for p in sorted(self._owned) if p not in self._reclaim_due}
+                if not streams:
+                    await asyncio.sleep(self._block_ms / 1000)
+                    continue
+                result = await self._reader.read(streams, count=self._batch, block=self._block_ms)
                 metrics.record_read(self._owned, self._partition_of, result or [])
                 if result:
                     async with self._round:
@@ -185,23 +201,46 @@ class Fanout:
                     self._reclaim_due[partition] = 0
                 await asyncio.sleep(delay)
 
-    async def _reclaim(self, partition: int, min_idle_ms: int) -> None:
+    async def _reclaim(self, partition: int, min_idle_ms: int) -> bool:
+        """Delivers the partition's pending entries; False if its replica did not confirm them."""
         log_key = self._keys.log(partition)
         start = "0-0"
         while True:
-            reply = await self._redis.xautoclaim(
-                log_key,
-                FANOUT_GROUP,
-                self._router_id,
-                min_idle_time=min_idle_ms,
-                start_id=start,
-                count=self._batch,
-            )
+            if self._wait[0]:
+                try:
+                    reply = await command_replicated(
+                        self._redis,
+                        log_key,
+                        (
+                            "XAUTOCLAIM",
+                            log_key,
+                            FANOUT_GROUP,
+                            self._router_id,
+                            min_idle_ms,
+                            start,
+                            "COUNT",
+                            self._batch,
+                        ),
+                        replicas=self._wait[0],
+                        timeout_ms=self._wait[1],
+                    )
+                except errors.NotReplicated as exc:
+                    log.warning("partition %d: %s; its fan-out waits for the replica", partition, exc)
+                    return False
+            else:
+                reply = await self._redis.xautoclaim(
+                    log_key,
+                    FANOUT_GROUP,
+                    self._router_id,
+                    min_idle_time=min_idle_ms,
+                    start_id=start,
+                    count=self._batch,
+                )
             start_next, items = reply[0], reply[1]
             if items:
                 await self._process([(log_key, [(i, f) for i, f in items if f])])
             if start_next in (b"0-0", "0-0"):
-                return
+                return True
             start = start_next
 
     async def _process(
