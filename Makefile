@@ -197,8 +197,11 @@ ring-status:
 TOPOLOGY ?= single
 RING_HOSTS := 127.0.0.1,127.0.0.2,127.0.0.3
 RING_PORT ?= 9044
+# Redis Cluster of deploy/local/redis-cluster.sh (3 masters on 7101-7103, replicas on 7104-7106; 7004 is the ring's storage port):
+# a redis+cluster:// URL turns on the cluster client and WAIT for one replica before each ack.
+REDIS_CLUSTER_URL ?= redis+cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
 CLUSTER_ENV := PARLEY_CASSANDRA_HOSTS=$(RING_HOSTS) PARLEY_CASSANDRA_PORT=$(RING_PORT) \
-	PARLEY_CASSANDRA_LOCAL_DC=dc1 PARLEY_DEVSTACK_TOPOLOGY=cluster
+	PARLEY_CASSANDRA_LOCAL_DC=dc1 PARLEY_DEVSTACK_TOPOLOGY=cluster PARLEY_REDIS_URL=$(REDIS_CLUSTER_URL)
 
 # Starts Redis, Cassandra and the four services; Ctrl-C stops everything.
 # grpcurl is what its banner suggests trying.
@@ -206,6 +209,7 @@ run: venv infra-up web
 	@deploy/local/tools.sh grpcurl
 ifeq ($(TOPOLOGY),cluster)
 	@deploy/local/tools.sh nginx
+	@deploy/local/redis-cluster.sh up
 	@deploy/local/cassandra-ring.sh up
 	$(CLUSTER_ENV) $(PY) -m tools.localstack
 else ifeq ($(TOPOLOGY),single)

@@ -4,7 +4,7 @@
 # are made durable by WAIT on a replica, not by each node's fsync; see README
 # "Durability"). Usage: redis-cluster.sh up|down|status
 #
-# Ports: PARLEY_REDIS_CLUSTER_PORT (default 7001) and the five above it; each
+# Ports: PARLEY_REDIS_CLUSTER_PORT (default 7101: 7001-7006 would take the Cassandra ring's storage port 7004) and the five above it; each
 # node's cluster bus listens 10000 higher. State: $PARLEY_STATE_DIR/redis-cluster
 # (one folder per node: redis.conf, nodes.conf, AOF, log, pid).
 #
@@ -24,7 +24,7 @@ set -euo pipefail
 # shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BASE="${PARLEY_REDIS_CLUSTER_PORT:-7001}"
+BASE="${PARLEY_REDIS_CLUSTER_PORT:-7101}"
 COUNT=6
 PORTS=()
 for i in $(seq 0 $((COUNT - 1))); do PORTS+=("$((BASE + i))"); done
