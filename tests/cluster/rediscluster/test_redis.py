@@ -15,7 +15,7 @@ from parley.config import ConfigError, RedisConfig
 from parley.keys import HISTORY_GROUP, Keys
 from parley.redisclient import connect, is_cluster
 from parley.streamread import StreamReader
-from router.store import ConversationStore
+from router.store import ConversationStore, RedisConversationRecords
 from tests.cluster.rediscluster.conftest import LocalRedisCluster
 
 
@@ -32,7 +32,7 @@ async def test_connect_gives_a_cluster_client_spread_over_three_masters(
 async def test_appends_are_ordered_and_deduplicated_across_slots(
     cluster_client: Any, cluster_keys: Keys, cluster_config: RedisConfig
 ) -> None:
-    store = ConversationStore(cluster_client, cluster_keys)
+    store = ConversationStore(RedisConversationRecords(cluster_client, cluster_keys))
     peers = [f"bob{i}" for i in range(8)]
     cids = [(await store.create_direct("alice", peer))[0].id for peer in peers]
     assert len({cluster_keys.partition(c) for c in cids}) > 1
@@ -65,7 +65,7 @@ async def test_appends_are_ordered_and_deduplicated_across_slots(
 async def test_an_append_waits_for_a_replica_or_fails_unavailable(
     cluster_client: Any, cluster_keys: Keys, redis_cluster: LocalRedisCluster
 ) -> None:
-    store = ConversationStore(cluster_client, cluster_keys)
+    store = ConversationStore(RedisConversationRecords(cluster_client, cluster_keys))
     cid = (await store.create_direct("alice", "bob"))[0].id
     # Each master has one replica: WAIT for two cannot be met. The message is on the master
     # but not acked; the same client_message_id later gets the same seq.

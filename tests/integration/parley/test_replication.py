@@ -17,13 +17,15 @@ from parley.appender import LogAppender
 from parley.keys import Keys
 from parley.redisclient import script_source
 from parley.replication import eval_replicated
-from router.store import ConversationStore
+from router.store import ConversationStore, RedisConversationRecords
 
 
 async def test_an_unconfirmed_append_is_stored_but_fails_unavailable_and_its_retry_dedupes(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:
-    cid = (await ConversationStore(redis_client, keys).create_direct("alice", "bob"))[0].id
+    cid = (
+        await ConversationStore(RedisConversationRecords(redis_client, keys)).create_direct("alice", "bob")
+    )[0].id
     appender = LogAppender(redis_client, keys, wait_replicas=1, wait_timeout_ms=50)
     started = time.monotonic()
     try:
