@@ -78,7 +78,8 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="capacity",
-            description="ramp to 100,000 concurrent streams, then 500 msg/s (the target) and 1,000 msg/s (the stretch)",
+            description="ramp to 100,000 concurrent streams, then 500 msg/s (the target) "
+            "and 1,000 msg/s (the stretch)",
             users=100_000,
             connections=200,
             workers=1,
