@@ -671,13 +671,16 @@ def headline(scenario: Scenario, targets: list[dict[str, Any]]) -> list[str]:
                 if best is not None
                 else f"{target['name']}: no step passed (lost={lost}, errors={errors})"
             )
-            at_target = [s for s in steps if s["rate"] >= 5000]
-            if target["name"] != TARGET_RELAY and at_target:
-                s = min(at_target, key=lambda x: x["rate"])
+            # Issue 9's throughput target is stricter than the search's limit: p99 < 100 ms.
+            strict = [
+                s
+                for s in steps
+                if s.get("passed") and (s["latency"]["send_to_delivery"].get("p99_ms") or 1e9) < 100
+            ]
+            if target["name"] != TARGET_RELAY and best is not None:
                 lines.append(
-                    f"{target['name']} at {s['rate']:g} msg/s: p99 send-to-delivery "
-                    f"{_fmt(s['latency']['send_to_delivery']['p99_ms'])} (target <= 50 ms), "
-                    f"lost={s['loss']['lost']}"
+                    f"{target['name']}: highest sustained rate with p99 send-to-delivery < 100 ms: "
+                    + (f"{max(s['rate'] for s in strict):g} msg/s" if strict else "none of the rates tried")
                 )
         connect = target.get("connect", {})
         if scenario.users >= 50_000:
