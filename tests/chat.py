@@ -111,6 +111,19 @@ class RawSession:
         (message,) = await self.messages(1, timeout)
         assert message.body == body, f"unexpected message before the barrier: {message}"
 
+    async def frames_before_pong(self, timeout: float = 5.0) -> list[gateway_pb2.ConnectResponse]:
+        """Pings and returns the frames that arrive before the pong: everything the gateway had
+        queued for this session when the ping arrived (pongs share the session's one queue)."""
+        nonce = uuid.uuid4().int & 0xFFFFFFFF
+        self.send_frame(gateway_pb2.ConnectRequest(ping=gateway_pb2.PingFrame(nonce=nonce)))
+        before: list[gateway_pb2.ConnectResponse] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.frames.get()
+                if frame.WhichOneof("frame") == "pong" and frame.pong.nonce == nonce:
+                    return before
+                before.append(frame)
+
     async def no_frame(self, kind: str, wait: float = 0.5) -> None:
         """Asserts no frame of the kind arrives within wait seconds.
 

@@ -19,6 +19,7 @@ from router.config import RouterConfig
 from router.deliverer import Deliverer
 from router.fanout import Fanout
 from router.gateways import GatewaySweeper
+from router.members_cache import MembersCache
 from router.servicer import RouterServicer
 from router.store import ConversationStore, RedisConversationRecords
 
@@ -33,7 +34,7 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         RedisConversationRecords(redis, keys), max_group_members=config.max_group_members
     )
     routes = RouteTable(redis, keys)
-    deliverer = Deliverer(redis, keys, store, routes)
+    deliverer = Deliverer(redis, keys, store, routes, MembersCache(config.members_cache))
     fanout = Fanout(
         redis,
         keys,
