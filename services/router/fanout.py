@@ -46,7 +46,9 @@ class Fanout:
     partitions gave each read one or two entries, and every message paid the
     five Redis round trips of a round (read, members, routes, inbox writes,
     ack); one loop pays them per round for all partitions, so batches grow
-    with the load. A partition's entries stay in log order: rounds run one
+    with the load. Members come from a cache the log's own events keep
+    (router.members_cache) and a round's acks ride the next read, so a round
+    is three round trips: read (+ acks), routes, inbox writes. A partition's entries stay in log order: rounds run one
     after another and a round keeps each stream's order.
     """
 
@@ -101,6 +103,8 @@ class Fanout:
         self._retention = Retention(redis, keys, self._owned, interval_s=trim_interval_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        # Entry ids per log key delivered and not yet acked (sent with the next read).
+        self._acks_due: dict[str, list[bytes]] = {}
         self.delivered_total = 0
         self.malformed_total = 0
 
@@ -129,6 +133,11 @@ class Fanout:
     async def stop(self) -> None:
         self._stopping.set()
         await stop_tasks(self._tasks)
+        try:
+            await self._flush_acks()
+        except Exception as exc:
+            # They stay pending: the next holder of their partitions delivers them again.
+            log.warning("acking the last delivered entries at stop failed: %s", exc)
         await self._reader.close()
         await self._leases.leave()
 
@@ -181,9 +190,14 @@ class Fanout:
                 # nothing newer overtakes them, and the other partitions go on.
                 streams = {self._keys.log(p): ">" for p in sorted(self._owned) if p not in self._reclaim_due}
                 if not streams:
+                    await self._flush_acks()
                     await asyncio.sleep(self._block_ms / 1000)
                     continue
-                result = await self._reader.read(streams, count=self._batch, block=self._block_ms)
+                # What the last rounds delivered is acked with this read (one round trip).
+                result = await self._reader.read(
+                    streams, count=self._batch, block=self._block_ms, acks=self._acks_due
+                )
+                self._acks_due.clear()
                 metrics.record_read(self._owned, self._partition_of, result or [])
                 if result:
                     async with self._round:
@@ -279,11 +293,17 @@ class Fanout:
         if entries:
             await self._deliverer.deliver_log_entries(entries)
         metrics.record_round(len(entries))
-        pipe = self._redis.pipeline(transaction=False)
+        # Delivered: acked with the next read (or at stop). Until then they stay pending,
+        # and whoever reclaims them delivers them again (at-least-once); acks of a
+        # partition dropped meanwhile are still sent, since these entries were delivered.
         for log_key, items in batches:
-            pipe.xack(log_key, FANOUT_GROUP, *[entry_id for entry_id, _ in items])
-        await pipe.execute()
+            self._acks_due.setdefault(log_key, []).extend(entry_id for entry_id, _ in items)
         self.delivered_total += len(entries)
+
+    async def _flush_acks(self) -> None:
+        if self._acks_due:
+            await self._reader.ack(self._acks_due)
+            self._acks_due.clear()
 
 
 def _text(value: bytes | str) -> str:
