@@ -48,8 +48,9 @@ class Fanout:
     ack); one loop pays them per round for all partitions, so batches grow
     with the load. Members come from a cache the log's own events keep
     (router.members_cache) and a round's acks ride the next read, so a round
-    is three round trips: read (+ acks), routes, inbox writes. A partition's entries stay in log order: rounds run one
-    after another and a round keeps each stream's order.
+    is three round trips: read (+ acks), routes, inbox writes. A partition's
+    entries stay in log order: rounds run one after another and a round keeps
+    each stream's order.
     """
 
     def __init__(

@@ -92,6 +92,9 @@ class MemoryConversationRecords:
         out.member_ids.extend(sorted(conversation.members))
         return out
 
+    async def get_many(self, conversation_ids: Sequence[str]) -> list[messages_pb2.Conversation | None]:
+        return [await self.get(cid) for cid in conversation_ids]
+
     async def is_member(self, conversation_id: str, user_id: str) -> bool:
         conversation = self._conversation(conversation_id)
         return conversation is not None and user_id in conversation.members

@@ -106,6 +106,10 @@ class ConversationRecords(Protocol):
 
     async def get(self, conversation_id: str) -> messages_pb2.Conversation | None: ...
 
+    async def get_many(self, conversation_ids: Sequence[str]) -> list[messages_pb2.Conversation | None]:
+        """:meth:`get` of each, in one round trip."""
+        ...
+
     async def is_member(self, conversation_id: str, user_id: str) -> bool:
         """False for a missing conversation too."""
         ...
@@ -202,20 +206,17 @@ class RedisConversationRecords:
         await pipe.execute()
 
     async def get(self, conversation_id: str) -> messages_pb2.Conversation | None:
+        return (await self.get_many([conversation_id]))[0]
+
+    async def get_many(self, conversation_ids: Sequence[str]) -> list[messages_pb2.Conversation | None]:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(self._keys.meta(conversation_id))
-        pipe.smembers(self._keys.members(conversation_id))
-        meta, members = await pipe.execute()
-        if not meta:
-            return None
-        return messages_pb2.Conversation(
-            id=conversation_id,
-            kind=_KINDS.get(meta[_META_KIND].decode(), messages_pb2.CONVERSATION_KIND_UNSPECIFIED),
-            name=meta.get(_META_NAME, b"").decode(),
-            member_ids=sorted(m.decode() for m in members),
-            created_by=meta.get(_META_CREATED_BY, b"").decode(),
-            created_at=timestamp_ms(int(meta.get(_META_CREATED_AT, b"0"))),
-        )
+        for cid in conversation_ids:
+            pipe.hgetall(self._keys.meta(cid))
+            pipe.smembers(self._keys.members(cid))
+        replies = await pipe.execute()
+        return [
+            _conversation(cid, replies[2 * i], replies[2 * i + 1]) for i, cid in enumerate(conversation_ids)
+        ]
 
     async def is_member(self, conversation_id: str, user_id: str) -> bool:
         pipe = self._redis.pipeline(transaction=False)
@@ -439,14 +440,18 @@ class ConversationStore:
     async def members_many(self, cids: Sequence[str]) -> list[list[str]]:
         return await self.records.members_many(cids)
 
-    async def list_for_user(self, user_id: str) -> list[router_pb2.ConversationState]:
-        """All of the user's conversations, most recently active first."""
+    async def list_for_user(
+        self, user_id: str, *, with_last_message: bool = True
+    ) -> list[router_pb2.ConversationState]:
+        """All of the user's conversations, most recently active first; without their last
+        messages (a session's sync, presence contacts), in the order the user joined them,
+        which new messages do not change (so offset paging neither skips nor repeats)."""
         cids = await self.records.user_conversation_ids(user_id)
         if not cids:
             return []
         positions = await self.records.positions(cids, user_id)
-        conversations = [await self.records.get(cid) for cid in cids]
-        lasts = await self.records.last_messages(cids)
+        conversations = await self.records.get_many(cids)
+        lasts = await self.records.last_messages(cids) if with_last_message else [None] * len(cids)
         states: list[router_pb2.ConversationState] = []
         for conversation, (last_seq, delivered, read), last in zip(
             conversations, positions, lasts, strict=True
@@ -469,7 +474,8 @@ class ConversationStore:
                 return s.last_message.server_time.ToMilliseconds()
             return s.conversation.created_at.ToMilliseconds()
 
-        states.sort(key=activity, reverse=True)
+        if with_last_message:
+            states.sort(key=activity, reverse=True)
         return states
 
     async def list_page(
@@ -481,14 +487,27 @@ class ConversationStore:
         a user in many busy groups (each summary may carry a 64 KiB last message)
         must still get a list that every client can receive.
         """
-        states = (await self.list_for_user(user_id))[offset:]
-        if omit_last_message:
-            for state in states:
-                state.summary.ClearField("last_message")
+        states = (await self.list_for_user(user_id, with_last_message=not omit_last_message))[offset:]
         end = len(states) if not limit else min(limit, len(states))
         count = limits.fit_count(state.ByteSize() for state in states[:end])
         more = count < len(states)
         return states[:count], (offset + count) if more else 0
+
+
+def _conversation(
+    cid: str, meta: dict[bytes, bytes], members: set[bytes]
+) -> messages_pb2.Conversation | None:
+    """A conversation from its meta hash and member set (None: no meta, no conversation)."""
+    if not meta:
+        return None
+    return messages_pb2.Conversation(
+        id=cid,
+        kind=_KINDS.get(meta[_META_KIND].decode(), messages_pb2.CONVERSATION_KIND_UNSPECIFIED),
+        name=meta.get(_META_NAME, b"").decode(),
+        member_ids=sorted(m.decode() for m in members),
+        created_by=meta.get(_META_CREATED_BY, b"").decode(),
+        created_at=timestamp_ms(int(meta.get(_META_CREATED_AT, b"0"))),
+    )
 
 
 def _unique(values: Iterable[str]) -> list[str]:

@@ -35,6 +35,16 @@ def conversation(
     )
 
 
+async def test_get_many_answers_each_in_order_none_for_a_missing_one(backend: Backend) -> None:
+    records = backend.records
+    one = conversation(new_group_id(), ["alice", "bob"], name="one")
+    two = conversation(new_group_id(), ["carol"], name="two")
+    for c in (one, two):
+        assert await records.create(c, KIND_GROUP) is True
+    assert await records.get_many([two.id, new_group_id(), one.id]) == [two, None, one]
+    assert await records.get_many([]) == []
+
+
 async def test_create_once_then_get_and_the_log_event(backend: Backend) -> None:
     records = backend.records
     group = conversation(new_group_id(), ["bob", "alice"], name="team")
