@@ -14,6 +14,7 @@ from history.db import Database
 from history.guard import KeyspaceGuard
 from history.membership import Membership
 from history.reader import HistoryReader
+from history.recent import WithRecent
 from history.servicer import HistoryServicer
 from history.store import STATEMENTS, HistoryStore
 from history.writer import HistoryWriter
@@ -97,7 +98,8 @@ class History:
         )
         self.store = HistoryStore(self.db, write_concurrency=config.writer.concurrency)
         self.writer = HistoryWriter(self.redis, self.store, self.keys, config.writer, health=self.health)
-        self.reader = HistoryReader(self.store)
+        # Read-your-writes: what the writer has not stored yet comes from Redis (history.recent).
+        self.reader = HistoryReader(WithRecent(self.store, self.redis, self.keys))
         self.membership = Membership(self.redis, self.keys, self.store)
         self.servicer = HistoryServicer(self.reader, self.writer, self.db, self.membership)
 
