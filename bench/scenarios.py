@@ -78,7 +78,8 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="capacity",
-            description="ramp to 100,000 concurrent streams, then light traffic (500 msg/s)",
+            description="ramp to 100,000 concurrent streams, then 500 msg/s (the target) "
+            "and 1,000 msg/s (the stretch)",
             users=100_000,
             connections=200,
             workers=1,
@@ -91,7 +92,7 @@ SCENARIOS: dict[str, Scenario] = {
             duration_s=30,
             drain_s=30,
             abort_after_s=20,
-            rates=(500,),
+            rates=(500, 1000),
         ),
         Scenario(
             name="throughput",

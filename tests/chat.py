@@ -106,8 +106,30 @@ class RawSession:
                     out.append(frame.message)
         return out
 
+    async def next_message_is(self, body: bytes, timeout: float = 5.0) -> None:
+        """Asserts that the next message frame is ``body`` (a barrier, see :func:`send_barrier`)."""
+        (message,) = await self.messages(1, timeout)
+        assert message.body == body, f"unexpected message before the barrier: {message}"
+
+    async def frames_before_pong(self, timeout: float = 5.0) -> list[gateway_pb2.ConnectResponse]:
+        """Pings and returns the frames that arrive before the pong: everything the gateway had
+        queued for this session when the ping arrived (pongs share the session's one queue)."""
+        nonce = uuid.uuid4().int & 0xFFFFFFFF
+        self.send_frame(gateway_pb2.ConnectRequest(ping=gateway_pb2.PingFrame(nonce=nonce)))
+        before: list[gateway_pb2.ConnectResponse] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.frames.get()
+                if frame.WhichOneof("frame") == "pong" and frame.pong.nonce == nonce:
+                    return before
+                before.append(frame)
+
     async def no_frame(self, kind: str, wait: float = 0.5) -> None:
-        """Asserts no frame of the kind arrives within wait seconds."""
+        """Asserts no frame of the kind arrives within wait seconds.
+
+        Only where no barrier can prove it (nothing at all is meant to happen, e.g.
+        with fan-out stopped); prefer :func:`send_barrier` and a check of what comes next.
+        """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 while True:
@@ -125,3 +147,21 @@ class RawSession:
             self._call.cancel()
         if self._task is not None:
             self._task.cancel()
+
+
+async def send_barrier(channel: grpc.aio.Channel, conversation_id: str, sender: str) -> bytes:
+    """Sends a message whose arrival proves that nothing earlier is still coming.
+
+    One conversation's messages reach a session in seq order, so a message that
+    should not have been delivered (an echo, a duplicate, a resent one) would
+    arrive before this one: ``await session.next_message_is(barrier)`` checks it
+    without waiting a fixed time.
+    """
+    body = f"barrier {uuid.uuid4().hex}".encode()
+    await gateway_pb2_grpc.ChatServiceStub(channel).Send(
+        gateway_pb2.SendRequest(
+            conversation_id=conversation_id, client_message_id=uuid.uuid4().hex, body=body
+        ),
+        metadata=metadata(sender),
+    )
+    return body

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from gateway.admission import AdmissionConfig
 from gateway.app import build as build_gateway
 from gateway.config import GatewayConfig, LimitsConfig
 from parley.auth import DEV_SECRET, AuthConfig
@@ -69,6 +70,11 @@ def gateway_config(
         partitions=PARTITIONS,
         gateway_id=gateway_id or f"gw-test-{id(redis_config)}",
         ws_port=-1,
+        # The load-reactive brakes (event-loop lag, delivery lag) off: this gateway shares
+        # the test's event loop, and the box with whatever else runs, so they would shed
+        # test sends at random. tests/integration/gateway/test_admission.py and the
+        # overload benchmark drive them; the in-flight bounds stay at their defaults.
+        admission=AdmissionConfig(max_loop_lag_s=0.0, target_delivery_s=0.0),
     )
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import grpc
-import redis.asyncio as aioredis
 
 from gateway import metrics
 from gateway.acks import AckCoalescer
@@ -31,28 +29,12 @@ from parley.grpcclient import service_channel
 from parley.internal.v1 import history_pb2_grpc, presence_pb2_grpc, router_pb2_grpc
 from parley.keys import Keys
 from parley.redisclient import connect
-from parley.server import Component, ServiceSpec
+from parley.server import Clients, Component, ServiceSpec
 from parley.tasks import Finalizers
 from parley.telemetry import setup_logging, setup_tracing
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 
 PUBLIC_SERVICES = ("ChatService", "ConversationService", "HistoryService", "PresenceService")
-
-
-@dataclass
-class Clients:
-    """Checks Redis at start; closes channels and Redis after everything else stopped."""
-
-    redis: aioredis.Redis
-    channels: list[grpc.aio.Channel] = field(default_factory=list)
-
-    async def start(self) -> None:
-        await self.redis.ping()
-
-    async def stop(self) -> None:
-        for channel in self.channels:
-            await channel.close()
-        await self.redis.aclose()
 
 
 async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> ServiceSpec:

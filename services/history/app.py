@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
-import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2
 
 from history.config import HistoryConfig
@@ -21,26 +20,13 @@ from history.writer import HistoryWriter
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.keys import Keys
 from parley.redisclient import connect
-from parley.server import ServiceSpec
+from parley.server import Clients, ServiceSpec
 from parley.telemetry import setup_logging, setup_tracing
 
 # Health name of the Cassandra writer: NOT_SERVING while writes fail. The
 # service itself ("" and parley.internal.v1.HistoryService) stays SERVING:
 # a Cassandra outage must not get the pods restarted or taken out of rotation.
 WRITER_HEALTH_NAME = "parley.history.writer"
-
-
-class RedisLifecycle:
-    """Closes the Redis pool after the writer stopped (start does not need Redis to be up)."""
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        await self._client.aclose()
 
 
 SERVICE_NAME = history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name
@@ -127,7 +113,7 @@ def spec_of(parts: History) -> ServiceSpec:
         name="history",
         config=parts.config.server,
         register=register,
-        components=[RedisLifecycle(parts.redis), parts.db, parts.writer],
+        components=[Clients(parts.redis, check_redis=False), parts.db, parts.writer],
         health_hooks=[parts.health.bind],
     ).secure_internal(parts.config.internal_tls)
 

@@ -181,7 +181,11 @@ class HistoryWriter:
                     await self._forget_idle_consumers()
                     next_claim = time.monotonic() + claim_every
                 await self._ack_durable()
-                await self._read_new()
+                began = time.monotonic()
+                if await self._read_new() < self._settings.batch and self._settings.linger_ms:
+                    linger = began + self._settings.linger_ms / 1000 - time.monotonic()
+                    if linger > 0:
+                        await wait_or_stop(linger, self._stopping)
                 backoff.reset()
                 outage.recovered()
             except asyncio.CancelledError:
@@ -237,7 +241,8 @@ class HistoryWriter:
             )
             await self._process(doubtful)
 
-    async def _read_new(self) -> None:
+    async def _read_new(self) -> int:
+        """Reads and stores what is new; returns how many entries were read."""
         # Block no longer than the next durability horizon, so acks are not held back by idleness.
         block = self._settings.block_ms
         if self._awaiting:
@@ -249,6 +254,7 @@ class HistoryWriter:
         entries = self._entries_of(reply)
         if entries:
             await self._process(entries)
+        return len(entries)
 
     async def _drain_own_pending(self) -> None:
         """Entries this consumer read earlier but never acked (e.g. before a crash)."""

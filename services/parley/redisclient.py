@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -44,35 +45,36 @@ def _observe(command: str, started_at: float, error: BaseException | None) -> No
         REDIS_ERRORS.labels(command, type(error).__name__).inc()
 
 
+def _command_name(args: tuple[Any, ...]) -> str:
+    name = args[0] if args else "unknown"
+    return name.upper() if isinstance(name, str) else "unknown"
+
+
+async def _timed(command: str, call: Awaitable[Any]) -> Any:
+    """Awaits one command (or a pipeline's round trip) and records its latency and error."""
+    started_at = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        return await call
+    except Exception as exc:
+        error = exc
+        raise
+    finally:
+        _observe(command, started_at, error)
+
+
 class InstrumentedPipeline(Pipeline):  # type: ignore[misc]  # redis-py is untyped to us
     """A pipeline whose round trip is timed as the command PIPELINE."""
 
     async def execute(self, raise_on_error: bool = True) -> Any:
-        started_at = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            return await super().execute(raise_on_error)
-        except Exception as exc:
-            error = exc
-            raise
-        finally:
-            _observe("PIPELINE", started_at, error)
+        return await _timed("PIPELINE", super().execute(raise_on_error))
 
 
 class InstrumentedRedis(aioredis.Redis):  # type: ignore[misc]
     """The asyncio client with per-command latency and error metrics (scripts show as EVALSHA)."""
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        started_at = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            return await super().execute_command(*args, **options)
-        except Exception as exc:
-            error = exc
-            raise
-        finally:
-            name = args[0] if args else "unknown"
-            _observe(name.upper() if isinstance(name, str) else "unknown", started_at, error)
+        return await _timed(_command_name(args), super().execute_command(*args, **options))
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> InstrumentedPipeline:
         return InstrumentedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
@@ -82,31 +84,14 @@ class InstrumentedClusterPipeline(ClusterPipeline):  # type: ignore[misc]
     """A cluster pipeline (commands grouped per node, one round trip each, in parallel) timed as PIPELINE."""
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
-        started_at = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            return await super().execute(raise_on_error, allow_redirections)
-        except Exception as exc:
-            error = exc
-            raise
-        finally:
-            _observe("PIPELINE", started_at, error)
+        return await _timed("PIPELINE", super().execute(raise_on_error, allow_redirections))
 
 
 class InstrumentedRedisCluster(RedisCluster):  # type: ignore[misc]
     """The asyncio cluster client with the same per-command metrics as :class:`InstrumentedRedis`."""
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        started_at = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            return await super().execute_command(*args, **options)
-        except Exception as exc:
-            error = exc
-            raise
-        finally:
-            name = args[0] if args else "unknown"
-            _observe(name.upper() if isinstance(name, str) else "unknown", started_at, error)
+        return await _timed(_command_name(args), super().execute_command(*args, **options))
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> InstrumentedClusterPipeline:
         # Multi-key transactions cannot span slots; Parley's atomic writes are Lua scripts.

@@ -46,6 +46,36 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
+class _Closable(Protocol):
+    async def ping(self) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class Clients:
+    """A service's outbound clients as its first component: started first, stopped last.
+
+    ``start`` fails when Redis is unreachable (``check_redis``), so a service that
+    cannot work does not turn SERVING; the history service leaves it off, since its
+    writer waits for Redis itself. ``stop`` closes the gRPC channels, then Redis, after
+    every other component has drained.
+    """
+
+    redis: _Closable
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    check_redis: bool = True
+
+    async def start(self) -> None:
+        if self.check_redis:
+            await self.redis.ping()
+
+    async def stop(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+        await self.redis.aclose()
+
+
 @dataclass
 class ServiceSpec:
     name: str

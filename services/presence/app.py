@@ -5,30 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import grpc
-import redis.asyncio as aioredis
 
 from parley.internal.v1 import presence_pb2, presence_pb2_grpc
 from parley.keys import Keys
 from parley.redisclient import connect
-from parley.server import ServiceSpec
+from parley.server import Clients, ServiceSpec
 from parley.telemetry import setup_logging, setup_tracing
 from presence.config import PresenceConfig
 from presence.reaper import Reaper
 from presence.servicer import PresenceServicer
 from presence.store import PresenceStore
-
-
-class RedisLifecycle:
-    """Fails start-up when Redis is unreachable; closes the pool at shutdown."""
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
-
-    async def start(self) -> None:
-        await self._client.ping()
-
-    async def stop(self) -> None:
-        await self._client.aclose()
 
 
 async def build(config: PresenceConfig, *, setup_telemetry: bool = True) -> ServiceSpec:
@@ -46,5 +32,5 @@ async def build(config: PresenceConfig, *, setup_telemetry: bool = True) -> Serv
 
     # Redis first: reachable before the reaper starts, closed after it stops.
     return ServiceSpec(
-        name="presence", config=config.server, register=register, components=[RedisLifecycle(client), reaper]
+        name="presence", config=config.server, register=register, components=[Clients(client), reaper]
     ).secure_internal(config.internal_tls)

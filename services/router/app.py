@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import grpc
-import redis.asyncio as aioredis
 
 from parley.appender import LogAppender
 from parley.delivery import RouteTable
@@ -14,31 +12,16 @@ from parley.grpcclient import service_channel
 from parley.internal.v1 import history_pb2_grpc, router_pb2, router_pb2_grpc
 from parley.keys import Keys
 from parley.redisclient import connect
-from parley.server import ServiceSpec
+from parley.server import Clients, ServiceSpec
 from parley.telemetry import setup_logging, setup_tracing
 from router import metrics
 from router.config import RouterConfig
 from router.deliverer import Deliverer
 from router.fanout import Fanout
 from router.gateways import GatewaySweeper
+from router.members_cache import MembersCache
 from router.servicer import RouterServicer
 from router.store import ConversationStore, RedisConversationRecords
-
-
-@dataclass
-class Closer:
-    """Closes clients after the server has drained (last component stopped)."""
-
-    redis: aioredis.Redis
-    channels: list[grpc.aio.Channel]
-
-    async def start(self) -> None:
-        await self.redis.ping()
-
-    async def stop(self) -> None:
-        for channel in self.channels:
-            await channel.close()
-        await self.redis.aclose()
 
 
 async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> ServiceSpec:
@@ -51,7 +34,7 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         RedisConversationRecords(redis, keys), max_group_members=config.max_group_members
     )
     routes = RouteTable(redis, keys)
-    deliverer = Deliverer(redis, keys, store, routes)
+    deliverer = Deliverer(redis, keys, store, routes, MembersCache(config.members_cache))
     fanout = Fanout(
         redis,
         keys,
@@ -85,10 +68,10 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
         return [router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name]
 
-    # Closer first: started first (Redis reachable before fan-out), stopped last.
+    # Clients first: started first (Redis reachable before fan-out), stopped last.
     return ServiceSpec(
         name="router",
         config=config.server,
         register=register,
-        components=[Closer(redis, channels), fanout, GatewaySweeper(routes)],
+        components=[Clients(redis, channels), fanout, GatewaySweeper(routes)],
     ).secure_internal(config.internal_tls)

@@ -27,6 +27,10 @@ class RouterConfig:
     # Pending fan-out entries idle this long are reclaimed from a consumer that crashed.
     reclaim_idle_ms: int = 5_000
     fanout_batch: int = 256
+    # Conversations whose members the fan-out keeps (router.members_cache), least recently
+    # used dropped: a direct conversation costs ~0.2 KB, a group of 10 ~0.8 KB. 0: read
+    # the members from Redis every round.
+    members_cache: int = 100_000
     max_group_members: int = 1_000
     # "" = no history service: Fetch serves only what Redis still holds.
     history_addr: str = ""
@@ -51,6 +55,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> RouterConfig:
         ),
         reclaim_idle_ms=env.int("PARLEY_RECLAIM_IDLE_MS", RouterConfig.reclaim_idle_ms, minimum=100),
         fanout_batch=env.int("PARLEY_FANOUT_BATCH", RouterConfig.fanout_batch, minimum=1, maximum=10_000),
+        members_cache=env.int("PARLEY_ROUTER_MEMBERS_CACHE", RouterConfig.members_cache, minimum=0),
         max_group_members=env.int("PARLEY_MAX_GROUP_MEMBERS", RouterConfig.max_group_members, minimum=2),
         history_addr=env.str("PARLEY_HISTORY_ADDR", RouterConfig.history_addr),
         trim_interval_s=env.float("PARLEY_TRIM_INTERVAL_SECONDS", RouterConfig.trim_interval_s, minimum=0.1),

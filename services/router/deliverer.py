@@ -16,6 +16,7 @@ from parley import partition_log
 from parley.delivery import Inbox, Routes, RouteTable
 from parley.keys import Keys
 from parley.telemetry import FANOUT_ATTRIBUTES, context_from_traceparent, inject_traceparent
+from router.members_cache import MembersCache
 from router.store import ConversationStore
 
 tracer = trace.get_tracer(__name__)
@@ -42,16 +43,38 @@ class Deliverer:
     """Resolves members and routes and writes frames to gateway inboxes."""
 
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, store: ConversationStore, routes: Routes | None = None
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        store: ConversationStore,
+        routes: Routes | None = None,
+        members_cache: MembersCache | None = None,
     ) -> None:
         self._redis = redis
         self._store = store
         self._routes: Routes = routes or RouteTable(redis, keys)
         self._inbox = Inbox(redis, keys)
+        # Kept by the fan-out from the log's membership events (router.members_cache).
+        self.members_cache = MembersCache(0) if members_cache is None else members_cache
+
+    async def _members_of(self, cids: Sequence[str]) -> dict[str, Sequence[str]]:
+        members: dict[str, Sequence[str]] = {}
+        missing: list[str] = []
+        for cid in cids:
+            cached = self.members_cache.get(cid)
+            if cached is None:
+                missing.append(cid)
+            else:
+                members[cid] = cached
+        if missing:
+            for cid, fetched in zip(missing, await self._store.members_many(missing), strict=True):
+                self.members_cache.put(cid, fetched)
+                members[cid] = fetched
+        return members
 
     async def deliver_log_entries(self, entries: Sequence[partition_log.MessageEntry]) -> None:
         cids = list(dict.fromkeys(e.conversation_id for e in entries))
-        members = dict(zip(cids, await self._store.members_many(cids), strict=True))
+        members = await self._members_of(cids)
         users = list(dict.fromkeys(u for cid in cids for u in members[cid]))
         by_gateway = await self._routes.lookup(users)
         if not by_gateway:

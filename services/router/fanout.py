@@ -31,6 +31,7 @@ from parley.tasks import stop_tasks
 from router import metrics
 from router.deliverer import Deliverer
 from router.leases import PartitionLeases
+from router.members_cache import MembersCache
 from router.retention import Retention
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,10 @@ class Fanout:
         self.malformed_total = 0
 
     @property
+    def members_cache(self) -> MembersCache:
+        return self._deliverer.members_cache
+
+    @property
     def owned_partitions(self) -> list[int]:
         return sorted(self._owned)
 
@@ -148,6 +153,8 @@ class Fanout:
     def _on_acquired(self, partition: int) -> None:
         # Entries a previous holder read but never acked go first, oldest first.
         self._reclaim_due[partition] = 0
+        # Membership changes the previous holder read are not in our cache.
+        self._deliverer.members_cache.clear()
         self._acquired.set()
 
     def _on_dropped(self, partition: int) -> None:
@@ -196,6 +203,8 @@ class Fanout:
                     outage.failed(exc, delay)
                 else:
                     log.exception("fan-out of partitions %s failed; retrying", sorted(self._owned))
+                # Events of the failed round may be half applied, or Redis may have lost data.
+                self._deliverer.members_cache.clear()
                 # Retry from the pending lists, so nothing newer overtakes what failed.
                 for partition in self._owned:
                     self._reclaim_due[partition] = 0
@@ -255,7 +264,11 @@ class Fanout:
             for _, items in batches
             for entry_id, fields in items
         ]
-        # Membership and read events ride the log for the history writer; fan-out skips them.
+        # Membership and read events ride the log for the history writer; the fan-out only
+        # keeps its members cache current with them (in log order, before the messages).
+        self._deliverer.members_cache.apply_all(
+            [entry for _, entry in decoded if isinstance(entry, partition_log.EventEntry)]
+        )
         entries = [entry for _, entry in decoded if isinstance(entry, partition_log.MessageEntry)]
         malformed = [_text(entry_id) for entry_id, entry in decoded if entry is None]
         if malformed:

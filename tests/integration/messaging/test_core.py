@@ -10,7 +10,7 @@ import pytest
 from gateway.admission import AdmissionConfig
 from parley.config import RedisConfig
 from parley.v1 import errors_pb2, gateway_pb2, gateway_pb2_grpc, messages_pb2
-from tests.chat import RawSession, metadata
+from tests.chat import RawSession, metadata, send_barrier
 from tests.stack import running_stack
 
 
@@ -40,7 +40,7 @@ async def test_two_users_exchange_messages_in_order(redis_config: RedisConfig) -
         assert [m.body.decode() for m in got] == [f"hello {i}" for i in range(20)]
         assert all(m.sender_id == "alice" and m.conversation_id == cid for m in got)
         # The sending session gets acks, not echoes.
-        await alice.no_frame("message", wait=0.3)
+        await alice.next_message_is(await send_barrier(channel, cid, "bob"))
         await alice.close()
         await bob.close()
 
@@ -62,7 +62,7 @@ async def test_retry_with_same_client_message_id_is_idempotent(redis_config: Red
         bob = await RawSession(channel, "bob").open()
         got = await bob.messages(2)
         assert [m.body for m in got] == [b"once", b"next"]
-        await bob.no_frame("message", wait=0.3)
+        await bob.next_message_is(await send_barrier(channel, cid, "alice"))
         await bob.close()
 
 
@@ -99,7 +99,7 @@ async def test_resume_from_cursor_after_kill(redis_config: RedisConfig) -> None:
         resumed = await RawSession(channel, "bob").open(cursors={cid: got[-1].seq})
         again = await resumed.messages(5)
         assert [m.seq for m in again] == [11, 12, 13, 14, 15]
-        await resumed.no_frame("message", wait=0.3)
+        await resumed.next_message_is(await send_barrier(channel, cid, "alice"))
         await resumed.close()
         await alice.close()
 
@@ -114,7 +114,7 @@ async def test_multi_device_and_sender_other_devices(redis_config: RedisConfig) 
         for session in [alice_web, *bob_devices]:
             (message,) = await session.messages(1)
             assert message.body == b"hi" and message.sender_device_id == "phone"
-        await alice_phone.no_frame("message", wait=0.3)
+        await alice_phone.next_message_is(await send_barrier(channel, cid, "bob"))
         for session in [alice_phone, alice_web, *bob_devices]:
             await session.close()
 
@@ -140,9 +140,12 @@ async def test_delivery_and_read_receipts(redis_config: RedisConfig) -> None:
             if synced.kind == 2:
                 break
         assert (synced.user_id, synced.seq) == ("bob", 2)
-        # Positions never go back.
+        # Positions never go back: the read at 1 sends no receipt, so the next one alice
+        # gets is the read at 3 (bob's receipts reach her in the order he sent them).
         bob.send_frame(gateway_pb2.ConnectRequest(read=gateway_pb2.ReadFrame(conversation_id=cid, seq=1)))
-        await alice.no_frame("receipt", wait=0.4)
+        bob.send_frame(gateway_pb2.ConnectRequest(read=gateway_pb2.ReadFrame(conversation_id=cid, seq=3)))
+        read = (await alice.next_frame("receipt")).receipt
+        assert (read.user_id, read.kind, read.seq) == ("bob", 2, 3)
         for s in (alice, bob, bob_web):
             await s.close()
 
@@ -179,7 +182,9 @@ async def test_hundred_concurrent_senders_one_gap_free_sequence(redis_config: Re
     senders = [f"s{i:03d}" for i in range(100)]
     # 100 sends at once are past the default in-flight bound (64): this test is about order,
     # not shedding (tests/integration/gateway/test_admission.py), so all are admitted.
-    admit_all = AdmissionConfig(max_in_flight=1_000, per_user_in_flight=10, max_loop_lag_s=0.0)
+    admit_all = AdmissionConfig(
+        max_in_flight=1_000, per_user_in_flight=10, max_loop_lag_s=0.0, target_delivery_s=0.0
+    )
     async with (
         running_stack(redis_config, gateway_overrides={"admission": admit_all}) as stack,
         grpc.aio.insecure_channel(stack.gateway_addr) as channel,

@@ -126,3 +126,50 @@ async def test_a_malformed_log_entry_is_skipped_and_does_not_stall_its_partition
         assert fanout.malformed_total == 2
         assert (await redis_client.xpending(log_key, FANOUT_GROUP))["pending"] == 0
         await bob.close()
+
+
+async def test_members_added_and_removed_after_the_fanout_cached_them(redis_config: RedisConfig) -> None:
+    """The fan-out keeps members from the log's join/leave events (router.members_cache)."""
+    async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
+        conv = gateway_pb2_grpc.ConversationServiceStub(channel)
+        chat = gateway_pb2_grpc.ChatServiceStub(channel)
+        created = await conv.CreateGroup(
+            gateway_pb2.CreateGroupRequest(name="cached", member_ids=["bob"]), metadata=metadata("alice")
+        )
+        cid = created.conversation.id
+        bob = await RawSession(channel, "bob").open()
+        carol = await RawSession(channel, "carol").open()
+        fanout: Fanout = stack.router.spec.components[1]  # type: ignore[assignment]
+
+        async def send(body: bytes) -> None:
+            await chat.Send(
+                gateway_pb2.SendRequest(conversation_id=cid, client_message_id=body.decode(), body=body),
+                metadata=metadata("alice"),
+            )
+
+        await send(b"m1")
+        assert [m.body for m in await bob.messages(1)] == [b"m1"]
+        assert set(fanout.members_cache.get(cid) or ()) == {"alice", "bob"}
+        hits = fanout.members_cache.hits
+
+        await conv.AddMembers(
+            gateway_pb2.AddMembersRequest(conversation_id=cid, user_ids=["carol"]), metadata=metadata("alice")
+        )
+        await send(b"m2")
+        assert [m.body for m in await carol.messages(1)] == [b"m2"]
+        assert [m.body for m in await bob.messages(1)] == [b"m2"]
+
+        await conv.RemoveMembers(
+            gateway_pb2.RemoveMembersRequest(conversation_id=cid, user_ids=["bob"]),
+            metadata=metadata("alice"),
+        )
+        await send(b"m3")
+        assert [m.body for m in await carol.messages(1)] == [b"m3"]
+        # One inbox entry carries m3 to every target on this gateway: had bob been one, it
+        # would be queued for him before his pong.
+        assert [f.message.body for f in await bob.frames_before_pong() if f.HasField("message")] == []
+        # Served from the cache, not from Redis' member set.
+        assert fanout.members_cache.hits >= hits + 2
+        assert set(fanout.members_cache.get(cid) or ()) == {"alice", "carol"}
+        await bob.close()
+        await carol.close()

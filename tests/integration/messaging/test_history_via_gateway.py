@@ -11,7 +11,7 @@ import pytest
 from parley.config import CassandraConfig, LogConfig, RedisConfig
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.chat import RawSession, metadata
+from tests.chat import RawSession, metadata, send_barrier
 from tests.stack import Stack, running_stack
 
 
@@ -61,7 +61,7 @@ async def test_offline_beyond_redis_retention_resumes_from_cassandra_without_gap
         got = await session.messages(400, timeout=30)
         assert [m.seq for m in got] == list(range(1, 401))
         assert got[0].body == b"m 0" and got[-1].body == b"m 399"
-        await session.no_frame("message", wait=0.3)
+        await session.next_message_is(await send_barrier(channel, cid, alice))
         await session.close()
 
 

@@ -28,6 +28,7 @@ def test_overrides() -> None:
             "PARLEY_HISTORY_CONSUMER": "w1",
             "PARLEY_HISTORY_CLAIM_MIN_IDLE_MS": "250",
             "PARLEY_HISTORY_WRITE_CONCURRENCY": "8",
+            "PARLEY_HISTORY_LINGER_MS": "0",
             "PARLEY_CASSANDRA_REPLICATION": "dc1:3",
             "PARLEY_CASSANDRA_LOCAL_DC": "dc1",
             "PARLEY_PARTITIONS": "4",
@@ -37,6 +38,7 @@ def test_overrides() -> None:
     assert config.writer.consumer == "w1"
     assert config.writer.claim_min_idle_ms == 250
     assert config.writer.concurrency == 8
+    assert config.writer.linger_ms == 0
     assert config.cassandra.replication == "dc1:3"
     assert config.partitions == 4
 
@@ -46,6 +48,7 @@ def test_overrides() -> None:
     [
         {"PARLEY_HISTORY_BUCKET_SIZE": "0"},
         {"PARLEY_HISTORY_BATCH": "x"},
+        {"PARLEY_HISTORY_LINGER_MS": "-1"},
         {"PARLEY_HISTORY_CLAIM_MIN_IDLE_MS": "5"},
     ],
 )
