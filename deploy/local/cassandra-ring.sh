@@ -103,17 +103,40 @@ python_with_driver() {
     die "no Python with cassandra-driver (make venv)"
 }
 
-cmd_up() {
-    local i start=$SECONDS
-    mkdir -p "$RING_DIR"
+# Every node has started before (it has its system tables): the ring was made.
+ring_made() {
+    local i
     for i in "${!ADDRESSES[@]}"; do
-        node "$i" up
-        if ((i == 0)); then
-            # Before any other node joins: roles replicated to every node (cassandra/ring.py).
-            "$(python_with_driver)" "$HERE/cassandra/ring.py" "${ADDRESSES[0]}" "$PORT" \
-                "$([[ $AUTH == true ]] && echo "$PASSWORD_DIR" || echo /nonexistent)" "$DC" "${#ADDRESSES[@]}"
-        fi
+        [[ -d $RING_DIR/node$((i + 1))/data/data/system ]] || return 1
     done
+}
+
+cmd_up() {
+    local i start=$SECONDS pids=() failed=0
+    mkdir -p "$RING_DIR"
+    if ring_made; then
+        # A made ring starts its stopped nodes together. One after another would hang on
+        # the first: with authentication, a login reads system_auth (RF 3 here) at
+        # LOCAL_QUORUM (Cassandra 5's auth_read_consistency_level), so a node alone cannot
+        # log in cassandra.sh's role check, which would wait in vain for the others.
+        for i in "${!ADDRESSES[@]}"; do
+            node "$i" up &
+            pids+=("$!")
+        done
+        for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed=1; done
+        ((failed == 0)) || die "a node did not start (see above)"
+        "$(python_with_driver)" "$HERE/cassandra/ring.py" "${ADDRESSES[0]}" "$PORT" \
+            "$([[ $AUTH == true ]] && echo "$PASSWORD_DIR" || echo /nonexistent)" "$DC" "${#ADDRESSES[@]}"
+    else
+        for i in "${!ADDRESSES[@]}"; do
+            node "$i" up
+            if ((i == 0)); then
+                # Before any other node joins: roles replicated to every node (cassandra/ring.py).
+                "$(python_with_driver)" "$HERE/cassandra/ring.py" "${ADDRESSES[0]}" "$PORT" \
+                    "$([[ $AUTH == true ]] && echo "$PASSWORD_DIR" || echo /nonexistent)" "$DC" "${#ADDRESSES[@]}"
+            fi
+        done
+    fi
     # cqlsh's settings for the ring: node1's, with node1's login file.
     cp "$RING_DIR/node1/cqlshrc" "$RING_DIR/cqlshrc"
     log "${#ADDRESSES[@]} nodes up (${ADDRESSES[*]}, CQL port $PORT, DC $DC) after $((SECONDS - start)) s"

@@ -88,7 +88,18 @@ class Hub:
         sessions[session.session_id] = session
         self._by_id[session.session_id] = session
         if first:
-            await self._routes.register(self.gateway_id, [session.user_id])
+            try:
+                await self._routes.register(self.gateway_id, [session.user_id])
+            except BaseException:
+                # Not added after all (the caller ends the stream). Left behind, this session
+                # would make the user's next one here not the first, whose route would then
+                # never be written: no live delivery to the user on this gateway, ever (the
+                # cluster fault suite saw it after a Redis master failover failed a register).
+                self._by_id.pop(session.session_id, None)
+                sessions.pop(session.session_id, None)
+                if not sessions:
+                    self._by_user.pop(session.user_id, None)
+                raise
 
     async def remove(self, session: Session) -> None:
         sessions = self._by_user.get(session.user_id)

@@ -1,4 +1,4 @@
-"""``python -m tests.chaos [--profile short|full] [--seed N]``: one run of the fault suite.
+"""``python -m tests.chaos [--topology single|cluster] [--profile P] [--seed N]``: one run of the fault suite.
 
 Exits 0 when every count the checker keeps is zero, 1 when any is not, 2 when
 the run could not be carried out (infrastructure did not start, say).
@@ -23,7 +23,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def parse(argv: list[str]) -> Options:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="short")
+    parser.add_argument(
+        "--topology",
+        choices=("single", "cluster"),
+        default="single",
+        help="single: one Redis, one Cassandra, one of each service (default); "
+        "cluster: Redis Cluster, the Cassandra ring, two of each service behind nginx",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="default: short (single topology), cluster (cluster topology)",
+    )
     parser.add_argument("--seed", type=int, help="replays a run's schedule (default: a random one)")
     parser.add_argument("--report-dir", type=Path, default=REPO_ROOT / "tests" / "chaos" / "reports")
     parser.add_argument(
@@ -37,16 +48,26 @@ def parse(argv: list[str]) -> Options:
         type=int,
         default=int(os.environ.get("PARLEY_CHAOS_CASSANDRA_STORAGE_PORT", "7100")),
     )
+    parser.add_argument(
+        "--redis-cluster-port",
+        type=int,
+        default=int(os.environ.get("PARLEY_CHAOS_REDIS_CLUSTER_PORT", "7301")),
+        help="the cluster topology's Redis Cluster: this port and the five above it",
+    )
     args = parser.parse_args(argv)
+    profile = PROFILES[args.profile or ("cluster" if args.topology == "cluster" else "short")]
+    if profile.topology != args.topology:
+        parser.error(f"profile {profile.name} runs on the {profile.topology} topology, not {args.topology}")
     seed = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
     return Options(
-        profile=PROFILES[args.profile],
+        profile=profile,
         seed=seed,
         report_dir=args.report_dir,
         state_dir=Path(os.environ.get("PARLEY_STATE_DIR", REPO_ROOT / ".state")),
         redis_port=args.redis_port,
         cassandra_port=args.cassandra_port,
         cassandra_storage_port=args.cassandra_storage_port,
+        redis_cluster_port=args.redis_cluster_port,
     )
 
 

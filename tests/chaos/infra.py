@@ -22,8 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis.asyncio as aioredis
+
 from parley.localstate import LocalCredentials
 from tests.chaos.procs import alive, run_logged
+from tests.chaos.records import StoredMessage
+from tests.chaos.stored import read_messages
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ class InfraConfig:
     cassandra_port: int = 9142
     cassandra_storage_port: int = 7100
     cassandra_heap: str = "768M"
+    keyspace: str = "parley_chaos"
 
     @property
     def redis_url(self) -> str:
@@ -77,6 +82,27 @@ class Infra:
             self._env["PARLEY_CASSANDRA_LIB_DIR"] = str(shared_lib)
         self._paused = False
 
+    @property
+    def keyspace(self) -> str:
+        return self.config.keyspace
+
+    def service_env(self) -> dict[str, str]:
+        """Where the services find this Redis and Cassandra (they log in from the suite's state)."""
+        return {
+            "PARLEY_REDIS_URL": self.config.redis_url,
+            "PARLEY_CASSANDRA_PORT": str(self.config.cassandra_port),
+            "PARLEY_CASSANDRA_KEYSPACE": self.keyspace,
+        }
+
+    async def problems(self) -> str:
+        """What keeps the infrastructure from being healed ("" when nothing does): Redis answers
+        (Cassandra's own restart waits for CQL; the writer's check says whether it is reached)."""
+        return "" if await _redis_answers(self.config.admin_redis_url) else "redis not answering"
+
+    def read_stored(self) -> dict[tuple[str, int], StoredMessage]:
+        login = self.config.credentials.cassandra_login()
+        return read_messages(self.config.cassandra_port, self.keyspace, login)
+
     # --- whole lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -100,7 +126,7 @@ class Infra:
     # --- Redis ----------------------------------------------------------------------------
 
     def redis_pid(self) -> int | None:
-        return _pid_from(self.config.state_dir / "redis" / "redis.pid")
+        return pid_from(self.config.state_dir / "redis" / "redis.pid")
 
     async def start_redis(self) -> None:
         # A killed daemon stays a zombie until init reaps it, and redis.sh's
@@ -132,7 +158,7 @@ class Infra:
     # --- Cassandra ------------------------------------------------------------------------
 
     def cassandra_pid(self) -> int | None:
-        return _pid_from(self.config.state_dir / "cassandra" / "cassandra.pid")
+        return pid_from(self.config.state_dir / "cassandra" / "cassandra.pid")
 
     async def start_cassandra(self) -> None:
         """Starts it (after a crash: replays its commit log) and waits until CQL answers."""
@@ -147,7 +173,7 @@ class Infra:
         return pid
 
 
-def _pid_from(path: Path) -> int | None:
+def pid_from(path: Path) -> int | None:
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
@@ -167,3 +193,13 @@ async def wait_gone(pid: int, timeout_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"pid {pid} still alive {timeout_s:g} s after SIGKILL")
         await asyncio.sleep(0.05)
+
+
+async def _redis_answers(url: str) -> bool:
+    client = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        return bool(await client.ping())
+    except (aioredis.RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.checker import FAILING, INFO, Verdict
+from tests.chaos.profiles import PROFILES
 from tests.chaos.schedule import Fault
 
 
@@ -46,7 +47,7 @@ class Report:
             "result": "PASS" if self.passed else "FAIL",
             "profile": self.profile,
             "seed": self.seed,
-            "replay": f"make chaos{'-short' if self.profile == 'short' else ''} SEED={self.seed}",
+            "replay": f"{PROFILES[self.profile].replay} SEED={self.seed}",
             "commit": self.commit,
             "started_utc": self.started_utc,
             "duration_s": round(self.duration_s, 1),
@@ -67,7 +68,8 @@ class Report:
         lines = [
             f"# Fault suite run {self.run_id}: {'PASS' if self.passed else 'FAIL'}",
             "",
-            f"Profile `{self.profile}`, seed `{self.seed}` (replay: `{self.to_json()['replay']}`), "
+            f"Profile `{self.profile}` (topology `{PROFILES[self.profile].topology}`), "
+            f"seed `{self.seed}` (replay: `{self.to_json()['replay']}`), "
             f"commit `{self.commit}`, started {self.started_utc}, {self.duration_s:.0f} s. "
             f"{self.devices} devices in {self.conversations} conversations, {self.rate:g} sends/s in total.",
             "",

@@ -2,7 +2,8 @@
 
 Phases, in order (each one's duration goes into the report's notes):
 
-1. start the suite's own Redis and Cassandra, then the services under the devstack supervisor;
+1. start the suite's own Redis and Cassandra (the cluster topology: its own Redis Cluster and the
+   shared Cassandra ring, tests/chaos/cluster_infra.py), then the services under the devstack supervisor;
 2. create the conversations and connect every device; steady sends for the warm-up;
 3. the nemesis works through the seeded schedule, one fault at a time, each healed before the next;
 4. cool-down, then no new sends: every pending send is retried until acknowledged;
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.chaos.checker import check
+from tests.chaos.cluster_infra import ClusterInfra, ClusterInfraConfig
 from tests.chaos.infra import Infra, InfraConfig
 from tests.chaos.nemesis import Nemesis
 from tests.chaos.profiles import Profile
@@ -34,13 +36,12 @@ from tests.chaos.records import FaultWindow, StoredMessage
 from tests.chaos.report import FaultResult, Report
 from tests.chaos.schedule import plan
 from tests.chaos.services import Services
-from tests.chaos.stored import KeyspaceMissing, read_messages
+from tests.chaos.stored import KeyspaceMissing
 from tests.chaos.workload import Device, Layout, create_conversations
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KEYSPACE = "parley_chaos"
 DRAIN_TIMEOUT_S = 90.0
 CONVERGE_TIMEOUT_S = 60.0
 SWEEP_TIMEOUT_S = 30.0
@@ -57,6 +58,8 @@ class Options:
     redis_port: int
     cassandra_port: int
     cassandra_storage_port: int
+    # The cluster topology: its Redis Cluster's first port (7301..7306).
+    redis_cluster_port: int = 7301
 
 
 class Run:
@@ -66,34 +69,51 @@ class Run:
         self.started_utc = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         # At the start: the code that runs is the code checked out now.
         self.commit = _commit()
-        self.log_dir = options.state_dir / "chaos" / "runs" / self.run_id
+        topology = options.profile.topology
+        suite_state = options.state_dir / ("chaos-cluster" if topology == "cluster" else "chaos")
+        self.log_dir = suite_state / "runs" / self.run_id
         self.t0 = time.monotonic()
         self.workload_t0 = self.t0
-        self.notes: dict[str, Any] = {"phases_s": {}, "logs": str(self.log_dir), "errors": []}
-        self.infra = Infra(
-            InfraConfig(
-                state_dir=options.state_dir / "chaos",
-                shared_state_dir=options.state_dir,
-                redis_port=options.redis_port,
-                cassandra_port=options.cassandra_port,
-                cassandra_storage_port=options.cassandra_storage_port,
-            ),
-            self.log_dir,
-        )
+        self.notes: dict[str, Any] = {
+            "topology": topology,
+            "phases_s": {},
+            "logs": str(self.log_dir),
+            "errors": [],
+        }
+        self.infra: Infra | ClusterInfra
+        if topology == "cluster":
+            self.infra = ClusterInfra(
+                ClusterInfraConfig(
+                    state_dir=suite_state,
+                    shared_state_dir=options.state_dir,
+                    redis_base_port=options.redis_cluster_port,
+                ),
+                self.log_dir,
+            )
+        else:
+            self.infra = Infra(
+                InfraConfig(
+                    state_dir=suite_state,
+                    shared_state_dir=options.state_dir,
+                    redis_port=options.redis_port,
+                    cassandra_port=options.cassandra_port,
+                    cassandra_storage_port=options.cassandra_storage_port,
+                ),
+                self.log_dir,
+            )
         self.services = Services(
             {
                 **os.environ,
-                "PARLEY_REDIS_URL": self.infra.config.redis_url,
-                # The devstack's PKI and the logins of the suite's own Redis and Cassandra.
-                "PARLEY_STATE_DIR": str(self.infra.config.state_dir),
+                **self.infra.service_env(),
+                # The devstack's PKI and the logins of the suite's own Redis (and Cassandra).
+                "PARLEY_STATE_DIR": str(suite_state),
                 "PARLEY_REDIS_PREFIX": "chaos",
-                "PARLEY_CASSANDRA_PORT": str(options.cassandra_port),
-                "PARLEY_CASSANDRA_KEYSPACE": KEYSPACE,
                 # Retries after an outage come in bursts; the limiter is not under test.
                 "PARLEY_SEND_RATE_PER_SECOND": "500",
                 "PARLEY_SEND_BURST": "1000",
             },
             self.log_dir / "devstack.log",
+            topology=topology,
         )
         self.devices: list[Device] = []
 
@@ -109,12 +129,16 @@ class Run:
 
     async def execute(self) -> Report:
         options = self.options
-        self.say(f"seed {options.seed}: replay with `make chaos{_suffix(options)} SEED={options.seed}`")
+        self.say(f"seed {options.seed}: replay with `{options.profile.replay} SEED={options.seed}`")
         self.say(f"logs in {self.log_dir}")
         schedule = plan(options.seed, options.profile, sorted(self.services.instances))
         self.say("schedule: " + ", ".join(f.kind for f in schedule))
         try:
-            self.say("starting Redis and Cassandra of the suite")
+            self.say(
+                "starting the suite's Redis Cluster and the Cassandra ring"
+                if isinstance(self.infra, ClusterInfra)
+                else "starting Redis and Cassandra of the suite"
+            )
             await self.phase("infra_start", self.infra.start())
             self.say("starting the services (devstack)")
             await self.phase("services_start", self.services.start())
@@ -242,17 +266,13 @@ class Run:
         return zero_in_a_row >= 2
 
     async def _read_cassandra(self) -> dict[tuple[str, int], StoredMessage]:
+        keyspace = self.infra.keyspace
         for attempt in range(5):
             try:
-                return await asyncio.to_thread(
-                    read_messages,
-                    self.options.cassandra_port,
-                    KEYSPACE,
-                    self.infra.config.credentials.cassandra_login(),
-                )
+                return await asyncio.to_thread(self.infra.read_stored)
             except KeyspaceMissing as exc:
-                self.notes["cassandra"] = f"keyspace {KEYSPACE} missing: {exc}"
-                self.say(f"Cassandra has no keyspace {KEYSPACE}: {exc}")
+                self.notes["cassandra"] = f"keyspace {keyspace} missing: {exc}"
+                self.say(f"Cassandra has no keyspace {keyspace}: {exc}")
                 return {}
             except Exception as exc:
                 if attempt == 4:
@@ -279,10 +299,6 @@ async def _until(condition: Callable[[], bool], timeout_s: float) -> bool:
             return False
         await asyncio.sleep(0.2)
     return True
-
-
-def _suffix(options: Options) -> str:
-    return "-short" if options.profile.name == "short" else ""
 
 
 def _commit() -> str:

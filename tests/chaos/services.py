@@ -1,5 +1,6 @@
 """The four services under the local-stack supervisor (``python -m tools.localstack``);
-as ``make run`` runs them.
+as ``make run`` runs them: topology ``single`` (one of each, two presence replicas) or
+``cluster`` (two of each behind nginx, which ends TLS; the devices connect through nginx).
 
 The nemesis SIGKILLs single instances; the supervisor restarts them (with
 its own backoff), exactly as it would for a crash on a developer's machine.
@@ -16,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -45,12 +46,14 @@ class WriterStatus:
 
 
 class Services:
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self._base_port = free_base_port(4 + PRESENCE_REPLICAS)
-        self._config = StackConfig(base_port=self._base_port, presence_replicas=PRESENCE_REPLICAS)
+    def __init__(self, env: Mapping[str, str], log_path: Path, topology: str = "single") -> None:
+        config = StackConfig.for_topology(topology, presence_replicas=PRESENCE_REPLICAS)
+        self._base_port = free_base_port(config.port_count() + 1)
+        self._config = replace(config, base_port=self._base_port)
         self.instances: dict[str, Instance] = {i.name: i for i in self._config.instances()}
         self._env = {
             **env,
+            "PARLEY_DEVSTACK_TOPOLOGY": topology,
             "PARLEY_DEVSTACK_BASE_PORT": str(self._base_port),
             "PARLEY_DEVSTACK_PRESENCE_REPLICAS": str(PRESENCE_REPLICAS),
             "PARLEY_DEVSTACK_STOP_SECONDS": "5",
@@ -77,11 +80,17 @@ class Services:
 
     @property
     def gateway(self) -> str:
-        return self.instances["gateway"].address
+        """Where the devices connect (TLS): the one gateway, or nginx in front of the gateways."""
+        return self._config.public_grpc_address
 
     @property
-    def history(self) -> str:
-        return self.instances["history"].address
+    def gateways(self) -> list[str]:
+        """The gateway instances' names, sorted."""
+        return sorted(name for name, i in self.instances.items() if i.module == "gateway")
+
+    @property
+    def histories(self) -> list[str]:
+        return sorted(name for name, i in self.instances.items() if i.module == "history")
 
     async def start(self) -> None:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,19 +153,25 @@ class Services:
     async def serving(self, name: str) -> bool:
         instance = self.instances[name]
         if instance.module == "gateway":
-            return await check_serving(instance.address, tls=self._edge_tls)
+            # Behind nginx the gateways speak plaintext on loopback (tools/localstack/nginx.py).
+            return await check_serving(instance.address, tls=None if self._config.nginx else self._edge_tls)
         # Internal certificates name the service, not the address.
         return await check_serving(instance.address, tls=self._probe_tls, server_name=instance.module)
 
     async def all_serving(self) -> list[str]:
-        """The instances that do not answer SERVING (empty: all do)."""
+        """The instances (and nginx) that do not answer SERVING (empty: all do)."""
         results = await asyncio.gather(*(self.serving(name) for name in self.instances))
-        return [name for name, ok in zip(self.instances, results, strict=True) if not ok]
+        down = [name for name, ok in zip(self.instances, results, strict=True) if not ok]
+        if self._config.nginx and not await check_serving(self.gateway, tls=self._edge_tls):
+            down.append("nginx")
+        return down
 
-    async def writer_status(self) -> WriterStatus | None:
+    async def writer_status(self, name: str = "history") -> WriterStatus | None:
+        """GetWriterStatus of one history instance; its lag covers every partition log."""
         credentials = self._as_gateway.grpc_credentials()
         options = [("grpc.ssl_target_name_override", "history")]
-        async with grpc.aio.secure_channel(self.history, credentials, options=options) as channel:
+        address = self.instances[name].address
+        async with grpc.aio.secure_channel(address, credentials, options=options) as channel:
             stub = history_pb2_grpc.HistoryServiceStub(channel)
             try:
                 reply = await stub.GetWriterStatus(history_pb2.GetWriterStatusRequest(), timeout=3.0)

@@ -20,17 +20,27 @@ class KeyspaceMissing(Exception):
     """The keyspace (or its messages table) does not exist: everything in it is gone."""
 
 
-def read_messages(port: int, keyspace: str, login: tuple[str, str]) -> dict[tuple[str, int], StoredMessage]:
+def read_messages(
+    port: int,
+    keyspace: str,
+    login: tuple[str, str],
+    *,
+    hosts: tuple[str, ...] = ("127.0.0.1",),
+    consistency: int = ConsistencyLevel.ONE,
+) -> dict[tuple[str, int], StoredMessage]:
     """Every row of ``<keyspace>.messages``, decoded; blocking (call it from a thread).
+
+    One node: ONE. The ring: LOCAL_QUORUM, as the services read and write (a row that
+    only one replica holds is read-repaired, not missed).
 
     A full scan: the suite's keyspace holds only its own few thousand messages,
     and a scan also finds rows in conversations or buckets nobody asked for.
     """
     profile = ExecutionProfile(
-        load_balancing_policy=RoundRobinPolicy(), consistency_level=ConsistencyLevel.ONE, request_timeout=30
+        load_balancing_policy=RoundRobinPolicy(), consistency_level=consistency, request_timeout=30
     )
     cluster = Cluster(
-        ["127.0.0.1"],
+        list(hosts),
         port=port,
         protocol_version=ProtocolVersion.V4,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},

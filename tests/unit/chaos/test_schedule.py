@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.chaos.profiles import PROFILES
-from tests.chaos.schedule import CASSANDRA, KILL, PAUSE, REDIS, fault_kinds, plan
+import pytest
+
+from tests.chaos.profiles import PROFILES, Profile
+from tests.chaos.schedule import (
+    CASSANDRA,
+    KILL,
+    PAUSE,
+    REDIS,
+    REDIS_MASTER,
+    RING_NODE,
+    TOGETHER,
+    fault_kinds,
+    plan,
+)
 
 INSTANCES = ["gateway", "router", "history", "presence", "presence-2"]
+CLUSTER_INSTANCES = ["gateway", "gateway-2", "router", "router-2", "history", "history-2", "presence"]
 
 
 def test_every_kind_appears_as_often_as_the_profile_repeats_it() -> None:
     for profile in PROFILES.values():
+        if profile.kinds:
+            continue
         faults = plan(7, profile, INSTANCES)
         counts = Counter((f.action, f.target) for f in faults)
         assert set(counts) == set(fault_kinds(INSTANCES))
@@ -40,3 +55,22 @@ def test_timings_stay_within_the_profile() -> None:
             assert profile.down_s[0] <= fault.hold_s <= profile.down_s[1]
         else:
             assert fault.hold_s == 0
+
+
+def test_the_cluster_profile_kills_a_master_a_ring_node_and_a_gateway_together_several_times() -> None:
+    profile = PROFILES["cluster"]
+    faults = plan(7, profile, CLUSTER_INSTANCES)
+    counts = Counter(f.kind for f in faults)
+    assert counts == Counter(profile.kinds)
+    assert counts[f"{KILL}:{TOGETHER}"] >= 2
+    assert f"{KILL}:{REDIS_MASTER}" in counts
+    for fault in faults:
+        if fault.target in (TOGETHER, REDIS_MASTER, RING_NODE):  # held down, then restarted
+            assert profile.down_s[0] <= fault.hold_s <= profile.down_s[1]
+    assert plan(7, profile, CLUSTER_INSTANCES) == plan(7, profile, list(reversed(CLUSTER_INSTANCES)))
+
+
+def test_an_unknown_fault_kind_in_a_profile_is_refused() -> None:
+    profile = Profile("x", 1, 1.0, 1.0, 1.0, (1.0, 2.0), (1.0, 2.0), (1.0, 2.0), kinds=("kill:nobody",))
+    with pytest.raises(ValueError, match="kill:nobody"):
+        plan(1, profile, INSTANCES)

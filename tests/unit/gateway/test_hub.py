@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import pytest
 
@@ -56,6 +57,31 @@ async def test_a_route_lives_from_the_first_local_session_to_the_last(state: Mem
     await hub.remove(laptop)  # twice: no harm
     assert await routes.lookup(["alice"]) == {}
     assert hub.session_count == 0
+
+
+class FailingOnce(MemoryRoutes):
+    """The first register fails, as one does while a Redis master fails over."""
+
+    def __init__(self, state: MemoryState) -> None:
+        super().__init__(state)
+        self.failures = 1
+
+    async def register(self, gateway_id: str, user_ids: Iterable[str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:7304. Connection refused.")
+        await super().register(gateway_id, user_ids)
+
+
+async def test_a_session_whose_route_could_not_be_written_is_not_kept(state: MemoryState) -> None:
+    routes = FailingOnce(state)
+    hub = Hub(routes, MemoryInbox(), "gw1", route_lease_s=30)
+    with pytest.raises(ConnectionError):
+        await hub.add(session("alice"))
+    assert hub.session_count == 0 and hub.sessions_of("alice") == []
+    # The user's next session is the first again, so its route is written.
+    await hub.add(session("alice"))
+    assert await routes.lookup(["alice"]) == {"gw1": ["alice"]}
 
 
 async def test_the_newest_session_beyond_the_cap_is_refused(state: MemoryState) -> None:
