@@ -195,6 +195,12 @@ def markdown_summary(result: dict[str, Any]) -> str:
                 f"in {connect.get('seconds')} s"
                 + (f" (failures: {connect['connect_failures']})" if connect.get("connect_failures") else "")
             )
+        settle = target.get("settle")
+        if settle:
+            lines.append(
+                f"- Before the first step: the history writer stored the setup's {settle['backlog']} log "
+                f"entries (conversations, members) in {settle['seconds']} s ({settle['left']} left)"
+            )
         history = [s["history"] for s in target["steps"] if s.get("history")]
         if history:
             lines.append(
