@@ -187,6 +187,19 @@ def test_late_deliveries_cut_the_admitted_rate_and_on_time_ones_restore_it() -> 
     assert offer(admission, clock, 400, 1.0, lag_s=0.02)[1] == 0
 
 
+def test_the_brake_cuts_once_per_hold_not_on_every_late_window() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 400, 1.0, lag_s=0.5)  # late: cut to 80 % of what was admitted
+    first_cut = admission.rate_limit
+    assert first_cut <= 0.8 * 400 + 1
+    # Still late for the next half second (what arrives was admitted before the cut): held.
+    offer(admission, clock, 400, 0.5, lag_s=0.5)
+    assert admission.rate_limit == first_cut
+    offer(admission, clock, 400, 0.5, lag_s=0.5)  # late beyond the hold: cut again
+    assert admission.rate_limit < first_cut
+
+
 def test_the_delivery_brake_can_be_turned_off() -> None:
     clock = Clock()
     admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.0), clock=clock)
