@@ -60,7 +60,9 @@ def test_hints_are_jittered_and_a_user_over_its_share_gets_the_base() -> None:
     now[0] += 1.0
     assert hint.refused() == pytest.approx(0.2)
     assert hint.level_s == pytest.approx(0.2)  # the window with one refusal was within the budget
-    config = AdmissionConfig(max_in_flight=10, per_user_in_flight=1, retry_after_s=0.2, refusal_budget_per_s=1)
+    config = AdmissionConfig(
+        max_in_flight=10, per_user_in_flight=1, retry_after_s=0.2, refusal_budget_per_s=1
+    )
     admission = Admission(config, clock=lambda: now[0])
     with admission.admit("noisy"):
         for _ in range(100):
@@ -75,7 +77,9 @@ def test_hints_are_jittered_and_a_user_over_its_share_gets_the_base() -> None:
 
 def test_gateway_refusals_raise_the_hint() -> None:
     now = [100.0]
-    config = AdmissionConfig(max_in_flight=1, per_user_in_flight=1, retry_after_s=0.2, refusal_budget_per_s=10)
+    config = AdmissionConfig(
+        max_in_flight=1, per_user_in_flight=1, retry_after_s=0.2, refusal_budget_per_s=10
+    )
     admission = Admission(config, clock=lambda: now[0])
     with admission.admit("a"):
         for _ in range(40):
