@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -76,6 +77,7 @@ class Stream:
         self.delivered = asyncio.Event()
         self.call: Any = None
         self.reader: asyncio.Task[None] | None = None
+        self.error = ""
 
     async def _requests(self) -> AsyncIterator[gateway_pb2.ConnectRequest]:
         while (item := await self._out.get()) is not None:
@@ -89,7 +91,7 @@ class Stream:
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+        try:
             async for frame in self.call:
                 kind = frame.WhichOneof("frame")
                 if kind == "sync_complete":
@@ -100,6 +102,10 @@ class Stream:
                     self.refused.set()  # e.g. OVERLOADED (admission): sent again
                 elif kind == "message":
                     self.delivered.set()
+        except grpc.aio.AioRpcError as exc:
+            self.error = f"{exc.code().name}: {exc.details()}"
+        except asyncio.CancelledError:
+            pass
 
     def send(self, conversation_id: str) -> None:
         self._out.put_nowait(
@@ -136,11 +142,16 @@ async def gather_bounded(coros: list[Any], limit: int = 64) -> list[Any]:
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-async def wait_all(events: list[asyncio.Event], what: str, timeout_s: float) -> None:
+async def wait_all(
+    events: list[asyncio.Event], what: str, timeout_s: float, streams: list[Stream] | None = None
+) -> None:
     try:
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout_s)
     except TimeoutError:
         missing = sum(not e.is_set() for e in events)
+        if streams:
+            errors = collections.Counter(s.error for s in streams if s.error)
+            print(f"streams ended with: {dict(errors.most_common(5))}")
         raise RuntimeError(f"{missing} of {len(events)} streams without {what} after {timeout_s:g} s") from None
 
 
@@ -249,7 +260,7 @@ async def measure(args: argparse.Namespace) -> None:
             s.open()
             if i % 200 == 199:
                 await asyncio.sleep(0.05)  # a ramp, not a thundering herd
-        await wait_all([s.synced for s in streams], "sync_complete", 300)
+        await wait_all([s.synced for s in streams], "sync_complete", 120, streams)
         print(f"{n} streams open over {connections} connections: {time.monotonic() - started:.1f} s")
         started = time.monotonic()
         # In waves within admission control's in-flight bound; a refused send is sent again.

@@ -258,6 +258,8 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
             metrics = self._metrics("bidi_stream" if streaming else "server_stream", method)
             inner = handler.stream_stream if streaming else handler.unary_stream
 
+            # A generator, not a function returning the handler's generator: grpc runs a
+            # plain function as a synchronous handler.
             async def stream(request: Any, context: Any) -> Any:
                 metrics.started.inc()
                 started_at = time.perf_counter()
