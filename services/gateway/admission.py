@@ -30,13 +30,19 @@ A refused send gets RESOURCE_EXHAUSTED with ``ERROR_CODE_OVERLOADED`` and a
 retry-after hint, before anything reached Redis: the client resends it with
 the same client_message_id (the SDKs do, with jittered backoff).
 
-The hint grows with the overload. Under an offered load of k times capacity,
-k - 1 of every k sends are refused, and every refused send comes back: with a
-fixed hint the resends alone soon outnumber what the gateway can admit, and
-refusing them takes the CPU the admitted sends need (measured: at 4x, goodput
-fell to 70 % of capacity). So the hint is the base scaled by how many sends
-were refused per send admitted over the last two seconds (capped at
-``max_retry_after_s``): resends then arrive at about the rate that frees up.
+The hint is sized so that returning resends stay cheap. Under an offered load
+of k times capacity, k - 1 of every k sends are refused, and every refused send
+comes back: the clients waiting to resend grow by the excess every second, and
+each of them returns once per hint. With a fixed (or slowly growing) hint the
+resends soon outnumber what the gateway can admit, and refusing them takes the
+CPU the admitted sends need (measured at 2x on 2 cores: 1,700 refusals a
+second for 327 admitted, admitted p99 1.3 s). So ``RetryHint`` holds refusals
+to a budget: each second the hint is multiplied by refusals/budget (at most 4x)
+while refusals exceed ``refusal_budget_per_s``, and decays toward the base once
+they fall below half of it. Every hint is jittered (x1 to x1.5) by the server,
+since some clients wait exactly the hint: refused together, they would return
+together. A user refused for its own share gets the base hint: its own sends
+finish soon, and its refusals do not raise everyone's hint.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -72,8 +79,12 @@ class AdmissionConfig:
     min_rate: float = 5.0
     # Base retry-after hint; the client adds jitter and backs off exponentially.
     retry_after_s: float = 0.2
-    # Longest hint given when refusals far outnumber admissions.
-    max_retry_after_s: float = 5.0
+    # Longest hint (module doc): at 4x overload the waiting clients number ~900 more each
+    # second, and 30 s keeps their returns to a few hundred a second.
+    max_retry_after_s: float = 30.0
+    # Refusals per second the hint aims at (module doc): a refusal costs the gateway
+    # ~0.2-0.3 ms of CPU, so 50/s is ~1.5 % of a core.
+    refusal_budget_per_s: float = 50.0
     # Deadline of one append through the router and Redis: a send not stored by
     # then fails with DEADLINE_EXCEEDED (retryable) instead of waiting 10 s.
     send_deadline_s: float = 2.0
@@ -105,33 +116,62 @@ class LoopLag:
             metrics.LOOP_LAG.set(self.lag_s)
 
 
-class _Rate:
-    """Sends admitted and refused in the current and the previous one-second window."""
+class RetryHint:
+    """The retry-after hint for shed sends, sized to hold refusals to a budget (module doc)."""
 
     WINDOW_S = 1.0
+    MAX_RISE = 4.0
+    DECAY = 0.7
+    JITTER = 0.5
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        base_s: float,
+        max_s: float,
+        budget_per_s: float,
+        clock: Callable[[], float],
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._base_s = base_s
+        self._max_s = max(base_s, max_s)
+        self._budget = budget_per_s
         self._clock = clock
-        self._window = int(clock() / self.WINDOW_S)
-        self._now = [0, 0]  # admitted, refused
-        self._before = [0, 0]
+        self._jitter = jitter
+        self._level_s = base_s
+        self._window_starts = clock()
+        self._refused = 0
 
     def _roll(self) -> None:
-        window = int(self._clock() / self.WINDOW_S)
-        if window != self._window:
-            self._before = self._now if window == self._window + 1 else [0, 0]
-            self._now = [0, 0]
-            self._window = window
+        now = self._clock()
+        elapsed = now - self._window_starts
+        if elapsed < self.WINDOW_S:
+            return
+        rate = self._refused / elapsed
+        if rate > self._budget:
+            self._level_s = min(self._max_s, self._level_s * min(self.MAX_RISE, rate / self._budget))
+        elif rate < self._budget / 2:
+            # Quiet windows that passed with no refusal to roll them decay too.
+            windows = min(64, int(elapsed / self.WINDOW_S))
+            self._level_s = max(self._base_s, self._level_s * self.DECAY**windows)
+        self._refused = 0
+        self._window_starts = now
+        metrics.SHED_RETRY_AFTER.set(self._level_s)
 
-    def count(self, refused: bool) -> None:
+    @property
+    def level_s(self) -> float:
+        """The current hint, before jitter."""
         self._roll()
-        self._now[refused] += 1
+        return self._level_s
 
-    def refused_per_admitted(self) -> float:
-        self._roll()
-        admitted = self._now[0] + self._before[0]
-        refused = self._now[1] + self._before[1]
-        return refused / max(1, admitted)
+    def refused(self) -> float:
+        """Counts one refusal and returns its hint."""
+        level = self.level_s
+        self._refused += 1
+        return level * (1 + self.JITTER * self._jitter())
+
+    def base(self) -> float:
+        """The hint for a refusal that must not raise everyone's (a user over its own share)."""
+        return self._base_s * (1 + self.JITTER * self._jitter())
 
 
 class DeliveryBrake:
@@ -145,6 +185,9 @@ class DeliveryBrake:
     # Sends a limited gateway still admits at once (a client's burst of a few).
     MIN_BURST = 10.0
     CUT = 0.8
+    # After a cut, late windows do not cut again for this long (the pipeline's delay: what
+    # arrives meanwhile was admitted at the old rate).
+    HOLD_S = 0.75
     PROBE = 0.05
     RECOVER = 1.5
 
@@ -159,6 +202,7 @@ class DeliveryBrake:
         self._lags: list[float] = []
         self._admitted = 0
         self._refused = 0
+        self._hold_until = 0.0
 
     def observe(self, lag_s: float) -> None:
         if len(self._lags) < self.MAX_SAMPLES:
@@ -173,7 +217,12 @@ class DeliveryBrake:
             and self._lags[int(0.9 * (len(self._lags) - 1))] > self._target_s
         )
         if late:
-            self.rate = max(self._min_rate, self.CUT * min(self.rate, admitted_rate))
+            # Once per HOLD_S: the deliveries of the next windows were mostly admitted before
+            # the cut, so cutting again on them compounds one overload into a collapse
+            # (measured: a 0.1 s target cut 2x overload to 147 admitted/s of a 330/s box).
+            if now >= self._hold_until:
+                self.rate = max(self._min_rate, self.CUT * min(self.rate, admitted_rate))
+                self._hold_until = now + self.HOLD_S
         elif self.rate != math.inf:
             # No delivery in the window counts as on time: a limit must not outlive the
             # overload just because too little traffic is left to show it is over.
@@ -217,7 +266,9 @@ class Admission:
         self.config = config
         self._config = config
         self._lag = lag
-        self._rate = _Rate(clock)
+        self._hint = RetryHint(
+            config.retry_after_s, config.max_retry_after_s, config.refusal_budget_per_s, clock
+        )
         self._brake = (
             DeliveryBrake(config.target_delivery_s, config.min_rate, clock)
             if config.target_delivery_s > 0
@@ -245,15 +296,13 @@ class Admission:
     def _shed(self, reason: str, message: str) -> errors.Overloaded:
         self.shed_total[reason] += 1
         metrics.SENDS_SHED.labels(reason).inc()
-        self._rate.count(refused=True)
-        return errors.Overloaded(message, retry_after_s=self.retry_after_s())
+        hint = self._hint.base() if reason == "user" else self._hint.refused()
+        return errors.Overloaded(message, retry_after_s=hint)
 
+    @property
     def retry_after_s(self) -> float:
-        """The hint for a refused send: longer the more sends are being refused (module doc)."""
-        config = self._config
-        pressure = self._in_flight / max(1, config.max_in_flight)
-        overload = max(1.0, self._rate.refused_per_admitted())
-        return min(config.max_retry_after_s, config.retry_after_s * (1 + pressure) * overload)
+        """The current hint for a shed send, before jitter (module doc)."""
+        return self._hint.level_s
 
     @contextlib.contextmanager
     def admit(self, user_id: str) -> Iterator[None]:
@@ -274,7 +323,6 @@ class Admission:
         metrics.SENDS_IN_FLIGHT.inc()
         self._per_user[user_id] = held + 1
         self.admitted_total += 1
-        self._rate.count(refused=False)
         try:
             yield
         finally:

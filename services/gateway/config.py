@@ -143,6 +143,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
                 AdmissionConfig.max_retry_after_s,
                 minimum=0.001,
             ),
+            refusal_budget_per_s=env.float(
+                "PARLEY_GATEWAY_SHED_REFUSAL_BUDGET",
+                AdmissionConfig.refusal_budget_per_s,
+                minimum=0.1,
+            ),
             send_deadline_s=env.float(
                 "PARLEY_SEND_DEADLINE_SECONDS", AdmissionConfig.send_deadline_s, minimum=0.05
             ),

@@ -64,6 +64,10 @@ ADMITTED_RATE_LIMIT = Gauge(
     "parley_gateway_admission_rate_limit",
     "Sends per second the delivery brake admits (0: not limiting; gateway.admission).",
 )
+SHED_RETRY_AFTER = Gauge(
+    "parley_gateway_shed_retry_after_seconds",
+    "Retry-after hint given to shed sends, before jitter (gateway.admission.RetryHint).",
+)
 ERROR_FRAMES = Counter(
     "parley_gateway_error_frames_total", "Error frames sent on session streams, by error code.", ["code"]
 )

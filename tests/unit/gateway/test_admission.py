@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway.admission import Admission, AdmissionConfig, LoopLag
+from gateway.admission import Admission, AdmissionConfig, LoopLag, RetryHint
 from parley import errors
 from parley.v1 import errors_pb2
 
@@ -27,32 +27,69 @@ def test_sends_beyond_the_bound_are_shed_with_a_retry_hint() -> None:
         assert admission.in_flight == 1
 
 
-def test_the_hint_grows_with_the_refusals_per_admission_and_is_capped() -> None:
+def test_the_hint_holds_refusals_to_the_budget() -> None:
     now = [100.0]
-    config = AdmissionConfig(max_in_flight=1, per_user_in_flight=1, retry_after_s=0.2, max_retry_after_s=3.0)
+    hint = RetryHint(0.2, 30.0, budget_per_s=50, clock=lambda: now[0], jitter=lambda: 0.0)
+
+    def second_with(refusals: int) -> float:
+        given = [hint.refused() for _ in range(refusals)]
+        now[0] += 1.0
+        return max(given) if given else hint.level_s
+
+    assert second_with(40) == pytest.approx(0.2)  # within the budget: the base
+    second_with(100)  # twice the budget: the next second's hint doubles
+    assert hint.level_s == pytest.approx(0.4)
+    second_with(5000)  # a flood: at most 4x per second, up to the ceiling
+    assert hint.level_s == pytest.approx(1.6)
+    for _ in range(5):
+        second_with(5000)
+    assert hint.level_s == 30.0
+    second_with(40)  # between half the budget and the budget: held
+    assert hint.level_s == 30.0
+    second_with(10)  # below half the budget: decays
+    assert hint.level_s == pytest.approx(30.0 * 0.7)
+    now[0] += 60.0  # a quiet minute with no refusal to roll the windows
+    assert hint.refused() == pytest.approx(0.2)
+
+
+def test_hints_are_jittered_and_a_user_over_its_share_gets_the_base() -> None:
+    now = [100.0]
+    jitter = iter([1.0, 0.0, 0.5])
+    hint = RetryHint(0.2, 30.0, budget_per_s=1, clock=lambda: now[0], jitter=lambda: next(jitter))
+    assert hint.refused() == pytest.approx(0.3)  # up to half again: refused together, back apart
+    now[0] += 1.0
+    assert hint.refused() == pytest.approx(0.2)
+    assert hint.level_s == pytest.approx(0.2)  # the window with one refusal was within the budget
+    config = AdmissionConfig(
+        max_in_flight=10, per_user_in_flight=1, retry_after_s=0.2, refusal_budget_per_s=1
+    )
     admission = Admission(config, clock=lambda: now[0])
-
-    def shed_hint() -> float:
-        with admission.admit("a"), pytest.raises(errors.Overloaded) as shed, admission.admit("b"):
+    with admission.admit("noisy"):
+        for _ in range(100):
+            with pytest.raises(errors.Overloaded, match="this user") as shed, admission.admit("noisy"):
+                pass
+            assert 0.2 <= shed.value.retry_after_s <= 0.3
+        now[0] += 1.0
+        with pytest.raises(errors.Overloaded), admission.admit("noisy"):
             pass
-        return shed.value.retry_after_s
+    assert admission.retry_after_s == pytest.approx(0.2)  # its refusals did not raise everyone's hint
 
-    first = shed_hint()  # 1 admitted, 1 refused: the base, doubled by the full bound
-    assert first == pytest.approx(0.4)
-    for _ in range(3):  # 4 admitted, 4 refused: still one refusal per admission
-        assert shed_hint() == pytest.approx(0.4)
+
+def test_gateway_refusals_raise_the_hint() -> None:
+    now = [100.0]
+    config = AdmissionConfig(
+        max_in_flight=1, per_user_in_flight=1, retry_after_s=0.2, refusal_budget_per_s=10
+    )
+    admission = Admission(config, clock=lambda: now[0])
     with admission.admit("a"):
-        for _ in range(8):  # a flood: 12 refused for 5 admitted
-            with pytest.raises(errors.Overloaded), admission.admit("b"):
-                pass
-        assert admission.retry_after_s() == pytest.approx(0.4 * 12 / 5)
         for _ in range(40):
-            with pytest.raises(errors.Overloaded), admission.admit("b"):
+            with pytest.raises(errors.Overloaded, match="at capacity"), admission.admit("b"):
                 pass
-        assert admission.retry_after_s() == 3.0  # capped
-    now[0] += 2.5  # two quiet seconds: the windows forget the flood
-    with admission.admit("a"):
-        assert admission.retry_after_s() == pytest.approx(0.4)
+        now[0] += 1.0
+        with pytest.raises(errors.Overloaded) as shed, admission.admit("b"):
+            pass
+    assert admission.retry_after_s == pytest.approx(0.8)  # 40 refusals against a budget of 10: x4
+    assert 0.8 <= shed.value.retry_after_s <= 1.2
 
 
 def test_one_user_cannot_take_the_whole_budget() -> None:
@@ -152,6 +189,19 @@ def test_late_deliveries_cut_the_admitted_rate_and_on_time_ones_restore_it() -> 
     offer(admission, clock, 50, 5.0, lag_s=0.02)
     assert admission.rate_limit == float("inf")
     assert offer(admission, clock, 400, 1.0, lag_s=0.02)[1] == 0
+
+
+def test_the_brake_cuts_once_per_hold_not_on_every_late_window() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 400, 1.0, lag_s=0.5)  # late: cut to 80 % of what was admitted
+    first_cut = admission.rate_limit
+    assert first_cut <= 0.8 * 400 + 1
+    # Still late for the next half second (what arrives was admitted before the cut): held.
+    offer(admission, clock, 400, 0.5, lag_s=0.5)
+    assert admission.rate_limit == first_cut
+    offer(admission, clock, 400, 0.5, lag_s=0.5)  # late beyond the hold: cut again
+    assert admission.rate_limit < first_cut
 
 
 def test_the_delivery_brake_can_be_turned_off() -> None:
