@@ -45,7 +45,7 @@ import grpc
 from bench.runner import delete_keys
 from bench.stack import REPO_ROOT, Stack, parley_stack
 from parley.auth import mint_dev_token
-from parley.v1 import gateway_pb2, gateway_pb2_grpc, messages_pb2
+from parley.v1 import gateway_pb2, gateway_pb2_grpc
 
 MEMPROBE_DIR = REPO_ROOT / "bench" / "memprobe"
 GROUP_SIZE = 10
@@ -74,6 +74,7 @@ class Stream:
         self.synced = asyncio.Event()
         self.acked = asyncio.Event()
         self.refused = asyncio.Event()
+        self.answered = asyncio.Event()
         self.delivered = asyncio.Event()
         self.call: Any = None
         self.reader: asyncio.Task[None] | None = None
@@ -87,7 +88,7 @@ class Stream:
         self._out.put_nowait(
             gateway_pb2.ConnectRequest(hello=gateway_pb2.Hello(device_id="mem", sync=gateway_pb2.SyncFrame()))
         )
-        self.call = self._stub.Connect(self._requests(), metadata=metadata(self.user))
+        self.call = self._stub.Connect(self._requests(), metadata=metadata(self.user))  # type: ignore[arg-type]
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -98,8 +99,10 @@ class Stream:
                     self.synced.set()
                 elif kind == "send_ack":
                     self.acked.set()
+                    self.answered.set()
                 elif kind == "error":
                     self.refused.set()  # e.g. OVERLOADED (admission): sent again
+                    self.answered.set()
                 elif kind == "message":
                     self.delivered.set()
         except grpc.aio.AioRpcError as exc:
@@ -119,8 +122,7 @@ class Stream:
 
     async def settled(self) -> None:
         """Until the last send is acknowledged or refused."""
-        while not (self.acked.is_set() or self.refused.is_set()):
-            await asyncio.sleep(0.01)
+        await self.answered.wait()
 
     async def close(self) -> None:
         self._out.put_nowait(None)
@@ -152,7 +154,9 @@ async def wait_all(
         if streams:
             errors = collections.Counter(s.error for s in streams if s.error)
             print(f"streams ended with: {dict(errors.most_common(5))}")
-        raise RuntimeError(f"{missing} of {len(events)} streams without {what} after {timeout_s:g} s") from None
+        raise RuntimeError(
+            f"{missing} of {len(events)} streams without {what} after {timeout_s:g} s"
+        ) from None
 
 
 async def probe(directory: Path, label: str, timeout_s: float = 120.0) -> tracemalloc.Snapshot:
@@ -176,7 +180,9 @@ def report_tracemalloc(
     before, after = before.filter_traces(filters), after.filter_traces(filters)
     stats = after.compare_to(before, "traceback" if frames > 1 else "lineno")
     total = sum(s.size_diff for s in stats)
-    print(f"\ntracemalloc: Python-side {total / n / 1024:.2f} KB per stream ({total / 2**20:.1f} MiB for {n})")
+    print(
+        f"\ntracemalloc: Python-side {total / n / 1024:.2f} KB per stream ({total / 2**20:.1f} MiB for {n})"
+    )
     print("top 20 allocation sites by growth (bytes per stream, blocks per stream):")
     for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True)[:20]:
         sites = [f"{_short(frame.filename)}:{frame.lineno}" for frame in stat.traceback]
@@ -192,18 +198,18 @@ def report_tracemalloc(
 def _short(filename: str) -> str:
     if filename.startswith(str(REPO_ROOT)):
         return os.path.relpath(filename, REPO_ROOT)
-    return filename.split("site-packages/")[-1].split("lib/python3.11/")[-1]
+    return filename.rsplit("site-packages/", 1)[-1].rsplit("lib/python3.11/", 1)[-1]
 
 
-async def setup_conversations(
-    channel: grpc.aio.Channel, users: list[str]
-) -> dict[str, str]:
+async def setup_conversations(channel: grpc.aio.Channel, users: list[str]) -> dict[str, str]:
     """Direct pairs (u0-u1, u2-u3, ...) and groups of GROUP_SIZE; returns each user's direct conversation."""
     convs = gateway_pb2_grpc.ConversationServiceStub(channel)
     direct: dict[str, str] = {}
 
     async def pair(a: str, b: str) -> None:
-        reply = await convs.CreateDirect(gateway_pb2.CreateDirectRequest(peer_user_id=b), metadata=metadata(a))
+        reply = await convs.CreateDirect(
+            gateway_pb2.CreateDirectRequest(peer_user_id=b), metadata=metadata(a)
+        )
         direct[a] = direct[b] = reply.conversation.id
 
     async def group(members: list[str]) -> None:
@@ -213,7 +219,11 @@ async def setup_conversations(
 
     await gather_bounded([pair(users[i], users[i + 1]) for i in range(0, len(users) - 1, 2)])
     await gather_bounded(
-        [group(users[i : i + GROUP_SIZE]) for i in range(0, len(users), GROUP_SIZE) if len(users[i : i + GROUP_SIZE]) > 1]
+        [
+            group(users[i : i + GROUP_SIZE])
+            for i in range(0, len(users), GROUP_SIZE)
+            if len(users[i : i + GROUP_SIZE]) > 1
+        ]
     )
     return direct
 
@@ -243,9 +253,14 @@ async def measure(args: argparse.Namespace) -> None:
         ]
         started = time.monotonic()
         direct = await setup_conversations(channels[0], users)
-        print(f"{n} users, {len(direct) // 2} direct pairs, groups of {GROUP_SIZE}: {time.monotonic() - started:.1f} s")
+        print(
+            f"{n} users, {len(direct) // 2} direct pairs, groups of {GROUP_SIZE}: "
+            f"{time.monotonic() - started:.1f} s"
+        )
         # A stream on each connection first, so the connections' own memory is in the baseline.
-        warm = [Stream(gateway_pb2_grpc.ChatServiceStub(c), f"{prefix}-warm{i}") for i, c in enumerate(channels)]
+        warm = [
+            Stream(gateway_pb2_grpc.ChatServiceStub(c), f"{prefix}-warm{i}") for i, c in enumerate(channels)
+        ]
         for s in warm:
             s.open()
         await wait_all([s.synced for s in warm], "sync_complete", 60)
@@ -272,6 +287,7 @@ async def measure(args: argparse.Namespace) -> None:
             wave, pending = pending[:32], pending[32:]
             for s in wave:
                 s.refused.clear()
+                s.answered.clear()
                 s.send(direct[s.user])
             await asyncio.wait_for(asyncio.gather(*(s.settled() for s in wave)), 30)
             retry = [s for s in wave if not s.acked.is_set()]
@@ -305,7 +321,9 @@ async def measure(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--streams", type=int, default=3000)
     parser.add_argument("--per-connection", type=int, default=500)
     parser.add_argument("--tracemalloc", action="store_true")
