@@ -300,7 +300,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         start: dict[str, int] = {}
         until: dict[str, int] = {}
         for state in states:
-            cid = state.summary.conversation.id
+            # Interned: the id is a key of every member's session positions on this gateway.
+            cid = sys.intern(state.summary.conversation.id)
             last = state.summary.last_seq
             if cid in asked:
                 position = min(asked[cid], last)
@@ -343,6 +344,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                     error = errors.to_client_error(exc, f"frame {request.WhichOneof('frame')}", log)
                     metrics.error_frame(error)
                     session.push(gateway_pb2.ConnectResponse(error=errors.error_frame(error, request_id)))
+                # Not held while the next frame is awaited (for as long as the client is quiet).
+                del request
             session.client_closed = True
         finally:
             # The client half-closed or went away: end the session's writer too.

@@ -165,13 +165,8 @@ class Session:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _get(self) -> gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None:
-        while not self._queue:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def _pop(self) -> gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None:
+        assert self._queue
         item = self._queue.popleft()
         if not self._queue:
             self._queue = None  # an idle session holds no deque
@@ -246,7 +241,15 @@ class Session:
         yield done
         del done
         while True:
-            item = await self._get()
+            while not self._queue:
+                # Awaited here, not in a coroutine of its own: an idle session (most of
+                # them) holds one object less.
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            item = self._pop()
             if item is None:
                 if self.overflowed:
                     raise SessionOverflow()
@@ -274,6 +277,7 @@ class Session:
                 yield frame
                 async for out in self._unpark(ack.conversation_id):
                     yield out
+                del ack  # not held while the session waits for its next frame
             else:
                 yield frame
 
