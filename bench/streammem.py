@@ -79,12 +79,16 @@ class Stream:
         self.call: Any = None
         self.reader: asyncio.Task[None] | None = None
         self.error = ""
+        self.opened = asyncio.Event()
 
     async def _requests(self) -> AsyncIterator[gateway_pb2.ConnectRequest]:
         while (item := await self._out.get()) is not None:
             yield item
 
     def open(self) -> None:
+        self._out = asyncio.Queue()
+        self.error = ""
+        self.opened.clear()
         self._out.put_nowait(
             gateway_pb2.ConnectRequest(hello=gateway_pb2.Hello(device_id="mem", sync=gateway_pb2.SyncFrame()))
         )
@@ -97,6 +101,7 @@ class Stream:
                 kind = frame.WhichOneof("frame")
                 if kind == "sync_complete":
                     self.synced.set()
+                    self.opened.set()
                 elif kind == "send_ack":
                     self.acked.set()
                     self.answered.set()
@@ -109,6 +114,8 @@ class Stream:
             self.error = f"{exc.code().name}: {exc.details()}"
         except asyncio.CancelledError:
             pass
+        finally:
+            self.opened.set()  # synced, or ended (error) before it
 
     def send(self, conversation_id: str) -> None:
         self._out.put_nowait(
@@ -275,6 +282,16 @@ async def measure(args: argparse.Namespace) -> None:
             s.open()
             if i % 200 == 199:
                 await asyncio.sleep(0.05)  # a ramp, not a thundering herd
+        # A stream refused at the start (e.g. UNAVAILABLE: the router timed out on a busy box)
+        # is opened again, as a client would.
+        for _ in range(5):
+            await wait_all([s.opened for s in streams], "sync_complete or an end", 120, streams)
+            failed = [s for s in streams if not s.synced.is_set()]
+            if not failed:
+                break
+            print(f"{len(failed)} streams ended before their sync ({failed[0].error}); opening them again")
+            for s in failed:
+                s.open()
         await wait_all([s.synced for s in streams], "sync_complete", 120, streams)
         print(f"{n} streams open over {connections} connections: {time.monotonic() - started:.1f} s")
         started = time.monotonic()
