@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +79,15 @@ type client struct {
 	chat          pb.ChatServiceClient
 	live          bool     // under worker.mu: synced, and its stream not ended
 	session       *session // under worker.mu: the current stream
+	// Under worker.mu, retry_shed: after a shed send the client holds all its sends until the
+	// retry-after has passed (as the SDKs' outboxes do): new ones wait with the shed one and
+	// go out in order when the hold ends, instead of meeting the same refusal.
+	// When the hold ends, the oldest held send goes alone (the probe); the rest follow its ack,
+	// so a client still refused costs the server one refusal per hold, not one per held send.
+	heldUntilNs int64
+	held        []int64
+	holdGen     int64
+	probe       int64
 }
 
 type session struct {
@@ -545,6 +555,7 @@ func (w *worker) onAck(c *client, ack *pb.SendAck) {
 			step.admittedAck.recordNs(now - attempt)
 		}
 	}
+	w.settled(step, step.requests[msgID].client, msgID)
 	delete(step.requests, msgID)
 	if step.inWindow(now) {
 		step.windowAcks++
@@ -580,12 +591,65 @@ func (w *worker) onError(e *pb.Error) {
 			}
 			ceiling := min(5.0, 0.1*float64(uint64(1)<<min(step.attempts[msgID], 16)))
 			delay := max(hint, ceiling*(0.5+0.5*w.rng.Float64()))
-			time.AfterFunc(time.Duration(delay*1e9), func() { w.resend(step, msgID) })
+			w.hold(step, step.requests[msgID].client, msgID, delay)
 			return
 		}
 	}
+	if pending, ok := step.requests[msgID]; ok {
+		w.settled(step, pending.client, msgID)
+	}
 	step.ledger.failed(msgID)
 	step.checkDrained()
+}
+
+// hold (under w.mu) parks msgID with the client's held sends and holds them all for delay
+// seconds (at least: an earlier, longer hold stands).
+func (w *worker) hold(step *stepState, c *client, msgID int64, delay float64) {
+	c.held = append(c.held, msgID)
+	if c.probe == msgID {
+		c.probe = 0
+	}
+	until := monotonicNs() + int64(delay*1e9)
+	if until <= c.heldUntilNs {
+		return // the running hold releases it
+	}
+	c.heldUntilNs = until
+	c.holdGen++
+	gen := c.holdGen
+	time.AfterFunc(time.Duration(delay*1e9), func() { w.release(step, c, gen) })
+}
+
+// release ends a client's hold: its oldest held send goes out as the probe.
+func (w *worker) release(step *stepState, c *client, gen int64) {
+	w.mu.Lock()
+	if c.holdGen != gen || len(c.held) == 0 {
+		w.mu.Unlock()
+		return // extended (a later timer releases) or a new step
+	}
+	slices.Sort(c.held)
+	probe := c.held[0]
+	c.probe = probe
+	c.held = c.held[1:]
+	c.heldUntilNs = 0
+	w.mu.Unlock()
+	w.resend(step, probe)
+}
+
+// settled (under w.mu): msgID was acked or failed for good; if it was the client's probe,
+// the sends held behind it go out, oldest first.
+func (w *worker) settled(step *stepState, c *client, msgID int64) {
+	if c == nil || c.probe != msgID || msgID == 0 {
+		return
+	}
+	c.probe = 0
+	rest := c.held
+	c.held = nil
+	slices.Sort(rest)
+	go func() {
+		for _, id := range rest {
+			w.resend(step, id)
+		}
+	}()
 }
 
 func (w *worker) resend(step *stepState, msgID int64) {
@@ -666,6 +730,11 @@ func (w *worker) send(step *stepState, intendedNs int64, out []outgoing) []outgo
 	if w.cfg.RetryShed {
 		step.requests[msgID] = pendingSend{sender, request}
 		step.attemptNs[msgID] = monotonicNs()
+		if sender.heldUntilNs > step.attemptNs[msgID] || sender.probe != 0 {
+			step.sent++
+			sender.held = append(sender.held, msgID) // goes out when the hold ends
+			return out
+		}
 	}
 	step.sent++
 	return append(out, outgoing{sender.session, request})
@@ -694,6 +763,10 @@ func (w *worker) runStep(cmd stepCommand) (map[string]any, error) {
 	resetsBefore := w.streamResets
 	gapsBefore, repeatsBefore := w.order.gaps, w.order.repeats
 	w.step = step
+	for _, c := range w.clients { // a step starts with no client held by the last one's refusals
+		c.held, c.heldUntilNs, c.probe = nil, 0, 0
+		c.holdGen++
+	}
 	w.mu.Unlock()
 	aborted := ""
 	var nextCheck int64

@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,8 +33,13 @@ type fakeParley struct {
 	pb.UnimplementedChatServiceServer
 	pb.UnimplementedConversationServiceServer
 	shedFirst bool
+	// Sheds each user's first send only, with a long retry-after, and records the order in
+	// which each user's sends were stored.
+	shedOncePerUser bool
 
 	mu       sync.Mutex
+	shedUser map[string]bool
+	stored   map[string][]int64
 	members  map[string][]string
 	seq      map[string]uint64
 	sessions map[string][]*fakeSession
@@ -129,6 +136,19 @@ func (f *fakeParley) Connect(stream grpc.BidiStreamingServer[pb.ConnectRequest, 
 			}}})
 			continue
 		}
+		if f.shedOncePerUser && !f.shedUser[user] {
+			f.shedUser[user] = true
+			f.mu.Unlock()
+			session.send(&pb.ConnectResponse{Frame: &pb.ConnectResponse_Error{Error: &pb.Error{
+				RequestId:  request.GetRequestId(),
+				Code:       pb.ErrorCode_ERROR_CODE_OVERLOADED,
+				RetryAfter: durationpb.New(150 * time.Millisecond),
+			}}})
+			continue
+		}
+		if id, err := strconv.ParseInt(send.GetClientMessageId(), 10, 64); err == nil {
+			f.stored[user] = append(f.stored[user], id)
+		}
 		cid := send.GetConversationId()
 		f.seq[cid]++
 		seq := f.seq[cid]
@@ -151,13 +171,17 @@ func (f *fakeParley) Connect(stream grpc.BidiStreamingServer[pb.ConnectRequest, 
 
 func startFake(t *testing.T, shedFirst bool) string {
 	t.Helper()
-	fake := &fakeParley{
-		shedFirst: shedFirst,
-		members:   map[string][]string{},
-		seq:       map[string]uint64{},
-		sessions:  map[string][]*fakeSession{},
-		attempts:  map[string]int{},
-	}
+	return serveFake(t, &fakeParley{shedFirst: shedFirst})
+}
+
+func serveFake(t *testing.T, fake *fakeParley) string {
+	t.Helper()
+	fake.members = map[string][]string{}
+	fake.seq = map[string]uint64{}
+	fake.sessions = map[string][]*fakeSession{}
+	fake.attempts = map[string]int{}
+	fake.shedUser = map[string]bool{}
+	fake.stored = map[string][]int64{}
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -222,5 +246,30 @@ func TestShedSendsAreResentWithTheSameClientMessageID(t *testing.T) {
 	}
 	if report["retries"] != loss.Sent || report["errors"].(map[string]int64)["ERROR_CODE_OVERLOADED"] != loss.Sent {
 		t.Fatalf("retries %v errors %v, sent %d", report["retries"], report["errors"], loss.Sent)
+	}
+}
+
+func TestAShedClientHoldsItsLaterSendsAndKeepsTheirOrder(t *testing.T) {
+	// Each user's first send is shed for 150 ms. Its later sends of those 150 ms wait with it
+	// (as the SDKs' outboxes do) and go out after it: stored in the order they were sent, and
+	// not refused in turn.
+	fake := &fakeParley{shedOncePerUser: true}
+	report := runWorker(t, serveFake(t, fake), true)
+	loss := report["loss"].(lossReport)
+	if loss.Acked != loss.Sent || loss.Failed != 0 || loss.Lost != 0 {
+		t.Fatalf("loss %+v", loss)
+	}
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	shed, behind := 0, 0
+	for user, ids := range fake.stored {
+		if !slices.IsSorted(ids) {
+			t.Fatalf("%s's sends stored out of order: %v", user, ids)
+		}
+		shed++
+		behind += len(ids) - 1
+	}
+	if report["retries"] != int64(shed) || behind == 0 {
+		t.Fatalf("retries %v for %d shed users, %d sends behind them", report["retries"], shed, behind)
 	}
 }

@@ -4,6 +4,13 @@ A send keeps its ``client_message_id`` for its whole life, so every re-send
 (after a reconnect, after being shed, after a timeout or an outage) is the
 same send to the server, which deduplicates it: a retried send never creates
 a second message.
+
+A shed send (or a timeout, or an outage) holds the whole outbox, not just
+itself: the server said when to come back, and sends written meanwhile would
+meet the same refusal (each costing the server a refusal) or, worse, be
+stored ahead of the shed one, out of the order they were sent in. When the
+hold ends the oldest waiting send goes alone (the probe) and the rest follow
+its ack, so a client that is still refused costs one refusal per hold.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ class PendingSend:
     frame: gateway_pb2.ConnectRequest
     future: asyncio.Future[messages_pb2.SendAck]
     attempts: int = 0
-    retry: asyncio.TimerHandle | None = None
+    # Not on the stream: waiting for the outbox's hold to end (or for a welcome).
+    waiting: bool = False
 
 
 class Outbox:
@@ -55,8 +63,12 @@ class Outbox:
         self._write = write
         self._request_ids = request_ids
         self._send_retries = retries
+        # Insertion order is send order: the oldest waiting send is the next probe.
         self._pending: dict[str, PendingSend] = {}
         self._pending_by_key: dict[tuple[str, str], str] = {}
+        self._held_until = 0.0  # loop time
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._probe: str | None = None  # request id
 
     def add(self, conversation_id: str, client_message_id: str, body: bytes) -> PendingSend:
         """The pending send of this (conversation, client_message_id), written now if it is new."""
@@ -76,12 +88,42 @@ class Outbox:
             self.write(pending)
         return self._pending[request_id]
 
+    @property
+    def held(self) -> bool:
+        """Sends wait: a hold is running, or its probe has not been answered yet."""
+        return self._probe is not None or asyncio.get_running_loop().time() < self._held_until
+
     def write(self, pending: PendingSend) -> None:
-        if pending.retry is not None:
-            pending.retry.cancel()
-            pending.retry = None
-        if self._write(pending.frame):
+        if self.held and pending.request_id != self._probe:
+            pending.waiting = True
+            return
+        pending.waiting = not self._write(pending.frame)
+        if not pending.waiting:
             pending.attempts += 1
+
+    def _hold(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + delay
+        if until > self._held_until:
+            self._held_until = until
+            if self._hold_timer is not None:
+                self._hold_timer.cancel()
+            self._hold_timer = loop.call_later(delay, self._release)
+
+    def _release(self) -> None:
+        """The hold is over: the oldest waiting send goes alone, the others after its ack."""
+        self._hold_timer = None
+        probe = next((p for p in self._pending.values() if p.waiting), None)
+        if probe is not None:
+            self._probe = probe.request_id
+            self.write(probe)
+
+    def _settled(self, request_id: str) -> None:
+        if request_id == self._probe:
+            self._probe = None
+            for pending in list(self._pending.values()):
+                if pending.waiting:
+                    self.write(pending)
 
     def resend_all(self) -> None:
         """After a welcome: everything not acknowledged goes again."""
@@ -108,25 +150,21 @@ class Outbox:
         if transient and pending.attempts < self._send_retries:
             ceiling = min(5.0, 0.1 * 2**pending.attempts)
             delay = max(error.retry_after or 0.0, random.uniform(0.5 * ceiling, ceiling))
-            pending.retry = asyncio.get_running_loop().call_later(delay, self._retry_send, pending.request_id)
+            pending.waiting = True
+            if self._probe == pending.request_id:
+                self._probe = None  # refused again: the next hold's probe is the oldest again
+            self._hold(delay)
             return True
         self.pop(pending.request_id)
         if not pending.future.done():
             pending.future.set_exception(error)
         return True
 
-    def _retry_send(self, request_id: str) -> None:
-        pending = self._pending.get(request_id)
-        if pending is not None:
-            pending.retry = None
-            self.write(pending)  # if disconnected, the next welcome re-sends it
-
     def pop(self, request_id: str) -> PendingSend | None:
         pending = self._pending.pop(request_id, None)
         if pending is not None:
             self._pending_by_key.pop(pending.key, None)
-            if pending.retry is not None:
-                pending.retry.cancel()
+            self._settled(request_id)
         return pending
 
     def drop(self, request_id: str) -> None:
@@ -136,6 +174,11 @@ class Outbox:
             pending.future.cancel()
 
     def fail_all(self, failure: BaseException) -> None:
+        self._probe = None
+        self._held_until = 0.0
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         for request_id in list(self._pending):
             pending = self.pop(request_id)
             if pending is not None and not pending.future.done():

@@ -330,3 +330,36 @@ async def test_a_shed_send_is_resent_with_the_same_id_after_the_hint() -> None:
         conn.push(send_ack("c1", "cm-shed", 1))
         ack = await asyncio.wait_for(sending, 3)
         assert ack.seq == 1
+
+
+async def test_a_shed_send_holds_later_sends_which_follow_it_in_order() -> None:
+    async with connected() as (_, session, conn):
+        first = asyncio.create_task(session.send("c1", "one", client_message_id="cm-1"))
+        written = await conn.next_request("send")
+        shed = messages_pb2.Error(
+            request_id=written.request_id,
+            code=errors_pb2.ERROR_CODE_OVERLOADED,
+            grpc_status=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+            message="at capacity",
+            retry_after=Duration(nanos=200_000_000),
+        )
+        conn.push(gateway_pb2.ConnectResponse(error=shed))
+        # Sent during the hold: they wait instead of meeting the same refusal or overtaking cm-1.
+        await asyncio.sleep(0.05)
+        later = [
+            asyncio.create_task(session.send("c1", text, client_message_id=f"cm-{i}"))
+            for i, text in ((2, "two"), (3, "three"))
+        ]
+        # When the hold ends the oldest goes alone (the probe) ...
+        probe = await conn.next_request("send")
+        assert probe.send.client_message_id == "cm-1"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(conn.next_request("send"), 0.3)
+        # ... and the rest follow its ack, in the order they were sent.
+        conn.push(send_ack("c1", "cm-1", 1))
+        rest = [await conn.next_request("send") for _ in range(2)]
+        assert [r.send.client_message_id for r in rest] == ["cm-2", "cm-3"]
+        conn.push(send_ack("c1", "cm-2", 2))
+        conn.push(send_ack("c1", "cm-3", 3))
+        acks = await asyncio.wait_for(asyncio.gather(first, *later), 3)
+        assert [a.seq for a in acks] == [1, 2, 3]
