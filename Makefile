@@ -55,7 +55,7 @@ LOADGEN := build/parley-loadgen
 PYTEST := $(PY) -m pytest --import-mode=importlib
 
 .PHONY: all venv tools test-tools proto proto-check proto-release proto-gen infra-up infra-down infra-status run \
-	test test-unit test-integration test-e2e test-cluster ring-up ring-down ring-status test-loadgen lint lint-proto loadgen bench chaos chaos-short chaos-cluster clean \
+	test test-unit test-integration test-e2e test-cluster ring-up ring-down ring-status test-loadgen lint lint-proto loadgen bench streammem chaos chaos-short chaos-cluster clean \
 	kotlin kotlin-test typescript web proto-ts image
 
 all: test
@@ -259,6 +259,13 @@ test-e2e: venv test-tools infra-up typescript
 # too when it is missing or older than its sources.
 loadgen:
 	cd bench/loadgen && GOFLAGS=-buildvcs=false go build -trimpath -o $(CURDIR)/$(LOADGEN) .
+
+# The gateway's memory per open session stream (bench/streammem.py): router, presence and
+# gateway as processes on the shared Redis, STREAMS streams with one message each; RSS per
+# stream, and with TRACEMALLOC=1 the Python-side bytes per stream by allocation site and type.
+STREAMS ?= 3000
+streammem: venv infra-up
+	$(PY) -m bench.streammem --streams $(STREAMS) $(if $(TRACEMALLOC),--tracemalloc)
 
 SCENARIO ?= smoke
 bench: venv infra-up loadgen

@@ -1,21 +1,22 @@
 """The gateway's Prometheus metrics (see ``parley.metrics`` for the shared ones and the choice of library).
 
-Sessions are counted at the transport (gRPC stream or WebSocket) by
-:func:`tracked_session`, which wraps the transport-neutral session stream;
-everything else is one call at the place it happens.
+Sessions and their frames are counted by the transport-neutral session
+stream itself (``ChatServicer.session_stream``, told its transport), not by
+generators wrapped around it: each layer would be held per open stream.
+Everything else is one call at the place it happens.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from parley import errors
 from parley.metrics import LATENCY_BUCKETS
 from parley.v1 import errors_pb2, gateway_pb2
+from parley.wire import Undecodable
 
 GRPC = "grpc"
 WEBSOCKET = "websocket"
@@ -75,9 +76,8 @@ _IN_KINDS = [f.name for f in gateway_pb2.ConnectRequest.DESCRIPTOR.oneofs_by_nam
 _OUT_KINDS = [f.name for f in gateway_pb2.ConnectResponse.DESCRIPTOR.oneofs_by_name["frame"].fields]
 _FRAMES_IN = {kind: FRAMES_IN.labels(kind) for kind in [*_IN_KINDS, "empty", "undecodable"]}
 _FRAMES_OUT = {kind: FRAMES_OUT.labels(kind) for kind in [*_OUT_KINDS, "empty"]}
-for _transport in (GRPC, WEBSOCKET):
-    SESSIONS.labels(_transport)
-    CONNECTS.labels(_transport)
+_SESSIONS = {transport: SESSIONS.labels(transport) for transport in (GRPC, WEBSOCKET)}
+_CONNECTS = {transport: CONNECTS.labels(transport) for transport in (GRPC, WEBSOCKET)}
 
 
 def code_label(exc: errors.ParleyError) -> str:
@@ -95,38 +95,25 @@ def disconnect_reason(exc: BaseException | None) -> str:
     return "error"
 
 
-async def counted_requests(
-    requests: AsyncIterator[gateway_pb2.ConnectRequest],
-) -> AsyncIterator[gateway_pb2.ConnectRequest]:
-    async for request in requests:
-        # An undecodable frame arrives as a parley.wire.Undecodable (answered by the session).
-        kind = (
-            request.WhichOneof("frame") if isinstance(request, gateway_pb2.ConnectRequest) else "undecodable"
-        )
-        _FRAMES_IN[kind or "empty"].inc()
-        yield request
+def frame_in(request: gateway_pb2.ConnectRequest | Undecodable) -> None:
+    """Counts a frame from a client; an undecodable one arrives as a parley.wire.Undecodable."""
+    kind = request.WhichOneof("frame") if isinstance(request, gateway_pb2.ConnectRequest) else "undecodable"
+    _FRAMES_IN[kind or "empty"].inc()
 
 
-async def tracked_session(
-    transport: str, frames: AsyncIterator[gateway_pb2.ConnectResponse]
-) -> AsyncIterator[gateway_pb2.ConnectResponse]:
-    """Counts one session of a transport while it is open, and the frames it sends."""
-    sessions = SESSIONS.labels(transport)
-    sessions.inc()
-    CONNECTS.labels(transport).inc()
-    error: BaseException | None = None
-    try:
-        # aclosing: the session's own cleanup (routes, presence) runs when this wrapper is closed.
-        async with contextlib.aclosing(frames):  # type: ignore[type-var]
-            async for frame in frames:
-                _FRAMES_OUT[frame.WhichOneof("frame") or "empty"].inc()
-                yield frame
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        sessions.dec()
-        DISCONNECTS.labels(transport, disconnect_reason(error)).inc()
+def frame_out(frame: gateway_pb2.ConnectResponse) -> None:
+    _FRAMES_OUT[frame.WhichOneof("frame") or "empty"].inc()
+
+
+def session_opened(transport: str) -> None:
+    _SESSIONS[transport].inc()
+    _CONNECTS[transport].inc()
+
+
+def session_ended(transport: str, error: BaseException | None) -> None:
+    """``error``: what ended it (None or GeneratorExit: ended cleanly)."""
+    _SESSIONS[transport].dec()
+    DISCONNECTS.labels(transport, disconnect_reason(error)).inc()
 
 
 def observe_send(started_at: float) -> None:

@@ -59,8 +59,9 @@ class SessionLeases:
             self._lease = Duration()
             self._lease.FromMilliseconds(int(lease_s * 1000))
         self._timeout_s = rpc_timeout_s
-        # session_id -> session, for every open session of this gateway.
-        self._sessions: dict[str, presence_pb2.Session] = {}
+        # session_id -> (user_id, device_id), for every open session of this gateway: a
+        # tuple, not the request's message, as it is kept for the session's whole life.
+        self._sessions: dict[str, tuple[str, str]] = {}
         # Open sessions presence does not know (registration failed or lease expired).
         self._unregistered: set[str] = set()
         # Ended sessions presence has not been told of yet (the call failed): retried per tick.
@@ -82,11 +83,8 @@ class SessionLeases:
     async def register(self, user_id: str, device_id: str, session_id: str) -> messages_pb2.Presence | None:
         """Registers a session; returns the user's presence, or None if presence is unreachable now
         (the registration is then retried in the background)."""
-        session = presence_pb2.Session(
-            user_id=user_id, device_id=device_id, session_id=session_id, gateway_id=self._gateway_id
-        )
-        self._sessions[session_id] = session
-        return await self._register(session)
+        self._sessions[session_id] = (user_id, device_id)
+        return await self._register(self._message(session_id, user_id, device_id))
 
     async def unregister(
         self, user_id: str, device_id: str, session_id: str, *, connection_lost: bool = False
@@ -95,10 +93,9 @@ class SessionLeases:
         client, so presence waits out its grace period before declaring the user offline."""
         self._sessions.pop(session_id, None)
         self._unregistered.discard(session_id)
-        session = presence_pb2.Session(
-            user_id=user_id, device_id=device_id, session_id=session_id, gateway_id=self._gateway_id
+        request = presence_pb2.UnregisterSessionRequest(
+            session=self._message(session_id, user_id, device_id), connection_lost=connection_lost
         )
-        request = presence_pb2.UnregisterSessionRequest(session=session, connection_lost=connection_lost)
         try:
             reply = await self._stub.UnregisterSession(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as err:
@@ -108,6 +105,11 @@ class SessionLeases:
             self._ending[session_id] = request
             return None
         return reply.presence
+
+    def _message(self, session_id: str, user_id: str, device_id: str) -> presence_pb2.Session:
+        return presence_pb2.Session(
+            user_id=user_id, device_id=device_id, session_id=session_id, gateway_id=self._gateway_id
+        )
 
     async def _retry_unregisters(self) -> None:
         pending = list(self._ending.items())
@@ -188,7 +190,11 @@ class SessionLeases:
         await self._reregister()
 
     async def _reregister(self) -> None:
-        pending = [self._sessions[sid] for sid in list(self._unregistered) if sid in self._sessions]
+        pending = [
+            self._message(sid, *self._sessions[sid])
+            for sid in list(self._unregistered)
+            if sid in self._sessions
+        ]
         if not pending:
             return
         log.info("registering %d sessions presence does not know", len(pending))

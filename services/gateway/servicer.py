@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
@@ -162,26 +164,22 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
     # --- the session stream ---------------------------------------------------------------
 
     @accepts_undecodable
-    async def Connect(
+    def Connect(
         self, request_iterator: AsyncIterator[gateway_pb2.ConnectRequest], context: ServicerContext
     ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        # Not a generator itself: gRPC iterates the session stream directly (every layer of
+        # generators is held, with its frame, for as long as the stream is open).
         try:
             user = self._caller.user(context)
-        except errors.Unauthenticated:
-            # Take the client's first frame (briefly) before refusing: a status sent while
-            # the client is still writing its hello reaches some clients as INTERNAL
-            # ("Internal error from Core") instead of UNAUTHENTICATED.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(anext(aiter(request_iterator)), UNAUTHENTICATED_DRAIN_S)
-            raise
-        session = self.session_stream(user, metrics.counted_requests(request_iterator))
-        async for frame in metrics.tracked_session(metrics.GRPC, session):
-            yield frame
+        except errors.Unauthenticated as exc:
+            return _refuse(request_iterator, exc)
+        return self.session_stream(user, request_iterator, metrics.GRPC)
 
     async def session_stream(
         self,
         user: str,
         request_iterator: AsyncIterator[gateway_pb2.ConnectRequest],
+        transport: str = metrics.GRPC,
     ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
         """The transport-neutral session: gRPC and the WebSocket bridge both run it.
 
@@ -190,12 +188,60 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         if the client reads nothing at all, its writer waits in one flow-controlled
         write (bounded by the HTTP/2 window) and the client gets SLOW_CONSUMER as
         soon as it reads again, or the stream ends when the connection does.
+
+        Counted (sessions, frames each way, the reason it ended) here rather than by
+        wrapping generators: a gateway holds whatever a session holds per open stream.
         """
-        requests = request_iterator.__aiter__()
+        metrics.session_opened(transport)
+        error: BaseException | None = None
+        try:
+            requests = request_iterator.__aiter__()
+            hello = await self._hello(user, requests)
+            session = Session(
+                user,
+                sys.intern(hello.device_id or "default"),
+                queue_max=self._limits.session_queue_max,
+                fetch=functools.partial(fetch_messages, self._router, user),
+                max_queued_bytes=self._limits.session_max_queued_bytes,
+            )
+            # Registered (route written) before planning the sync: whatever is appended
+            # from now on is queued for this session, so sync + live leaves no hole.
+            # Refuses the newest session beyond the per-user cap (TOO_MANY_SESSIONS).
+            await self._hub.add(session, max_per_user=self._limits.max_sessions_per_user)
+            try:
+                frames = await self._start(session, hello, requests)
+                del hello  # not held for the life of the stream
+                try:
+                    async for frame in frames:
+                        metrics.frame_out(frame)
+                        yield frame
+                except SessionOverflow:
+                    log.warning(
+                        "session %s of %s ended: slow consumer (%d bytes waiting)",
+                        session.session_id,
+                        limits.loggable(user),
+                        session.peak_queued_bytes,
+                    )
+                    raise errors.SlowConsumer(SLOW_CONSUMER_MESSAGE) from None
+            finally:
+                session.close()
+                # Shielded: the client going away cancels this task, possibly while the
+                # clean-up already runs; cut short, the session would keep its presence lease.
+                await self._finalizers.run(self._end_session(session), name=f"end-{session.session_id}")
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            metrics.session_ended(transport, error)
+
+    async def _hello(
+        self, user: str, requests: AsyncIterator[gateway_pb2.ConnectRequest]
+    ) -> gateway_pb2.Hello:
         try:
             first = await asyncio.wait_for(requests.__anext__(), self._limits.hello_timeout_s)
         except (StopAsyncIteration, TimeoutError):
             raise errors.HelloRequired("the first frame must be hello") from None
+        metrics.frame_in(first)
         if isinstance(first, Undecodable):
             log.warning(
                 "stream of %s: undecodable first frame (%d bytes) refused", limits.loggable(user), first.size
@@ -203,57 +249,34 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
             raise errors.InvalidArgument(first.reason)
         if first.WhichOneof("frame") != "hello":
             raise errors.HelloRequired("the first frame must be hello")
-        hello = first.hello
-        limits.check_device_id(hello.device_id)
-        _check_cursors(hello.sync.cursors, required=False)
+        limits.check_device_id(first.hello.device_id)
+        _check_cursors(first.hello.sync.cursors, required=False)
+        return first.hello
 
-        async def fetch(cid: str, after: int, limit: int) -> tuple[list[messages_pb2.Message], int]:
-            return await fetch_messages(self._router, user, cid, after, limit)
+    async def _start(
+        self, session: Session, hello: gateway_pb2.Hello, requests: AsyncIterator[gateway_pb2.ConnectRequest]
+    ) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+        """Plans the sync, opens presence and starts the frame reader; returns the session's frames.
 
-        session = Session(
-            user,
-            hello.device_id or "default",
-            queue_max=self._limits.session_queue_max,
-            fetch=fetch,
-            max_queued_bytes=self._limits.session_max_queued_bytes,
+        A coroutine of its own so that what only the start needs (the conversations,
+        the plan, the welcome) is not held by the stream's generator while it is open.
+        """
+        user = session.user_id
+        plan, conversations = await self._plan(user, hello.sync)
+        await self._presence.session_opened(
+            session, contacts_of(conversations, user), hello.subscribe_presence
         )
-        # Registered (route written) before planning the sync: whatever is appended
-        # from now on is queued for this session, so sync + live leaves no hole.
-        # Refuses the newest session beyond the per-user cap (TOO_MANY_SESSIONS).
-        await self._hub.add(session, max_per_user=self._limits.max_sessions_per_user)
-        reader: asyncio.Task[None] | None = None
-        try:
-            plan, conversations = await self._plan(user, hello.sync)
-            await self._presence.session_opened(
-                session, contacts_of(conversations, user), hello.subscribe_presence
-            )
-            reader = asyncio.create_task(
-                self._read_loop(session, requests), name=f"session-{session.session_id}"
-            )
-            welcome = gateway_pb2.Welcome(
-                session_id=session.session_id,
-                user_id=user,
-                server_time=_now(),
-                heartbeat_interval=Duration(seconds=HEARTBEAT_INTERVAL_S),
-            )
-            try:
-                async for frame in session.frames(welcome, plan):
-                    yield frame
-            except SessionOverflow:
-                log.warning(
-                    "session %s of %s ended: slow consumer (%d bytes waiting)",
-                    session.session_id,
-                    limits.loggable(user),
-                    session.peak_queued_bytes,
-                )
-                raise errors.SlowConsumer(SLOW_CONSUMER_MESSAGE) from None
-        finally:
-            session.close()
-            # Shielded: the client going away cancels this task, possibly while the
-            # clean-up already runs; cut short, the session would keep its presence lease.
-            await self._finalizers.run(self._end_session(session, reader), name=f"end-{session.session_id}")
+        session.reader = asyncio.create_task(self._read_loop(session, requests))
+        welcome = gateway_pb2.Welcome(
+            session_id=session.session_id,
+            user_id=user,
+            server_time=_now(),
+            heartbeat_interval=Duration(seconds=HEARTBEAT_INTERVAL_S),
+        )
+        return session.frames(welcome, plan)
 
-    async def _end_session(self, session: Session, reader: asyncio.Task[None] | None) -> None:
+    async def _end_session(self, session: Session) -> None:
+        reader, session.reader = session.reader, None
         if reader is not None:
             reader.cancel()
             # Its outcome was the stream's (often the broken connection); nothing to report.
@@ -277,7 +300,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
         start: dict[str, int] = {}
         until: dict[str, int] = {}
         for state in states:
-            cid = state.summary.conversation.id
+            # Interned: the id is a key of every member's session positions on this gateway.
+            cid = sys.intern(state.summary.conversation.id)
             last = state.summary.last_seq
             if cid in asked:
                 position = min(asked[cid], last)
@@ -293,6 +317,7 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
     async def _read_loop(self, session: Session, requests: AsyncIterator[gateway_pb2.ConnectRequest]) -> None:
         try:
             async for request in requests:
+                metrics.frame_in(request)
                 if isinstance(request, Undecodable):
                     # Garbage between well-formed frames: refused, one warning line, the
                     # stream goes on (the framing of the stream itself is intact).
@@ -319,6 +344,8 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                     error = errors.to_client_error(exc, f"frame {request.WhichOneof('frame')}", log)
                     metrics.error_frame(error)
                     session.push(gateway_pb2.ConnectResponse(error=errors.error_frame(error, request_id)))
+                # Not held while the next frame is awaited (for as long as the client is quiet).
+                del request
             session.client_closed = True
         finally:
             # The client half-closed or went away: end the session's writer too.
@@ -394,6 +421,18 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
             raise errors.FailedPrecondition("hello was already received on this stream")
         else:
             raise errors.InvalidArgument("empty frame")
+
+
+async def _refuse(
+    request_iterator: AsyncIterator[gateway_pb2.ConnectRequest], exc: errors.Unauthenticated
+) -> AsyncIterator[gateway_pb2.ConnectResponse]:
+    # Take the client's first frame (briefly) before refusing: a status sent while
+    # the client is still writing its hello reaches some clients as INTERNAL
+    # ("Internal error from Core") instead of UNAUTHENTICATED.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(anext(aiter(request_iterator)), UNAUTHENTICATED_DRAIN_S)
+    raise exc
+    yield  # a generator: the stream's response iterator
 
 
 def _check_cursors(cursors: Sequence[messages_pb2.Cursor], *, required: bool) -> None:

@@ -80,6 +80,29 @@ class ResyncRequest:
 
 
 class Session:
+    # Slots, and structures made on first use and dropped when empty: a gateway holds
+    # one Session per open stream, most of them idle (issue 9: memory per stream).
+    __slots__ = (
+        "_closed",
+        "_fetch",
+        "_max_queued_bytes",
+        "_on_overflow",
+        "_parked",
+        "_positions",
+        "_queue",
+        "_queue_max",
+        "_sending",
+        "_waiter",
+        "client_closed",
+        "device_id",
+        "overflowed",
+        "peak_queued_bytes",
+        "queued_bytes",
+        "reader",
+        "session_id",
+        "user_id",
+    )
+
     def __init__(
         self,
         user_id: str,
@@ -93,7 +116,8 @@ class Session:
         self.session_id = uuid.uuid4().hex
         self.user_id = user_id
         self.device_id = device_id
-        self._queue: deque[gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None] = deque()
+        # Made by the first frame queued, dropped once drained: an empty deque is ~760 bytes.
+        self._queue: deque[gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._queue_max = queue_max
         # Bytes of the frames waiting in the queue: a client that does not read its stream
@@ -106,15 +130,19 @@ class Session:
         self._fetch = fetch
         self._positions: dict[str, int] = {}
         # (conversation, client_message_id) of this session's sends not yet acknowledged:
-        # a gap fill that meets one of them skips it, its ack stands in for it.
-        self._sending: set[tuple[str, str]] = set()
-        # Live frames waiting for an own send's ack (see the module doc), per conversation.
-        self._parked: dict[str, list[gateway_pb2.ConnectResponse]] = {}
+        # a gap fill that meets one of them skips it, its ack stands in for it. None when
+        # there are none (made by a send, dropped when its last ack or failure comes).
+        self._sending: set[tuple[str, str]] | None = None
+        # Live frames waiting for an own send's ack (see the module doc), per conversation;
+        # None when nothing is parked.
+        self._parked: dict[str, list[gateway_pb2.ConnectResponse]] | None = None
         self._closed = False
         self.overflowed = False
         # True when the client ended its request stream cleanly (a goodbye), as
         # opposed to a broken connection: presence goes offline at once only then.
         self.client_closed = False
+        # The task reading the client's frames (set by the transport's session stream).
+        self.reader: asyncio.Task[None] | None = None
 
     # --- producers (hub, read loop) -------------------------------------------------------
 
@@ -122,7 +150,7 @@ class Session:
         if self._closed:
             return
         size = frame.ByteSize() if size is None else size
-        if len(self._queue) >= self._queue_max or self.queued_bytes + size > self._max_queued_bytes:
+        if self.queued >= self._queue_max or self.queued_bytes + size > self._max_queued_bytes:
             self._overflow()
             return
         self.queued_bytes += size
@@ -130,38 +158,46 @@ class Session:
         self._put(frame)
 
     def _put(self, item: gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None) -> None:
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _get(self) -> gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None:
-        while not self._queue:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
+    def _pop(self) -> gateway_pb2.ConnectResponse | ResyncRequest | _SendSettled | None:
+        assert self._queue
+        item = self._queue.popleft()
+        if not self._queue:
+            self._queue = None  # an idle session holds no deque
+        return item
 
     def _overflow(self) -> None:
         """Drops what is queued (the client gets it again when it resumes) and ends the session."""
         metrics.SLOW_CONSUMERS.inc()
         self.overflowed = True
         self._closed = True
-        self._queue.clear()
-        self._parked.clear()
+        self._queue = None
+        self._parked = None
         self.queued_bytes = 0
         self._put(None)
         if self._on_overflow is not None:
             self._on_overflow()
 
     def sending(self, conversation_id: str, client_message_id: str) -> None:
+        if self._sending is None:
+            self._sending = set()
         self._sending.add((conversation_id, client_message_id))
 
+    def _settled(self, conversation_id: str, client_message_id: str) -> None:
+        if self._sending is not None:
+            self._sending.discard((conversation_id, client_message_id))
+            if not self._sending:
+                self._sending = None
+
     def send_failed(self, conversation_id: str, client_message_id: str) -> None:
-        self._sending.discard((conversation_id, client_message_id))
-        if not self._closed and conversation_id in self._parked:
+        self._settled(conversation_id, client_message_id)
+        if not self._closed and self._parked is not None and conversation_id in self._parked:
             self._put(_SendSettled(conversation_id))
 
     def request_resync(self, cursors: dict[str, int], request_id: str = "") -> None:
@@ -176,7 +212,8 @@ class Session:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        queue = self._queue  # read by the metrics thread: one read of the attribute
+        return len(queue) if queue is not None else 0
 
     @property
     def closed(self) -> bool:
@@ -187,16 +224,32 @@ class Session:
     async def frames(
         self, welcome: gateway_pb2.Welcome, plan: SyncPlan
     ) -> AsyncGenerator[gateway_pb2.ConnectResponse, None]:
-        yield gateway_pb2.ConnectResponse(welcome=welcome)
+        first = gateway_pb2.ConnectResponse(welcome=welcome)
+        del welcome
+        yield first
+        del first
         self._positions.update(plan.start)
         synced: list[messages_pb2.Cursor] = []
         for cid, until in plan.until.items():
             async for frame in self._fill(cid, until):
                 yield frame
             synced.append(messages_pb2.Cursor(conversation_id=cid, seq=self._positions.get(cid, 0)))
-        yield gateway_pb2.ConnectResponse(sync_complete=gateway_pb2.SyncComplete(cursors=synced))
+        # What only the sync needed is not held for the life of the session.
+        del plan
+        done = gateway_pb2.ConnectResponse(sync_complete=gateway_pb2.SyncComplete(cursors=synced))
+        del synced
+        yield done
+        del done
         while True:
-            item = await self._get()
+            while not self._queue:
+                # Awaited here, not in a coroutine of its own: an idle session (most of
+                # them) holds one object less.
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            item = self._pop()
             if item is None:
                 if self.overflowed:
                     raise SessionOverflow()
@@ -220,19 +273,24 @@ class Session:
                 ack = frame.send_ack
                 async for out in self._ordered(ack.conversation_id, ack.seq, None):
                     yield out
-                self._sending.discard((ack.conversation_id, ack.client_message_id))
+                self._settled(ack.conversation_id, ack.client_message_id)
                 yield frame
                 async for out in self._unpark(ack.conversation_id):
                     yield out
+                del ack  # not held while the session waits for its next frame
             else:
                 yield frame
 
     def _sending_to(self, cid: str) -> bool:
-        return any(c == cid for c, _ in self._sending)
+        return self._sending is not None and any(c == cid for c, _ in self._sending)
 
     async def _unpark(self, cid: str) -> AsyncIterator[gateway_pb2.ConnectResponse]:
         """Sends the frames parked behind an own send that has now settled, in seq order."""
+        if self._parked is None:
+            return
         parked = self._parked.pop(cid, None)
+        if not self._parked:
+            self._parked = None
         if not parked:
             return
         parked.sort(key=lambda f: f.message.seq)
@@ -255,6 +313,8 @@ class Session:
             return  # duplicate
         if seq > position + 1:
             if frame is not None and self._sending_to(cid):
+                if self._parked is None:
+                    self._parked = {}
                 parked = self._parked.setdefault(cid, [])
                 if len(parked) < MAX_PARKED:
                     parked.append(frame)  # the missing seq is most likely our own send
@@ -291,7 +351,11 @@ class Session:
                 if message.seq <= self._positions.get(cid, 0) or (until is not None and message.seq > until):
                     continue
                 self._positions[cid] = message.seq
-                if message.sender_id == self.user_id and (cid, message.client_message_id) in self._sending:
+                if (
+                    self._sending is not None
+                    and message.sender_id == self.user_id
+                    and (cid, message.client_message_id) in self._sending
+                ):
                     continue  # our own send, still in flight: its ack follows
                 yield gateway_pb2.ConnectResponse(message=message)
             if until is None and self._positions.get(cid, 0) >= last_seq:

@@ -59,7 +59,7 @@ from websockets.typing import Subprotocol
 from gateway.bridge_calls import BridgeCalls
 from gateway.dev_tokens import PATH as DEV_TOKEN_PATH
 from gateway.dev_tokens import DevTokens
-from gateway.metrics import WEBSOCKET, counted_requests, tracked_session
+from gateway.metrics import WEBSOCKET
 from gateway.servicer import ChatServicer
 from gateway.static import StaticFile, load_static
 from parley import errors, limits
@@ -358,7 +358,7 @@ class WebSocketBridge:
             # Closed right away when the socket fails mid-send, so the session leaves the hub now.
             stream = cast(
                 AsyncGenerator[gateway_pb2.ConnectResponse, None],
-                tracked_session(WEBSOCKET, self._chat.session_stream(user, counted_requests(requests()))),
+                self._chat.session_stream(user, requests(), WEBSOCKET),
             )
             async with contextlib.aclosing(stream) as frames:
                 async for frame in frames:

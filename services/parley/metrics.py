@@ -213,6 +213,9 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
 
     def __init__(self) -> None:
         self._methods: dict[str, _MethodMetrics] = {}
+        # method -> (the handler wrapped, its wrapper): built once per method, not per call
+        # (the wrapper holds nothing per call; a gateway holds one per open stream).
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -223,6 +226,14 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED, no label for arbitrary names
             return handler
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
         if handler.unary_unary is not None:
             metrics = self._metrics("unary", method)
             inner_uu = handler.unary_unary
@@ -247,6 +258,8 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
             metrics = self._metrics("bidi_stream" if streaming else "server_stream", method)
             inner = handler.stream_stream if streaming else handler.unary_stream
 
+            # A generator, not a function returning the handler's generator: grpc runs a
+            # plain function as a synchronous handler.
             async def stream(request: Any, context: Any) -> Any:
                 metrics.started.inc()
                 started_at = time.perf_counter()

@@ -106,6 +106,11 @@ class ServiceSpec:
 class ErrorBoundary(grpc.aio.ServerInterceptor):
     """Maps ParleyError to its gRPC status; anything else to INTERNAL with a logged traceback."""
 
+    def __init__(self) -> None:
+        # method -> (the handler wrapped, its wrapper): the wrapper holds nothing per call,
+        # so it is built once per method, not per call (a gateway holds one per open stream).
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
@@ -115,6 +120,15 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: Any, method: str) -> Any:
         # Undecodable requests become Undecodable values (parley.wire), refused below.
         deserializer = safe_deserializer(handler.request_deserializer)
 

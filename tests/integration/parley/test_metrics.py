@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -14,7 +15,7 @@ from parley.config import RedisConfig
 from parley.metrics import MetricsServer, watch_health
 from parley.redisclient import connect
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.chat import metadata
+from tests.chat import RawSession, metadata
 from tests.stack import running_stack
 
 SERVICE = "parley.v1.ConversationService"
@@ -58,6 +59,37 @@ async def test_rpcs_are_counted_by_method_and_status_code(redis_config: RedisCon
         )
         >= 1
     )
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_streams_are_counted_by_how_they_ended(redis_config: RedisConfig) -> None:
+    labels = {"grpc_type": "bidi_stream", "grpc_service": "parley.v1.ChatService", "grpc_method": "Connect"}
+
+    def handled(code: str) -> float:
+        return sample("grpc_server_handled_total", **labels, grpc_code=code)
+
+    before = {code: handled(code) for code in ("OK", "CANCELLED", "UNAUTHENTICATED")}
+    started = sample("grpc_server_started_total", **labels)
+    async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
+        closed = await RawSession(channel, "alice").open()
+        await closed.close()  # the client half-closes: the session ends cleanly
+        await _until(lambda: handled("OK") == before["OK"] + 1)
+        killed = await RawSession(channel, "bob").open()
+        killed.kill()
+        await _until(lambda: handled("CANCELLED") == before["CANCELLED"] + 1)
+        stub = gateway_pb2_grpc.ChatServiceStub(channel)
+        call = stub.Connect(iter([gateway_pb2.ConnectRequest(hello=gateway_pb2.Hello())]))
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            async for _ in call:
+                pass
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        await _until(lambda: handled("UNAUTHENTICATED") == before["UNAUTHENTICATED"] + 1)
+    assert sample("grpc_server_started_total", **labels) == started + 3
 
 
 async def test_redis_commands_and_pipelines_are_timed(redis_config: RedisConfig) -> None:

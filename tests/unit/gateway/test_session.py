@@ -193,3 +193,25 @@ async def test_parked_messages_fetch_the_gap_when_the_own_send_fails() -> None:
     await gen.aclose()
     assert seqs(out) == [("b", 1), ("a", 2), ("a", 3)]
     assert store.calls == [("a", 1, 1)]
+
+
+async def test_an_idle_session_holds_no_queue_sends_or_parked_frames() -> None:
+    # A gateway keeps one Session per open stream, most of them idle (issue 9): what it
+    # holds only while busy is made on first use and dropped once drained.
+    store = Store({"a": 1})
+    session = Session("u", "d", queue_max=100, fetch=store.fetch)
+    assert not hasattr(session, "__dict__")  # slots
+    assert (session._queue, session._sending, session._parked) == (None, None, None)
+    session.sending("a", "mine")
+    session.push(gateway_pb2.ConnectResponse(message=msg("a", 3)))  # parked behind the own send
+    session.push(
+        gateway_pb2.ConnectResponse(
+            send_ack=messages_pb2.SendAck(conversation_id="a", seq=2, client_message_id="mine")
+        )
+    )
+    assert session.queued == 2 and session._sending is not None
+    frames = await collect(session, SyncPlan(start={"a": 1}, until={}), 4)
+    assert [f.WhichOneof("frame") for f in frames] == ["welcome", "sync_complete", "send_ack", "message"]
+    assert session.queued == 0
+    assert session._queue is None and session._parked is None
+    assert session._sending is None
