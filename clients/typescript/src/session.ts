@@ -125,7 +125,7 @@ export class Session {
   private pending = new Map<string, PendingSend>();
   private pendingByKey = new Map<string, string>();
   // A shed send holds every send of the session until its retry-after (see onError).
-  private heldUntil = 0; // Date.now()
+  private heldUntil = 0; // performance.now(): monotonic
   private holdTimer: ReturnType<typeof setTimeout> | undefined;
   private probe: string | undefined; // request id
   private nextRequestId = 1;
@@ -601,7 +601,7 @@ export class Session {
 
   /** Sends wait: a hold is running, or its probe has not been answered yet. */
   private get held(): boolean {
-    return this.probe !== undefined || Date.now() < this.heldUntil;
+    return this.probe !== undefined || performance.now() < this.heldUntil;
   }
 
   private writeSend(pending: PendingSend): void {
@@ -614,7 +614,7 @@ export class Session {
   }
 
   private hold(delayMs: number): void {
-    const until = Date.now() + delayMs;
+    const until = performance.now() + delayMs;
     if (until <= this.heldUntil) return; // a hold only ever extends
     this.heldUntil = until;
     if (this.holdTimer !== undefined) clearTimeout(this.holdTimer);
@@ -624,7 +624,7 @@ export class Session {
   /** The hold is over: the oldest waiting send goes alone (the probe), the others after its answer. */
   private releaseHold(): void {
     this.holdTimer = undefined;
-    this.heldUntil = 0; // timers may fire a little before Date.now() reaches the end
+    this.heldUntil = 0; // timers may fire a little before the clock reaches the end
     const probe = [...this.pending.values()].find((p) => p.waiting);
     if (probe === undefined) return;
     this.probe = probe.requestId;
