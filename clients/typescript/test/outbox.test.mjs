@@ -54,7 +54,7 @@ function sendAck(clientMessageId, seq) {
   return { case: "sendAck", value: { conversationId: "c1", clientMessageId, seq: BigInt(seq) } };
 }
 
-test("a shed send holds later sends, which follow it in order after its probe is acked", async () => {
+test("a shed send holds later sends, which follow it in order after its probe is acked", async (t) => {
   const log = [];
   let socket;
   const session = new Session({
@@ -63,6 +63,8 @@ test("a shed send holds later sends, which follow it in order after its probe is
     deviceId: "d1",
     webSocket: () => (socket = new FakeSocket(log)),
   });
+  // Closed even when an assertion fails: its timers would keep the test process alive.
+  t.after(() => session.close());
   await session.start();
   await until(() => session.isConnected, "the welcome");
   // The log of the sends (by client_message_id) and of what the gateway did, in order.
@@ -100,5 +102,4 @@ test("a shed send holds later sends, which follow it in order after its probe is
   socket.push(sendAck("cm-3", 3));
   const acks = await Promise.all([first, ...later]);
   assert.deepEqual(acks.map((ack) => Number(ack.seq)), [1, 2, 3]);
-  await session.close();
 });
