@@ -24,7 +24,7 @@ from tests.e2e.devstack_helpers import PKI_DIR, REPO_ROOT, Stack, devstack
 KOTLIN_DIR = REPO_ROOT / "clients" / "kotlin"
 REPORTS = KOTLIN_DIR / "target" / "surefire-reports"
 # Every JUnit class that must have run (a renamed or dropped class fails here, not silently).
-SUITES = {"BackoffTest", "ErrorsTest", "OrderBufferTest", "SessionStackTest"}
+SUITES = {"BackoffTest", "ErrorsTest", "OrderBufferTest", "OutboxHoldTest", "SessionStackTest"}
 MAVEN_TIMEOUT_S = 900
 
 

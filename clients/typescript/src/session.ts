@@ -79,7 +79,8 @@ interface PendingSend {
   resolve: (ack: SendAck) => void;
   reject: (error: unknown) => void;
   attempts: number;
-  retry?: ReturnType<typeof setTimeout>;
+  /** Not on the stream: waiting for the outbox's hold to end (or for a welcome). */
+  waiting: boolean;
 }
 
 interface Outcome {
@@ -120,8 +121,13 @@ export class Session {
   private ackSent = new Map<string, number>();
   private ackTimer: ReturnType<typeof setTimeout> | undefined;
   private reads = new Map<string, number>();
+  // Insertion order is send order: the oldest waiting send is the next probe.
   private pending = new Map<string, PendingSend>();
   private pendingByKey = new Map<string, string>();
+  // A shed send holds every send of the session until its retry-after (see onError).
+  private heldUntil = 0; // performance.now(): monotonic
+  private holdTimer: ReturnType<typeof setTimeout> | undefined;
+  private probe: string | undefined; // request id
   private nextRequestId = 1;
   private gaps = new Map<string, { key: string; since: number; resynced: boolean }>();
   // Events are handed to listeners one at a time, in order.
@@ -284,10 +290,10 @@ export class Session {
         requestId,
         frame: { case: "send", value: { conversationId, clientMessageId: cmid, body } },
       });
-      const pending: PendingSend = { requestId, key, frame, resolve, reject, attempts: 0 };
+      const pending: PendingSend = { requestId, key, frame, resolve, reject, attempts: 0, waiting: true };
       this.pending.set(requestId, pending);
       this.pendingByKey.set(key, requestId);
-      if (this.connected) this.writeSend(pending);
+      this.writeSend(pending); // waits if disconnected or held
     });
     if (options.timeoutMs === undefined) return promise;
     return new Promise<SendAck>((resolve, reject) => {
@@ -593,12 +599,43 @@ export class Session {
     return this.rawWrite(this.socket, frame);
   }
 
+  /** Sends wait: a hold is running, or its probe has not been answered yet. */
+  private get held(): boolean {
+    return this.probe !== undefined || performance.now() < this.heldUntil;
+  }
+
   private writeSend(pending: PendingSend): void {
-    if (pending.retry !== undefined) {
-      clearTimeout(pending.retry);
-      pending.retry = undefined;
+    if (this.held && pending.requestId !== this.probe) {
+      pending.waiting = true;
+      return;
     }
-    if (this.write(pending.frame)) pending.attempts += 1;
+    pending.waiting = !this.write(pending.frame);
+    if (!pending.waiting) pending.attempts += 1;
+  }
+
+  private hold(delayMs: number): void {
+    const until = performance.now() + delayMs;
+    if (until <= this.heldUntil) return; // a hold only ever extends
+    this.heldUntil = until;
+    if (this.holdTimer !== undefined) clearTimeout(this.holdTimer);
+    this.holdTimer = setTimeout(() => this.releaseHold(), delayMs);
+  }
+
+  /** The hold is over: the oldest waiting send goes alone (the probe), the others after its answer. */
+  private releaseHold(): void {
+    this.holdTimer = undefined;
+    this.heldUntil = 0; // timers may fire a little before the clock reaches the end
+    const probe = [...this.pending.values()].find((p) => p.waiting);
+    if (probe === undefined) return;
+    this.probe = probe.requestId;
+    this.writeSend(probe); // if disconnected, the next welcome writes it (and only it)
+  }
+
+  /** A send is acked or failed for good: if it was the probe, the waiting sends follow in order. */
+  private settled(requestId: string): void {
+    if (requestId !== this.probe) return;
+    this.probe = undefined;
+    for (const pending of [...this.pending.values()]) if (pending.waiting) this.writeSend(pending);
   }
 
   private dispatch(frame: ConnectResponse): void {
@@ -660,13 +697,15 @@ export class Session {
     }
     // Being shed (OVERLOADED), a timeout or an outage is the server's problem: resend the
     // same client_message_id after its hint, with jitter so shed clients do not return at once.
+    // The whole outbox waits, not just this send: sends written meanwhile would meet the same
+    // refusal (each costing the server one) or be stored ahead of this one, out of send order.
+    // When the hold ends the oldest waiting send goes alone and the rest follow its ack, so a
+    // client still refused costs one refusal per hold.
     const retryable = error.transient || (this.options.retryRateLimited && error.code === ErrorCode.RATE_LIMITED);
     if (retryable && pending.attempts < this.options.sendRetries) {
-      const delay = retryDelayMs(pending.attempts, error.retryAfterMs ?? 0);
-      pending.retry = setTimeout(() => {
-        pending.retry = undefined;
-        if (this.pending.has(pending.requestId)) this.writeSend(pending); // else the next welcome does
-      }, delay);
+      pending.waiting = true;
+      if (this.probe === pending.requestId) this.probe = undefined; // refused again: the next probe is the oldest again
+      this.hold(retryDelayMs(pending.attempts, error.retryAfterMs ?? 0));
       return;
     }
     this.popPending(pending.requestId)?.reject(error);
@@ -701,7 +740,7 @@ export class Session {
     if (pending === undefined) return undefined;
     this.pending.delete(requestId);
     this.pendingByKey.delete(pending.key);
-    if (pending.retry !== undefined) clearTimeout(pending.retry);
+    this.settled(requestId);
     return pending;
   }
 
@@ -714,6 +753,10 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     if (!(failure instanceof SessionClosedError)) this.failure = failure;
+    this.probe = undefined;
+    this.heldUntil = 0;
+    if (this.holdTimer !== undefined) clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
     for (const requestId of [...this.pending.keys()]) this.popPending(requestId)?.reject(failure);
     for (const waiter of this.syncedWaiters.splice(0)) waiter.reject(failure);
     if (this.ackTimer !== undefined) clearTimeout(this.ackTimer);

@@ -118,8 +118,14 @@ class ParleySession internal constructor(
     private val ackSent = HashMap<String, Long>()
     private val ackDirty = Channel<Unit>(Channel.CONFLATED)
     private val reads = HashMap<String, Long>()
+    // Insertion order is send order: the oldest waiting send is the next probe.
     private val pending = LinkedHashMap<String, PendingSend>()
     private val pendingByKey = HashMap<Pair<String, String>, String>()
+
+    // A shed send holds every send of the session until its retry-after (see onError).
+    private var heldUntil = Duration.ZERO // on [clock]
+    private var holdJob: Job? = null
+    private var probe: String? = null // request id
     private var requestIds = 0L
     private val gaps = HashMap<String, GapState>()
     private var out: Channel<ConnectRequest>? = null
@@ -246,7 +252,8 @@ class ParleySession internal constructor(
      * Survives reconnects: an unacknowledged send is re-sent with the same [clientMessageId]; a
      * send the server shed (OVERLOADED, with retry-after) or failed as UNAVAILABLE or
      * DEADLINE_EXCEEDED is re-sent after a jittered exponential backoff, never sooner than the
-     * server's hint. Calling it again with the same [clientMessageId] joins the same send.
+     * server's hint, and holds the session's other sends meanwhile: they wait (in send order),
+     * then the oldest goes alone and the rest follow its ack. Calling it again with the same [clientMessageId] joins the same send.
      * Throws the typed error of an `Error` frame (e.g. [PermissionDeniedException],
      * [RateLimitedException]), [SendTimeoutException] after [timeout], or [SessionClosedException].
      */
@@ -282,7 +289,7 @@ class ParleySession internal constructor(
                 PendingSend(requestId, key, frame).also {
                     pending[requestId] = it
                     pendingByKey[key] = requestId
-                    if (connected) writeSend(it)
+                    writeSend(it) // waits if disconnected or held
                 }
             }
             p.waiters++
@@ -510,10 +517,43 @@ class ParleySession internal constructor(
         return o.trySend(frame).isSuccess
     }
 
+    /** Sends wait: a hold is running, or its probe has not been answered yet. */
+    private val held: Boolean get() = probe != null || clock.elapsedNow() < heldUntil
+
     private fun writeSend(p: PendingSend) {
-        p.retry?.cancel()
-        p.retry = null
-        if (write(p.frame)) p.attempts++
+        if (held && p.requestId != probe) {
+            p.waiting = true
+            return
+        }
+        p.waiting = !write(p.frame)
+        if (!p.waiting) p.attempts++
+    }
+
+    private fun hold(wait: Duration) {
+        val until = clock.elapsedNow() + wait
+        if (until <= heldUntil) return // a hold only ever extends
+        heldUntil = until
+        holdJob?.cancel()
+        holdJob = scope.launch {
+            delay(wait)
+            releaseHold()
+        }
+    }
+
+    /** The hold is over: the oldest waiting send goes alone (the probe), the others after its answer. */
+    private fun releaseHold() {
+        holdJob = null
+        heldUntil = Duration.ZERO
+        val next = pending.values.firstOrNull { it.waiting } ?: return
+        probe = next.requestId
+        writeSend(next) // if disconnected, the next welcome writes it (and only it)
+    }
+
+    /** A send is acked or failed for good: if it was the probe, the waiting sends follow in order. */
+    private fun settled(requestId: String) {
+        if (requestId != probe) return
+        probe = null
+        for (p in pending.values.toList()) if (p.waiting) writeSend(p)
     }
 
     private fun flushAcks() {
@@ -579,20 +619,18 @@ class ParleySession internal constructor(
         // The per-user rate limit (RATE_LIMITED) is the application's to see; being shed
         // (OVERLOADED), a timeout or an outage is the server's problem: resend the same
         // client_message_id after the server's hint, backing off with jitter so many shed
-        // clients do not come back at the same instant.
+        // clients do not come back at the same instant. The whole outbox waits, not just this send:
+        // sends written meanwhile would meet the same refusal (each costing the server one) or be
+        // stored ahead of this one, out of send order. When the hold ends the oldest waiting send
+        // goes alone and the rest follow its ack, so a client still refused costs one refusal per hold.
         val transient = error.status in RESEND_STATUSES || error is OverloadedException
         if (transient && p.attempts < options.sendRetries) {
             val ceiling = minOf(5.seconds, 100.milliseconds * (1 shl minOf(p.attempts, 20)))
             var wait = ceiling * Random.nextDouble(0.5, 1.0)
             error.retryAfter?.let { if (it > wait) wait = it }
-            p.retry?.cancel()
-            p.retry = scope.launch {
-                delay(wait)
-                if (pending[p.requestId] === p) {
-                    p.retry = null
-                    writeSend(p) // if disconnected, the next welcome re-sends it
-                }
-            }
+            p.waiting = true
+            if (probe == p.requestId) probe = null // refused again: the next probe is the oldest again
+            hold(wait)
             return
         }
         popPending(p.requestId)
@@ -626,7 +664,7 @@ class ParleySession internal constructor(
     private fun popPending(requestId: String): PendingSend? {
         val p = pending.remove(requestId) ?: return null
         pendingByKey.remove(p.key)
-        p.retry?.cancel()
+        settled(requestId)
         return p
     }
 
@@ -639,6 +677,10 @@ class ParleySession internal constructor(
         val alreadyClosed = closed
         closed = true
         if (!alreadyClosed || failure !is SessionClosedException) this.failure = this.failure ?: failure
+        probe = null
+        heldUntil = Duration.ZERO
+        holdJob?.cancel()
+        holdJob = null
         for (requestId in pending.keys.toList()) popPending(requestId)?.result?.completeExceptionally(failure)
         syncedOrEnded.complete(Unit)
         _state.value = ConnectionState.Closed(this.failure)
@@ -648,7 +690,9 @@ class ParleySession internal constructor(
     private class PendingSend(val requestId: String, val key: Pair<String, String>, val frame: ConnectRequest) {
         val result = CompletableDeferred<SendAck>()
         var attempts = 0
-        var retry: Job? = null
+
+        /** Not on the stream: waiting for the outbox's hold to end (or for a welcome). */
+        var waiting = true
         var waiters = 0
     }
 
