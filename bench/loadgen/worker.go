@@ -642,14 +642,16 @@ func (w *worker) settled(step *stepState, c *client, msgID int64) {
 		return
 	}
 	c.probe = 0
-	rest := c.held
-	c.held = nil
-	slices.Sort(rest)
-	go func() {
-		for _, id := range rest {
-			w.resend(step, id)
-		}
-	}()
+	if len(c.held) == 0 || c.heldUntilNs != 0 {
+		return
+	}
+	// The next oldest goes as the next probe: the backlog drains one send at a time, each
+	// written once the previous was answered, never as a burst the gateway must queue.
+	slices.Sort(c.held)
+	next := c.held[0]
+	c.probe = next
+	c.held = c.held[1:]
+	go w.resend(step, next)
 }
 
 func (w *worker) resend(step *stepState, msgID int64) {

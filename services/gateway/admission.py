@@ -69,22 +69,24 @@ class AdmissionConfig:
     max_in_flight: int = 64
     # Appends outstanding at once per user, per gateway.
     per_user_in_flight: int = 8
-    # Event-loop lag beyond which new sends are refused (0 disables the brake).
-    max_loop_lag_s: float = 0.25
+    # Event-loop lag beyond which new sends are refused (0 disables the brake). 0.1 s: about
+    # the at-capacity p99 delivery; a lag past it is a queue the admitted sends would join.
+    max_loop_lag_s: float = 0.1
     # Delivery lag (90th percentile over a window) above which the admitted rate is cut
-    # (module doc). 0.2 s: at capacity on 2 cores the p90 is well below it (p99 150-220 ms),
-    # so only a real backlog trips it; 0 disables.
-    target_delivery_s: float = 0.2
+    # (module doc). 0.1 s: at capacity on 2 cores the p90 is ~20-40 ms (p99 75-95 ms), so
+    # only a backlog trips it; 0.2 let admitted p99 reach 0.7 s at 2x; 0 disables.
+    target_delivery_s: float = 0.1
     # The delivery brake never admits fewer sends per second than this.
     min_rate: float = 5.0
     # Base retry-after hint; the client adds jitter and backs off exponentially.
     retry_after_s: float = 0.2
-    # Longest hint (module doc): at 4x overload the waiting clients number ~900 more each
-    # second, and 30 s keeps their returns to a few hundred a second.
-    max_retry_after_s: float = 30.0
+    # Longest hint (module doc). 10 s: clients that hold their outbox while shed (the SDKs
+    # do) return once per hint, so longer hints mostly left the gateway idle (measured at
+    # 4x with 30 s: 201 admitted/s on a half-idle box, backlog not drained in 38 s).
+    max_retry_after_s: float = 10.0
     # Refusals per second the hint aims at (module doc): a refusal costs the gateway
-    # ~0.2-0.3 ms of CPU, so 50/s is ~1.5 % of a core.
-    refusal_budget_per_s: float = 50.0
+    # ~0.2-0.3 ms of CPU, so 300/s is under a tenth of a core.
+    refusal_budget_per_s: float = 300.0
     # Deadline of one append through the router and Redis: a send not stored by
     # then fails with DEADLINE_EXCEEDED (retryable) instead of waiting 10 s.
     send_deadline_s: float = 2.0

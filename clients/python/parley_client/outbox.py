@@ -9,8 +9,9 @@ A shed send (or a timeout, or an outage) holds the whole outbox, not just
 itself: the server said when to come back, and sends written meanwhile would
 meet the same refusal (each costing the server a refusal) or, worse, be
 stored ahead of the shed one, out of the order they were sent in. When the
-hold ends the oldest waiting send goes alone (the probe) and the rest follow
-its ack, so a client that is still refused costs one refusal per hold.
+hold ends the oldest waiting send goes alone (the probe), and each of the rest
+follows the previous one's ack, so a client that is still refused costs one
+refusal per hold and its backlog never reaches the gateway as a burst.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class Outbox:
             self._hold_timer = loop.call_later(delay, self._release)
 
     def _release(self) -> None:
-        """The hold is over: the oldest waiting send goes alone, the others after its ack."""
+        """The hold is over (or the probe settled): the oldest waiting send goes alone."""
         self._hold_timer = None
         probe = next((p for p in self._pending.values() if p.waiting), None)
         if probe is not None:
@@ -120,10 +121,11 @@ class Outbox:
 
     def _settled(self, request_id: str) -> None:
         if request_id == self._probe:
+            # The next oldest waiting send is the next probe: the backlog drains one send at
+            # a time, each once the previous was answered, never as a burst the gateway must
+            # queue (a burst's last send waited for all before it: admitted p99 ~1 s at 4x).
             self._probe = None
-            for pending in list(self._pending.values()):
-                if pending.waiting:
-                    self.write(pending)
+            self._release()
 
     def resend_all(self) -> None:
         """After a welcome: everything not acknowledged goes again."""

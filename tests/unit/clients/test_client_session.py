@@ -355,11 +355,13 @@ async def test_a_shed_send_holds_later_sends_which_follow_it_in_order() -> None:
         assert probe.send.client_message_id == "cm-1"
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(conn.next_request("send"), 0.3)
-        # ... and the rest follow its ack, in the order they were sent.
+        # ... and each of the rest follows the previous one's ack, in the order they were sent.
         conn.push(send_ack("c1", "cm-1", 1))
-        rest = [await conn.next_request("send") for _ in range(2)]
-        assert [r.send.client_message_id for r in rest] == ["cm-2", "cm-3"]
+        assert (await conn.next_request("send")).send.client_message_id == "cm-2"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(conn.next_request("send"), 0.3)
         conn.push(send_ack("c1", "cm-2", 2))
+        assert (await conn.next_request("send")).send.client_message_id == "cm-3"
         conn.push(send_ack("c1", "cm-3", 3))
         acks = await asyncio.wait_for(asyncio.gather(first, *later), 3)
         assert [a.seq for a in acks] == [1, 2, 3]
