@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
+from parley.interceptors import PerMethodInterceptor
 from parley.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -205,33 +206,15 @@ class _MethodMetrics:
         child.inc()
 
 
-class GrpcServerMetrics(grpc.aio.ServerInterceptor):
+class GrpcServerMetrics(PerMethodInterceptor):
     """RED metrics per method and status code: started, handled, handling time.
 
     Placed outside the error boundary, so it sees the status the client gets.
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._methods: dict[str, _MethodMetrics] = {}
-        # method -> (the handler wrapped, its wrapper): built once per method, not per call
-        # (the wrapper holds nothing per call; a gateway holds one per open stream).
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler: Any = await continuation(handler_call_details)
-        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED, no label for arbitrary names
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _wrap(self, handler: Any, method: str) -> Any:
         if handler.unary_unary is not None:

@@ -27,6 +27,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from parley.config import ServerConfig
 from parley.errors import InvalidArgument, to_client_error, trailing_metadata
+from parley.interceptors import PerMethodInterceptor
 from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
 from parley.telemetry import traced_rpcs
 from parley.tls import ALLOWED_CALLERS, InternalTLS, ServerTLS, ServiceIdentityGuard, TLSOnly
@@ -103,32 +104,10 @@ class ServiceSpec:
         return self
 
 
-class ErrorBoundary(grpc.aio.ServerInterceptor):
+class ErrorBoundary(PerMethodInterceptor):
     """Maps ParleyError to its gRPC status; anything else to INTERNAL with a logged traceback."""
 
-    def __init__(self) -> None:
-        # method -> (the handler wrapped, its wrapper): the wrapper holds nothing per call,
-        # so it is built once per method, not per call (a gateway holds one per open stream).
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler: Any = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    @staticmethod
-    def _wrap(handler: Any, method: str) -> Any:
+    def _wrap(self, handler: Any, method: str) -> Any:
         # Undecodable requests become Undecodable values (parley.wire), refused below.
         deserializer = safe_deserializer(handler.request_deserializer)
 
