@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,5 +36,6 @@ class PerMethodInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
+    @abc.abstractmethod
     def _wrap(self, handler: Any, method: str) -> Any:
-        raise NotImplementedError
+        """The handler to serve ``method`` with (``handler`` itself to leave it as it is)."""
