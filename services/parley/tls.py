@@ -30,7 +30,6 @@ from typing import Any
 import grpc
 
 from parley.config import ConfigError, Env
-from parley.interceptors import PerMethodInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -312,16 +311,21 @@ def guarded(handler: Any, check: Check) -> Any:
     return handler
 
 
-class ServiceIdentityGuard(PerMethodInterceptor):
+class ServiceIdentityGuard(grpc.aio.ServerInterceptor):
     """Admits an RPC only from a service in ``allowed`` (by its verified certificate); probes are exempt."""
 
     def __init__(self, service: str, allowed: frozenset[str]) -> None:
-        super().__init__()
         self._service = service
         self._allowed = allowed
 
-    def _wrap(self, handler: Any, method: str) -> Any:
-        if exempt(method):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler: Any = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or exempt(method):
             return handler
         service, allowed = self._service, self._allowed
 
@@ -340,11 +344,16 @@ class ServiceIdentityGuard(PerMethodInterceptor):
         return guarded(handler, check)
 
 
-class TLSOnly(PerMethodInterceptor):
+class TLSOnly(grpc.aio.ServerInterceptor):
     """For a server with a plaintext probe port besides its TLS port: only health/reflection without TLS."""
 
-    def _wrap(self, handler: Any, method: str) -> Any:
-        if exempt(method):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler: Any = await continuation(handler_call_details)
+        if handler is None or exempt(handler_call_details.method):
             return handler
 
         async def check(context: Any) -> None:
