@@ -99,19 +99,26 @@ def _overload_table(steps: list[dict[str, Any]]) -> list[str]:
     """Per step: what was admitted, what was shed (by code) and resent, and the admitted latency."""
     lines = [
         "| offered msg/s | admitted (acked) msg/s | refusals by code | resends | "
-        "admitted ack p50 / p99 ms | admitted delivery p50 / p99 / max ms | p99 vs first step | "
+        "admitted ack p50 / p99 ms | admitted delivery p50 / p99 / max ms | p99 vs sustained | "
         "lost | never acked |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    base = steps[0]["latency"].get("admitted_send_to_delivery", {}).get("p99_ms") if steps else None
+    # The ratio is to the sustained step's p99 (found by the scenario's search), or to
+    # the first step's when the rates were given.
+    sustained = next((s for s in steps if s.get("sustained")), steps[0] if steps else None)
+    base = sustained["latency"].get("admitted_send_to_delivery", {}).get("p99_ms") if sustained else None
     for step in steps:
         ack = step["latency"].get("admitted_send_to_ack", {})
         delivery = step["latency"].get("admitted_send_to_delivery", {})
         codes = ", ".join(f"{k.removeprefix('ERROR_CODE_')} {v}" for k, v in sorted(step["errors"].items()))
         p99 = delivery.get("p99_ms")
         ratio = f"{p99 / base:.2f}x" if p99 is not None and base else "-"
+        kind = f" ({step['factor']:g}x)" if step.get("factor") else ""
+        if step.get("sustained"):
+            kind = " (sustained)"
         lines.append(
-            f"| {step['rate']:g} | {step['acked_per_s']:g} | {codes or '-'} | {step.get('retries', 0)} | "
+            f"| {step['rate']:g}{kind} | {step['acked_per_s']:g} | {codes or '-'} | "
+            f"{step.get('retries', 0)} | "
             f"{_ms(ack.get('p50_ms'))} / {_ms(ack.get('p99_ms'))} | "
             f"{_ms(delivery.get('p50_ms'))} / {_ms(p99)} / {_ms(delivery.get('max_ms'))} | {ratio} | "
             f"{step['loss']['lost']} | {step['loss']['failed'] + step['loss']['unacked']} |"

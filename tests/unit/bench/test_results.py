@@ -259,6 +259,38 @@ def test_overload_verdict_judges_admitted_latency_and_eventual_delivery() -> Non
     assert any("never acked" in r for r in step_verdict(gave_up, p99_limit_ms=200, retry_shed=True))
 
 
+def test_search_for_the_sustained_rate_fails_a_step_with_refusals_or_slow_admitted_sends() -> None:
+    calm, _ = merge_worker_steps([_overload_report()])
+    calm["errors"] = {}
+    assert step_verdict(calm, p99_limit_ms=200, retry_shed=True, sustained_p99_ms=100) == []
+    shed, _ = merge_worker_steps([_overload_report()])
+    reasons = step_verdict(shed, p99_limit_ms=200, retry_shed=True, sustained_p99_ms=100)
+    assert any("refused" in r for r in reasons)
+    slow, _ = merge_worker_steps([_overload_report(admitted_ms=150.0)])
+    slow["errors"] = {}
+    reasons = step_verdict(slow, p99_limit_ms=200, retry_shed=True, sustained_p99_ms=100)
+    assert any("100 ms" in r for r in reasons)
+
+
+def test_overload_step_fails_when_admitted_p99_exceeds_the_ratio_to_the_sustained_one() -> None:
+    step, _ = merge_worker_steps([_overload_report(admitted_ms=90.0)])
+    assert step_verdict(step, p99_limit_ms=200, retry_shed=True, reference_p99_ms=50.0) == []
+    reasons = step_verdict(step, p99_limit_ms=200, retry_shed=True, reference_p99_ms=40.0)
+    assert any("2x the sustained rate's 40.0 ms" in r for r in reasons)
+
+
+def test_overload_table_takes_the_ratio_to_the_sustained_step() -> None:
+    search, _ = merge_worker_steps([_overload_report(admitted_ms=10.0)])
+    sustained, _ = merge_worker_steps([_overload_report(admitted_ms=20.0)])
+    sustained["sustained"] = True
+    double, _ = merge_worker_steps([_overload_report(admitted_ms=30.0)])
+    double["factor"] = 2.0
+    lines = _overload_table([search, sustained, double])
+    assert "0.50x" in lines[2]
+    assert "(sustained)" in lines[3] and "1.00x" in lines[3]
+    assert "(2x)" in lines[4] and "1.50x" in lines[4]
+
+
 def test_overload_table_shows_refusals_resends_and_the_p99_ratio() -> None:
     first, _ = merge_worker_steps([_overload_report(admitted_ms=20.0)])
     second, _ = merge_worker_steps([_overload_report(admitted_ms=30.0)])
