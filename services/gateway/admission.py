@@ -23,8 +23,8 @@ must be admitted before any work is done:
   time) and admission runs an AIMD rate limit on it: when the 90th percentile
   over a quarter second exceeds ``target_delivery_s``, the admitted rate is cut
   to 80 % of what was admitted in that window; while deliveries are on time it
-  grows again (by 5 % per window while it is what refuses sends, by half when it
-  is not), and is lifted altogether once far above the traffic.
+  grows again by 5 % per window, and is lifted once it has refused nothing for
+  three seconds.
 
 A refused send gets RESOURCE_EXHAUSTED with ``ERROR_CODE_OVERLOADED`` and a
 retry-after hint, before anything reached Redis: the client resends it with
@@ -191,7 +191,8 @@ class DeliveryBrake:
     # arrives meanwhile was admitted at the old rate).
     HOLD_S = 0.75
     PROBE = 0.05
-    RECOVER = 1.5
+    # A limit that refused nothing for this long is lifted.
+    LIFT_AFTER_S = 3.0
 
     def __init__(self, target_s: float, min_rate: float, clock: Callable[[], float]) -> None:
         self._target_s = target_s
@@ -205,6 +206,7 @@ class DeliveryBrake:
         self._admitted = 0
         self._refused = 0
         self._hold_until = 0.0
+        self._needed_at = self._refilled_at  # when the limit last refused or was cut
 
     def observe(self, lag_s: float) -> None:
         if len(self._lags) < self.MAX_SAMPLES:
@@ -226,14 +228,19 @@ class DeliveryBrake:
                 self.rate = max(self._min_rate, self.CUT * min(self.rate, admitted_rate))
                 self._hold_until = now + self.HOLD_S
         elif self.rate != math.inf:
-            # No delivery in the window counts as on time: a limit must not outlive the
+            # On time (no delivery in the window counts as on time): probe upward by PROBE a
+            # window, refusing or not. Windows without refusals are common in an overload:
+            # shed clients hold their sends for the hint and come back in waves. Growing
+            # 1.5x per such window lifted the limit between waves and admitted the next
+            # wave whole (measured at 4x on 2 cores: more admitted than at 2x, and admitted
+            # p99 9x the sustained rate's).
+            self.rate += max(1.0, self.PROBE * self.rate)
+            # Lifted once nothing was refused for LIFT_AFTER_S: a limit must not outlive the
             # overload just because too little traffic is left to show it is over.
-            if self._refused and len(self._lags) >= self.MIN_SAMPLES:
-                self.rate += max(1.0, self.PROBE * self.rate)
-            else:
-                self.rate *= self.RECOVER
-            if not self._refused and self.rate > 2 * admitted_rate + 10 * self._min_rate:
+            if now - self._needed_at >= self.LIFT_AFTER_S:
                 self.rate = math.inf
+        if late or self._refused:
+            self._needed_at = now
         metrics.ADMITTED_RATE_LIMIT.set(0.0 if self.rate == math.inf else self.rate)
         self._lags = []
         self._admitted = self._refused = 0

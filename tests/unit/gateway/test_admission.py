@@ -229,3 +229,21 @@ def test_a_few_late_deliveries_at_low_traffic_limit_nobody() -> None:
     admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.2), clock=clock)
     assert offer(admission, clock, 40, 3.0, lag_s=5.0) == (120, 0)
     assert admission.rate_limit == float("inf")
+
+
+def test_a_lull_between_waves_of_resends_does_not_lift_the_limit() -> None:
+    # Shed clients hold their sends for the retry hint and return in waves: the quiet
+    # between two waves must not lift the limit, or the next wave is admitted whole.
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 400, 1.0, lag_s=0.5)
+    limit = admission.rate_limit
+    assert limit < 400
+    clock.now += 1.0  # a lull: nothing offered, nothing delivered
+    admitted, refused = offer(admission, clock, 800, 0.5, lag_s=0.05)  # the next wave
+    assert refused > 0 and admitted < 0.5 * 2 * limit
+    assert admission.rate_limit < 2 * limit
+    # Nothing refused for DeliveryBrake.LIFT_AFTER_S: lifted.
+    clock.now += 3.5
+    offer(admission, clock, 50, 1.0, lag_s=0.05)
+    assert admission.rate_limit == float("inf")
