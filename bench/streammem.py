@@ -167,6 +167,11 @@ async def wait_all(
 
 
 async def probe(directory: Path, label: str, timeout_s: float = 120.0) -> tracemalloc.Snapshot:
+    await ask(directory, label, timeout_s)
+    return tracemalloc.Snapshot.load(str(directory / f"{label}.snap"))
+
+
+async def ask(directory: Path, label: str, timeout_s: float = 120.0) -> None:
     (directory / "request.tmp").write_text(label)
     (directory / "request.tmp").rename(directory / "request")
     deadline = time.monotonic() + timeout_s
@@ -177,7 +182,23 @@ async def probe(directory: Path, label: str, timeout_s: float = 120.0) -> tracem
     answer = (directory / f"{label}.done").read_text()
     if answer != label:
         raise RuntimeError(f"the gateway's memprobe: {answer}")
-    return tracemalloc.Snapshot.load(str(directory / f"{label}.snap"))
+
+
+async def report_young(directory: Path, n: int, idle_s: float) -> None:
+    """What the young generation holds after ``idle_s`` with the streams open and idle."""
+    await ask(directory, "young-before")  # empties the young generation
+    await asyncio.sleep(idle_s)
+    await ask(directory, "young-idle")
+    counts = json.loads((directory / "young-idle.types.json").read_text())
+    took = counts.pop("(gen0 collection ms)")
+    count = counts.pop("(count after)")
+    total = sum(counts.values())
+    print(
+        f"\nyoung generation after {idle_s:g} s idle with {n} streams: {total} objects "
+        f"({total / n:.2f} per stream); collecting it took {took} ms; count after: {count}"
+    )
+    for kind, number in sorted(counts.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"  {number:>9}  {kind}")
 
 
 def report_tracemalloc(
@@ -324,6 +345,8 @@ async def measure(args: argparse.Namespace) -> None:
         )
         if snap_before is not None and snap_after is not None:
             report_tracemalloc(probe_dir, snap_before, snap_after, n, args.frames)
+        if args.tracemalloc and args.young_after:
+            await report_young(probe_dir, n, args.young_after)
     finally:
         await gather_bounded([s.close() for s in streams], 512)
         for channel in channels:
@@ -345,6 +368,12 @@ def main() -> None:
     parser.add_argument("--per-connection", type=int, default=500)
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--frames", type=int, default=1, help="tracemalloc frames per allocation")
+    parser.add_argument(
+        "--young-after",
+        type=float,
+        default=0.0,
+        help="with --tracemalloc: then count the young generation after this many idle seconds",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (service logs)")
     asyncio.run(measure(parser.parse_args()))
 

@@ -38,10 +38,10 @@ resends soon outnumber what the gateway can admit, and refusing them takes the
 CPU the admitted sends need (measured at 2x on 2 cores: 1,700 refusals a
 second for 327 admitted, admitted p99 1.3 s). So ``RetryHint`` holds refusals
 to a budget: each second the hint is multiplied by refusals/budget (at most 4x)
-while refusals exceed ``refusal_budget_per_s``, and decays toward the base once
-they fall below half of it. Every hint is jittered (x1 to x1.5) by the server,
-since some clients wait exactly the hint: refused together, they would return
-together. A user refused for its own share gets the base hint: its own sends
+while refusals exceed ``refusal_budget_per_s``, and decays toward the base (by
+0.7 per calm stretch as long as the hint itself) once they fall below half of
+it. Every hint is jittered (x1 to x2) by the server, since some clients wait
+exactly the hint: refused together, they would return together. A user refused for its own share gets the base hint: its own sends
 finish soon, and its refusals do not raise everyone's hint.
 """
 
@@ -124,7 +124,9 @@ class RetryHint:
     WINDOW_S = 1.0
     MAX_RISE = 4.0
     DECAY = 0.7
-    JITTER = 0.5
+    # Each hint is stretched by a random x1 to x(1 + JITTER): refusals come in bursts, and
+    # x1-1.5 still brought a burst back as a wave.
+    JITTER = 1.0
 
     def __init__(
         self,
@@ -141,6 +143,7 @@ class RetryHint:
         self._jitter = jitter
         self._level_s = base_s
         self._window_starts = clock()
+        self._calm_since = self._window_starts
         self._refused = 0
 
     def _roll(self) -> None:
@@ -151,10 +154,18 @@ class RetryHint:
         rate = self._refused / elapsed
         if rate > self._budget:
             self._level_s = min(self._max_s, self._level_s * min(self.MAX_RISE, rate / self._budget))
-        elif rate < self._budget / 2:
-            # Quiet windows that passed with no refusal to roll them decay too.
-            windows = min(64, int(elapsed / self.WINDOW_S))
-            self._level_s = max(self._base_s, self._level_s * self.DECAY**windows)
+            self._calm_since = now
+        elif rate >= self._budget / 2:
+            self._calm_since = now
+        else:
+            # Calm, but the clients told to wait level_s are away that long: a lull shorter
+            # than the hint is not the end of the overload, they come back in a wave (measured
+            # at 4x with a decay per calm second: 10 s fell to 1.2 s in the lull, and the
+            # returning wave was refused at 500/s). So one decay per calm level_s; quiet
+            # stretches with no refusal to roll the windows count the same.
+            while self._level_s > self._base_s and now - self._calm_since >= self._level_s:
+                self._calm_since += self._level_s
+                self._level_s = max(self._base_s, self._level_s * self.DECAY)
         self._refused = 0
         self._window_starts = now
         metrics.SHED_RETRY_AFTER.set(self._level_s)

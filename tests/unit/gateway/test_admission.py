@@ -46,9 +46,14 @@ def test_the_hint_holds_refusals_to_the_budget() -> None:
     assert hint.level_s == 30.0
     second_with(40)  # between half the budget and the budget: held
     assert hint.level_s == 30.0
-    second_with(10)  # below half the budget: decays
+    # Below half the budget: calm, but the clients told to wait 30 s are not back yet,
+    # and a lull shorter than the hint is not the end of the overload.
+    for _ in range(29):
+        second_with(10)
+    assert hint.level_s == 30.0
+    second_with(10)  # calm for as long as the hint: decays
     assert hint.level_s == pytest.approx(30.0 * 0.7)
-    now[0] += 60.0  # a quiet minute with no refusal to roll the windows
+    now[0] += 100.0  # quiet with no refusal to roll the windows: back to the base
     assert hint.refused() == pytest.approx(0.2)
 
 
@@ -56,7 +61,7 @@ def test_hints_are_jittered_and_a_user_over_its_share_gets_the_base() -> None:
     now = [100.0]
     jitter = iter([1.0, 0.0, 0.5])
     hint = RetryHint(0.2, 30.0, budget_per_s=1, clock=lambda: now[0], jitter=lambda: next(jitter))
-    assert hint.refused() == pytest.approx(0.3)  # up to half again: refused together, back apart
+    assert hint.refused() == pytest.approx(0.4)  # up to twice: refused together, back apart
     now[0] += 1.0
     assert hint.refused() == pytest.approx(0.2)
     assert hint.level_s == pytest.approx(0.2)  # the window with one refusal was within the budget
@@ -68,7 +73,7 @@ def test_hints_are_jittered_and_a_user_over_its_share_gets_the_base() -> None:
         for _ in range(100):
             with pytest.raises(errors.Overloaded, match="this user") as shed, admission.admit("noisy"):
                 pass
-            assert 0.2 <= shed.value.retry_after_s <= 0.3
+            assert 0.2 <= shed.value.retry_after_s <= 0.4
         now[0] += 1.0
         with pytest.raises(errors.Overloaded), admission.admit("noisy"):
             pass
@@ -89,7 +94,7 @@ def test_gateway_refusals_raise_the_hint() -> None:
         with pytest.raises(errors.Overloaded) as shed, admission.admit("b"):
             pass
     assert admission.retry_after_s == pytest.approx(0.8)  # 40 refusals against a budget of 10: x4
-    assert 0.8 <= shed.value.retry_after_s <= 1.2
+    assert 0.8 <= shed.value.retry_after_s <= 1.6
 
 
 def test_one_user_cannot_take_the_whole_budget() -> None:
