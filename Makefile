@@ -265,7 +265,7 @@ loadgen:
 # stream, and with TRACEMALLOC=1 the Python-side bytes per stream by allocation site and type.
 STREAMS ?= 3000
 streammem: venv infra-up
-	$(PY) -m bench.streammem --streams $(STREAMS) $(if $(TRACEMALLOC),--tracemalloc)
+	$(PY) -m bench.streammem --streams $(STREAMS) $(if $(TRACEMALLOC),--tracemalloc) $(if $(YOUNG_AFTER),--young-after $(YOUNG_AFTER))
 
 SCENARIO ?= smoke
 bench: venv infra-up loadgen
