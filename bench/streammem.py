@@ -31,6 +31,7 @@ import collections
 import contextlib
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -184,17 +185,28 @@ async def ask(directory: Path, label: str, timeout_s: float = 120.0) -> None:
         raise RuntimeError(f"the gateway's memprobe: {answer}")
 
 
-async def report_young(directory: Path, n: int, idle_s: float) -> None:
-    """What the young generation holds after ``idle_s`` with the streams open and idle."""
+async def report_young(
+    directory: Path, streams: list[Stream], direct: dict[str, str], idle_s: float, rate: float
+) -> None:
+    """What the young generation holds after ``idle_s`` with the streams open, carrying
+    ``rate`` messages a second (random senders, to their direct peer; 0: idle)."""
+    n = len(streams)
     await ask(directory, "young-before")  # empties the young generation
-    await asyncio.sleep(idle_s)
+    ends = time.monotonic() + idle_s
+    rng = random.Random(7)
+    while time.monotonic() < ends:
+        for _ in range(round(rate / 10)):
+            stream = rng.choice(streams)
+            stream.send(direct[stream.user])
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # the last deliveries land
     await ask(directory, "young-idle")
     counts = json.loads((directory / "young-idle.types.json").read_text())
     took = counts.pop("(gen0 collection ms)")
     count = counts.pop("(count after)")
     total = sum(counts.values())
     print(
-        f"\nyoung generation after {idle_s:g} s idle with {n} streams: {total} objects "
+        f"\nyoung generation after {idle_s:g} s at {rate:g} msg/s with {n} streams: {total} objects "
         f"({total / n:.2f} per stream); collecting it took {took} ms; count after: {count}"
     )
     for kind, number in sorted(counts.items(), key=lambda kv: -kv[1])[:15]:
@@ -346,7 +358,7 @@ async def measure(args: argparse.Namespace) -> None:
         if snap_before is not None and snap_after is not None:
             report_tracemalloc(probe_dir, snap_before, snap_after, n, args.frames)
         if args.tracemalloc and args.young_after:
-            await report_young(probe_dir, n, args.young_after)
+            await report_young(probe_dir, streams, direct, args.young_after, args.young_rate)
     finally:
         await gather_bounded([s.close() for s in streams], 512)
         for channel in channels:
@@ -372,7 +384,10 @@ def main() -> None:
         "--young-after",
         type=float,
         default=0.0,
-        help="with --tracemalloc: then count the young generation after this many idle seconds",
+        help="with --tracemalloc: then count the young generation after this many seconds",
+    )
+    parser.add_argument(
+        "--young-rate", type=float, default=100.0, help="messages a second meanwhile (0: idle)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (service logs)")
     asyncio.run(measure(parser.parse_args()))

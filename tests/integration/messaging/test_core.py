@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import grpc
 import pytest
 
 from gateway.admission import AdmissionConfig
+from parley import errors
 from parley.config import RedisConfig
 from parley.v1 import errors_pb2, gateway_pb2, gateway_pb2_grpc, messages_pb2
 from tests.chat import RawSession, metadata, send_barrier
@@ -255,6 +257,21 @@ async def test_bad_bodies_are_rejected_on_stream_and_unary(
         assert ("parley-error-code", errors_pb2.ErrorCode.Name(code)) in tuple(
             info.value.trailing_metadata() or ()
         )
+        await alice.close()
+
+
+async def test_a_session_keeps_nothing_of_a_refused_send(redis_config: RedisConfig) -> None:
+    # The error frame is built from the exception, whose traceback holds the failed send's
+    # frames (its request, its body): a session that kept it until its next error held that
+    # much per refused stream (0.29 exceptions per stream after a ramp with refusals).
+    async with running_stack(redis_config) as stack, grpc.aio.insecure_channel(stack.gateway_addr) as channel:
+        cid = await create_direct(channel, "alice", "bob")
+        alice = await RawSession(channel, "alice").open()
+        alice.send(cid, b"")
+        assert (await alice.next_frame("error")).error.code == errors_pb2.ERROR_CODE_BODY_EMPTY
+        await alice.frames_before_pong()  # the session is open and waiting for its next frame
+        gc.collect()
+        assert not [o for o in gc.get_objects() if isinstance(o, errors.BodyEmpty)]
         await alice.close()
 
 
