@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from parley.config import ServerConfig
 from parley.errors import InvalidArgument, to_client_error, trailing_metadata
+from parley.gctuning import YoungCollections, tune_gc
 from parley.interceptors import PerMethodInterceptor
 from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
 from parley.telemetry import traced_rpcs
@@ -324,28 +324,14 @@ async def serving(spec: ServiceSpec) -> AsyncIterator[RunningServer]:
         await running.stop(grace=1.0)
 
 
-def tune_gc() -> None:
-    """Makes full garbage collections rare.
-
-    With 10,000 open streams a full collection of the gateway's heap pauses
-    it for about a second, which decides p99 (bench/results). Everything
-    allocated at start-up is frozen out of collection, and the thresholds
-    are raised so that young objects (frames, messages) are collected often
-    and cheaply while the old generation, where long-lived sessions live, is
-    scanned rarely. Trade-off: cyclic garbage that reaches the old generation
-    is reclaimed late, so memory is watched in soak runs.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 1_000)
-
-
 async def run_until_signal(spec: ServiceSpec) -> None:
     running = await start_service(spec)
     # Processes only: in-process test servers share one registry and need no port.
     metrics = MetricsServer(spec.config.host, spec.config.metrics_port)
     await metrics.start()
     tune_gc()
+    young = YoungCollections(spec.config.gc_young_interval_s)
+    await young.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -363,6 +349,7 @@ async def run_until_signal(spec: ServiceSpec) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
     await running.stop()
+    await young.stop()
     await metrics.stop()
 
 
