@@ -625,17 +625,27 @@ export class Session {
   private releaseHold(): void {
     this.holdTimer = undefined;
     this.heldUntil = 0; // timers may fire a little before the clock reaches the end
+    this.nextProbe();
+  }
+
+  /** The oldest waiting send goes alone; nothing else is written until it is answered. */
+  private nextProbe(): void {
     const probe = [...this.pending.values()].find((p) => p.waiting);
     if (probe === undefined) return;
     this.probe = probe.requestId;
     this.writeSend(probe); // if disconnected, the next welcome writes it (and only it)
   }
 
-  /** A send is acked or failed for good: if it was the probe, the waiting sends follow in order. */
+  /**
+   * A send is acked or failed for good: if it was the probe, the next oldest waiting send goes as
+   * the next probe. The backlog drains one send at a time, each once the previous was answered,
+   * never as a burst the gateway must admit or refuse at once (as the Python SDK does).
+   */
   private settled(requestId: string): void {
     if (requestId !== this.probe) return;
     this.probe = undefined;
-    for (const pending of [...this.pending.values()]) if (pending.waiting) this.writeSend(pending);
+    if (performance.now() < this.heldUntil) return; // a new hold runs: its end sends the next probe
+    this.nextProbe();
   }
 
   private dispatch(frame: ConnectResponse): void {
@@ -699,8 +709,8 @@ export class Session {
     // same client_message_id after its hint, with jitter so shed clients do not return at once.
     // The whole outbox waits, not just this send: sends written meanwhile would meet the same
     // refusal (each costing the server one) or be stored ahead of this one, out of send order.
-    // When the hold ends the oldest waiting send goes alone and the rest follow its ack, so a
-    // client still refused costs one refusal per hold.
+    // When the hold ends the oldest waiting send goes alone and each of the rest follows the
+    // previous one's ack, so a client still refused costs one refusal per hold.
     const retryable = error.transient || (this.options.retryRateLimited && error.code === ErrorCode.RATE_LIMITED);
     if (retryable && pending.attempts < this.options.sendRetries) {
       pending.waiting = true;

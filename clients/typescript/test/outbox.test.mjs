@@ -54,7 +54,7 @@ function sendAck(clientMessageId, seq) {
   return { case: "sendAck", value: { conversationId: "c1", clientMessageId, seq: BigInt(seq) } };
 }
 
-test("a shed send holds later sends, which follow it in order after its probe is acked", async (t) => {
+test("a shed send holds later sends, which follow it in order, one at a time, after its probe is acked", async (t) => {
   const log = [];
   let socket;
   const session = new Session({
@@ -93,12 +93,17 @@ test("a shed send holds later sends, which follow it in order after its probe is
   assert.ok(Date.now() - shedAt >= 190, "the probe waited for the retry-after");
   assert.deepEqual(sends(), ["cm-1", "shed cm-1", "cm-1"]);
 
-  // The rest follow its ack (not before: the ack is logged before it reaches the session), in send order.
+  // The rest follow its ack one at a time, each after the previous one's ack (not before: the
+  // ack is logged before it reaches the session), in send order.
   log.push("ack cm-1");
   socket.push(sendAck("cm-1", 1));
-  await until(() => sends().includes("cm-3"), "the waiting sends");
-  assert.deepEqual(sends(), ["cm-1", "shed cm-1", "cm-1", "ack cm-1", "cm-2", "cm-3"]);
+  await until(() => sends().includes("cm-2"), "the next waiting send");
+  await new Promise((r) => setTimeout(r, 50)); // cm-3 must not follow before cm-2's ack
+  assert.deepEqual(sends(), ["cm-1", "shed cm-1", "cm-1", "ack cm-1", "cm-2"]);
+  log.push("ack cm-2");
   socket.push(sendAck("cm-2", 2));
+  await until(() => sends().includes("cm-3"), "the last waiting send");
+  assert.deepEqual(sends(), ["cm-1", "shed cm-1", "cm-1", "ack cm-1", "cm-2", "ack cm-2", "cm-3"]);
   socket.push(sendAck("cm-3", 3));
   const acks = await Promise.all([first, ...later]);
   assert.deepEqual(acks.map((ack) => Number(ack.seq)), [1, 2, 3]);

@@ -544,16 +544,26 @@ class ParleySession internal constructor(
     private fun releaseHold() {
         holdJob = null
         heldUntil = Duration.ZERO
+        nextProbe()
+    }
+
+    /** The oldest waiting send goes alone; nothing else is written until it is answered. */
+    private fun nextProbe() {
         val next = pending.values.firstOrNull { it.waiting } ?: return
         probe = next.requestId
         writeSend(next) // if disconnected, the next welcome writes it (and only it)
     }
 
-    /** A send is acked or failed for good: if it was the probe, the waiting sends follow in order. */
+    /**
+     * A send is acked or failed for good: if it was the probe, the next oldest waiting send goes as
+     * the next probe. The backlog drains one send at a time, each once the previous was answered,
+     * never as a burst the gateway must admit or refuse at once (as the Python SDK does).
+     */
     private fun settled(requestId: String) {
         if (requestId != probe) return
         probe = null
-        for (p in pending.values.toList()) if (p.waiting) writeSend(p)
+        if (clock.elapsedNow() < heldUntil) return // a new hold runs: its end sends the next probe
+        nextProbe()
     }
 
     private fun flushAcks() {
@@ -622,7 +632,8 @@ class ParleySession internal constructor(
         // clients do not come back at the same instant. The whole outbox waits, not just this send:
         // sends written meanwhile would meet the same refusal (each costing the server one) or be
         // stored ahead of this one, out of send order. When the hold ends the oldest waiting send
-        // goes alone and the rest follow its ack, so a client still refused costs one refusal per hold.
+        // goes alone and each of the rest follows the previous one's ack, so a client still refused
+        // costs one refusal per hold.
         val transient = error.status in RESEND_STATUSES || error is OverloadedException
         if (transient && p.attempts < options.sendRetries) {
             val ceiling = minOf(5.seconds, 100.milliseconds * (1 shl minOf(p.attempts, 20)))

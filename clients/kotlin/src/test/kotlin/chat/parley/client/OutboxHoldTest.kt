@@ -69,7 +69,7 @@ class OutboxHoldTest {
         .build()
 
     @Test
-    fun `a shed send holds later sends, which follow it in order after its probe is acked`() = runBlocking {
+    fun `a shed send holds later sends, which follow it in order, one at a time, after its probe is acked`() = runBlocking {
         val gateway = FakeGateway()
         val server = NettyServerBuilder.forAddress(InetSocketAddress("127.0.0.1", 0)).addService(gateway).build().start()
         val channel = ManagedChannelBuilder.forAddress("127.0.0.1", server.port).usePlaintext().build()
@@ -108,12 +108,21 @@ class OutboxHoldTest {
                 until("the read marker") { "read 1" in gateway.log }
                 assertEquals(listOf("cm-1", "shed cm-1", "cm-1", "read 1"), gateway.log.toList())
 
-                // The rest follow its ack, in send order.
+                // The rest follow its ack one at a time, each after the previous one's ack, in send
+                // order: a read marker written once cm-2 is out arrives before anything else.
                 gateway.log += "ack cm-1"
                 gateway.toClient.send(ack("cm-1", 1))
-                until("the waiting sends") { "cm-3" in gateway.log }
-                assertEquals(listOf("cm-1", "shed cm-1", "cm-1", "read 1", "ack cm-1", "cm-2", "cm-3"), gateway.log.toList())
+                until("the next waiting send") { "cm-2" in gateway.log }
+                session.markRead("c1", 2)
+                until("the second read marker") { "read 2" in gateway.log }
+                assertEquals(listOf("cm-1", "shed cm-1", "cm-1", "read 1", "ack cm-1", "cm-2", "read 2"), gateway.log.toList())
+                gateway.log += "ack cm-2"
                 gateway.toClient.send(ack("cm-2", 2))
+                until("the last waiting send") { "cm-3" in gateway.log }
+                assertEquals(
+                    listOf("cm-1", "shed cm-1", "cm-1", "read 1", "ack cm-1", "cm-2", "read 2", "ack cm-2", "cm-3"),
+                    gateway.log.toList(),
+                )
                 gateway.toClient.send(ack("cm-3", 3))
                 assertEquals(listOf(1L, 2L, 3L), (listOf(first) + later).awaitAll().map { it.seq })
                 session.close()
