@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 from gateway import metrics
 from parley import errors
-from parley.tasks import stop_task
+from parley.tasks import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +94,14 @@ class AdmissionConfig:
     send_deadline_s: float = 2.0
 
 
-class LoopLag:
+class LoopLag(BackgroundLoop):
     """Measures how late a periodic timer fires: the wait of ready work for the CPU."""
+
+    TASK_NAME = "loop-lag"
 
     def __init__(self, interval_s: float = 0.05) -> None:
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
         self.lag_s = 0.0
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="loop-lag")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await stop_task(self._task)
-            self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -26,7 +26,7 @@ import asyncio
 import gc
 import logging
 
-from parley.tasks import stop_task
+from parley.tasks import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +50,18 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, MIDDLE_THRESHOLD, 1_000)
 
 
-class YoungCollections:
+class YoungCollections(BackgroundLoop):
     """Collects the young generation every ``interval_s`` (module doc); 0 disables."""
+
+    TASK_NAME = "gc-young"
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
         self.collections = 0
 
     async def start(self) -> None:
         if self._interval_s > 0:
-            self._task = asyncio.create_task(self._run(), name="gc-young")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await stop_task(self._task)
-            self._task = None
+            await super().start()
 
     async def _run(self) -> None:
         while True:

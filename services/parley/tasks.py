@@ -11,6 +11,7 @@ bounded in time so a stuck task is reported instead of hanging shutdown.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 from collections.abc import Coroutine, Iterable
@@ -33,6 +34,23 @@ async def stop_task(task: asyncio.Task[Any] | None, *, timeout_s: float = 10.0) 
             return
     if not task.cancelled() and task.exception() is not None:
         log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+class BackgroundLoop(abc.ABC):
+    """A component that runs one task, ``_run``, from ``start()`` until ``stop()``."""
+
+    TASK_NAME = "background-loop"
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.TASK_NAME)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await stop_task(task)
+
+    @abc.abstractmethod
+    async def _run(self) -> None: ...
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, timeout_s: float = 10.0) -> None:

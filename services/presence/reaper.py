@@ -14,7 +14,7 @@ import logging
 import time
 
 from parley.retry import Backoff, run_forever
-from parley.tasks import stop_task
+from parley.tasks import BackgroundLoop
 from presence import metrics
 from presence.store import Presences
 
@@ -26,21 +26,14 @@ MAX_BACKOFF_S = 5.0
 STATS_INTERVAL_S = 2.0
 
 
-class Reaper:
+class Reaper(BackgroundLoop):
+    TASK_NAME = "presence-reaper"
+
     def __init__(self, store: Presences, *, interval_s: float, batch: int) -> None:
         self._store = store
         self._interval_s = interval_s
         self._batch = batch
-        self._task: asyncio.Task[None] | None = None
         self._next_stats = 0.0
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="presence-reaper")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await stop_task(self._task)
-            self._task = None
 
     async def _refresh_stats(self) -> None:
         now = time.monotonic()
