@@ -444,6 +444,8 @@ class Runner:
             else None
         )
         fixed = list(scenario.rates)
+        if scenario.overload_factors and search is None and fixed:
+            return await self.run_fixed_overload_steps(workers, stack, redis, prefix, target, fixed, out)
         # Overload with a search: the search finds the sustained rate, then the overload steps.
         overload = bool(scenario.overload_factors) and search is not None
         while True:
@@ -481,6 +483,35 @@ class Runner:
             step["factor"] = factor
             steps.append(step)
             await asyncio.sleep(SETTLE_S)
+        return steps
+
+    async def run_fixed_overload_steps(
+        self,
+        workers: list[WorkerProcess],
+        stack: Stack,
+        redis: aioredis.Redis,
+        prefix: str,
+        target: str,
+        rates: list[float],
+        out: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Overload at given rates (``--rates``): the first is judged as the sustained rate and is
+        the reference of the others, as a searched one would be."""
+        scenario = self.scenario
+        first = await self.run_step(
+            workers, stack, redis, prefix, target, rates[0], out, sustained_p99_ms=scenario.sustained_p99_ms
+        )
+        first["sustained"] = True
+        out["sustained_rate"] = rates[0]
+        reference = first["latency"]["admitted_send_to_delivery"]["p99_ms"]
+        steps = [first]
+        for rate in rates[1:]:
+            await asyncio.sleep(SETTLE_S)
+            step = await self.run_step(
+                workers, stack, redis, prefix, target, rate, out, reference_p99_ms=reference
+            )
+            step["factor"] = rate / rates[0]
+            steps.append(step)
         return steps
 
     async def run_step(
@@ -717,12 +748,19 @@ def headline(scenario: Scenario, targets: list[dict[str, Any]]) -> list[str]:
         lost = sum(s["loss"]["lost"] for s in steps)
         errors = sum(sum(s["errors"].values()) + s["loss"]["unacked"] for s in steps)
         if scenario.search is None or scenario.overload_factors:
-            if scenario.overload_factors and scenario.search is not None:
+            if scenario.overload_factors:
                 sustained = target.get("sustained_rate")
+                factors = (
+                    scenario.overload_factors
+                    if scenario.search is not None
+                    else [s["factor"] for s in steps if s.get("factor")]
+                )
                 lines.append(
-                    f"{target['name']}: sustained rate {sustained:g} msg/s (no send refused, admitted p99 "
+                    f"{target['name']}: sustained rate {sustained:g} msg/s "
+                    + ("" if scenario.search is not None else "(the first of --rates) ")
+                    + f"(no send refused, admitted p99 "
                     f"send-to-delivery < {scenario.sustained_p99_ms:g} ms); the overload steps offer "
-                    + " and ".join(f"{f:g}x" for f in scenario.overload_factors)
+                    + " and ".join(f"{f:g}x" for f in factors)
                     + f" of it and pass with admitted p99 within {scenario.max_p99_ratio:g}x of its"
                     if sustained is not None
                     else f"{target['name']}: no sustained rate found"
