@@ -199,7 +199,7 @@ def test_late_deliveries_cut_the_admitted_rate_and_on_time_ones_restore_it() -> 
 def test_the_brake_cuts_once_per_hold_not_on_every_late_window() -> None:
     clock = Clock()
     admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
-    offer(admission, clock, 400, 1.0, lag_s=0.5)  # late: cut to 80 % of what was admitted
+    offer(admission, clock, 400, 0.6, lag_s=0.5)  # late twice running: cut to 80 % of 400
     first_cut = admission.rate_limit
     assert first_cut <= 0.8 * 400 + 1
     # Still late for the next half second (what arrives was admitted before the cut): held.
@@ -207,6 +207,16 @@ def test_the_brake_cuts_once_per_hold_not_on_every_late_window() -> None:
     assert admission.rate_limit == first_cut
     offer(admission, clock, 400, 0.5, lag_s=0.5)  # late beyond the hold: cut again
     assert admission.rate_limit < first_cut
+
+
+def test_one_late_window_is_a_hiccup_not_a_backlog() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 400, 1.0, lag_s=0.05)
+    offer(admission, clock, 400, 0.25, lag_s=0.5)  # a quarter second late (a collection, say)
+    offer(admission, clock, 400, 1.0, lag_s=0.05)
+    assert admission.rate_limit == float("inf")
+    assert admission.shed_total["delivery"] == 0
 
 
 def test_the_delivery_brake_can_be_turned_off() -> None:
@@ -252,3 +262,45 @@ def test_a_lull_between_waves_of_resends_does_not_lift_the_limit() -> None:
     clock.now += 3.5
     offer(admission, clock, 50, 1.0, lag_s=0.05)
     assert admission.rate_limit == float("inf")
+
+
+def test_the_limit_creeps_across_the_rate_that_was_too_much() -> None:
+    # After a cut the limit grows back fast to 90 % of the rate that was late, then slowly:
+    # each probe past capacity is small, so admitted sends do not queue behind a sawtooth.
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 400, 0.25, lag_s=0.05)
+    offer(admission, clock, 400, 0.5, lag_s=0.5)  # late at 400/s: cut
+    assert admission.rate_limit <= 0.8 * 400 + 1
+    offer(admission, clock, 400, 1.0, lag_s=0.05)  # on time, refusing: fast back past 360
+    assert 0.9 * 400 <= admission.rate_limit < 0.95 * 400
+    plateau = admission.rate_limit
+    offer(admission, clock, 400, 1.0, lag_s=0.05)  # then ~1 % a window
+    assert plateau < admission.rate_limit <= plateau * 1.01**4 + 1
+
+
+def test_a_limit_that_refuses_nobody_does_not_grow() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 400, 1.0, lag_s=0.5)
+    assert admission.rate_limit < 400
+    offer(admission, clock, 150, 0.5, lag_s=0.05)  # demand under the limit, on time
+    limit = admission.rate_limit
+    offer(admission, clock, 150, 2.0, lag_s=0.05)
+    assert admission.rate_limit == limit
+
+
+def test_waves_that_meet_an_empty_bucket_do_not_grow_the_limit() -> None:
+    # Shed clients come back in waves: each wave finds the bucket empty and is partly refused,
+    # though the second's admitted rate is well under the limit. That shows nothing about
+    # a higher rate, so the limit must not grow on it.
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 400, 1.0, lag_s=0.5)
+    limit = admission.rate_limit
+    refused = 0
+    for _ in range(8):
+        refused += offer(admission, clock, 4 * limit, 0.05, lag_s=0.05)[1]
+        clock.now += 0.45
+    assert refused > 0
+    assert admission.rate_limit == limit
