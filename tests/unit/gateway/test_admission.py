@@ -299,8 +299,13 @@ def test_waves_that_meet_an_empty_bucket_do_not_grow_the_limit() -> None:
     offer(admission, clock, 400, 1.0, lag_s=0.5)
     limit = admission.rate_limit
     refused = 0
-    for _ in range(8):
-        refused += offer(admission, clock, 4 * limit, 0.05, lag_s=0.05)[1]
+    for _ in range(4):
+        refused += offer(admission, clock, 8 * limit, 0.05, lag_s=0.05)[1]
         clock.now += 0.45
     assert refused > 0
     assert admission.rate_limit == limit
+    # Nor keep it: a limit that only refuses bursts it cannot hold is lifted like an idle one.
+    for _ in range(4):
+        offer(admission, clock, 8 * limit, 0.05, lag_s=0.05)
+        clock.now += 0.45
+    assert admission.rate_limit == float("inf")
