@@ -25,8 +25,8 @@ must be admitted before any work is done:
   rate is cut to 80 % of what was admitted in that window; while deliveries
   are on time and the limit holds the admitted rate down it grows again, fast
   (5 % a window) up to 90 % of the rate that was last too much, slowly (1 %)
-  from there and faster again past it, and it is lifted once it has refused
-  nothing for three seconds.
+  from there and faster again past it, and it is lifted once it has held
+  nothing down for three seconds, or twice the retry hint if longer.
 
 A refused send gets RESOURCE_EXHAUSTED with ``ERROR_CODE_OVERLOADED`` and a
 retry-after hint, before anything reached Redis: the client resends it with
@@ -226,10 +226,20 @@ class DeliveryBrake:
     ACCELERATE = 8
     # A window whose admitted rate reached this share of the limit was held down by it.
     BOUND = 0.9
-    # A limit that refused nothing for this long is lifted.
+    # A limit that held nothing down for this long is lifted, or for twice the retry hint if
+    # longer: the clients it shed are away up to that long (the hint is jittered x1-2), and
+    # the quiet while they wait is not the end of the overload. Lifted after 3 s at 4x on 2
+    # cores, it let the returning wave in whole (admitted at 531/s, then cut three times).
     LIFT_AFTER_S = 3.0
 
-    def __init__(self, target_s: float, min_rate: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        target_s: float,
+        min_rate: float,
+        clock: Callable[[], float],
+        retry_hint: Callable[[], float] = lambda: 0.0,
+    ) -> None:
+        self._retry_hint = retry_hint
         self._target_s = target_s
         self._min_rate = min_rate
         self._clock = clock
@@ -256,8 +266,11 @@ class DeliveryBrake:
         self._lags.sort()
         # The limit held the admitted rate down: it refused, and admitted about all it allows.
         binding = bool(self._refused) and admitted_rate >= self.BOUND * self.rate
+        # A window closes on the first send after its end: one that spans a quiet gap holds
+        # lags from before it and an admitted rate averaged over it, neither worth a cut.
         window_late = (
-            len(self._lags) >= self.MIN_SAMPLES
+            elapsed <= 2 * self.WINDOW_S
+            and len(self._lags) >= self.MIN_SAMPLES
             and self._lags[int(self.QUANTILE * (len(self._lags) - 1))] > self._target_s
         )
         # Late in two windows running: one late window is as often a hiccup (a collection,
@@ -293,12 +306,12 @@ class DeliveryBrake:
                     self._beyond += 1
                     probe = min(self.PROBE, self.SLOW_PROBE * 2 ** (self._beyond / self.ACCELERATE))
                 self.rate += max(1.0, probe * self.rate)
-            # Lifted once it has held nothing down for LIFT_AFTER_S: a limit must not outlive
+            # Lifted once it has held nothing down for a while (LIFT_AFTER_S): must not outlive
             # the overload just because too little traffic is left to show it is over, nor
             # live on refusing only the bursts its bucket cannot hold (once seen at 200 msg/s
             # on 2 cores: a limit that no longer grew, 59 admitted/s, 218 refused/s, the
             # gateway at a third of a core).
-            if now - self._needed_at >= self.LIFT_AFTER_S:
+            if now - self._needed_at >= max(self.LIFT_AFTER_S, 2 * self._retry_hint()):
                 self.rate = math.inf
                 self._too_much = math.inf
         if late or binding:
@@ -341,7 +354,9 @@ class Admission:
             config.retry_after_s, config.max_retry_after_s, config.refusal_budget_per_s, clock
         )
         self._brake = (
-            DeliveryBrake(config.target_delivery_s, config.min_rate, clock)
+            DeliveryBrake(
+                config.target_delivery_s, config.min_rate, clock, retry_hint=lambda: self._hint.level_s
+            )
             if config.target_delivery_s > 0
             else None
         )

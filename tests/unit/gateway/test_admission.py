@@ -191,7 +191,8 @@ def test_late_deliveries_cut_the_admitted_rate_and_on_time_ones_restore_it() -> 
     # On time again: the limit grows back and is lifted.
     offer(admission, clock, 400, 10.0, lag_s=0.02)
     assert admission.rate_limit > late_rate
-    offer(admission, clock, 50, 5.0, lag_s=0.02)
+    # Lifted once it held nothing down for twice the retry hint (the shed are away that long).
+    offer(admission, clock, 50, 2 * admission.retry_after_s + 1, lag_s=0.02)
     assert admission.rate_limit == float("inf")
     assert offer(admission, clock, 400, 1.0, lag_s=0.02)[1] == 0
 
@@ -309,3 +310,31 @@ def test_waves_that_meet_an_empty_bucket_do_not_grow_the_limit() -> None:
         offer(admission, clock, 8 * limit, 0.05, lag_s=0.05)
         clock.now += 0.45
     assert admission.rate_limit == float("inf")
+
+
+def test_a_limit_outlasts_a_lull_while_the_shed_are_away() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 2000, 5.0, lag_s=0.5)  # refusals far over the budget: a long hint
+    offer(admission, clock, 2000, 0.6, lag_s=0.05)
+    hint = admission.retry_after_s
+    assert hint > 3
+    limit = admission.rate_limit
+    clock.now += hint  # everyone shed is still waiting out the hint: quiet
+    offer(admission, clock, 20, 1.0, lag_s=0.05)
+    assert admission.rate_limit == limit
+    clock.now += 2 * hint
+    offer(admission, clock, 20, 1.0, lag_s=0.05)
+    assert admission.rate_limit == float("inf")
+
+
+def test_a_window_that_spans_a_quiet_gap_cuts_nothing() -> None:
+    # Windows close on the first send after their end: one holding late lags from before a
+    # quiet second must not cut the limit to its admitted rate averaged over that second.
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 400, 1.1, lag_s=0.5)
+    limit = admission.rate_limit
+    clock.now += 1.0
+    offer(admission, clock, 20, 0.5, lag_s=0.05)
+    assert admission.rate_limit >= limit
