@@ -78,9 +78,10 @@ class AdmissionConfig:
     # Delivery lag (the median of a quarter second, two running) above which the admitted
     # rate is cut (module doc); 0 disables. 0.04 s: at the sustained rate on 2 cores the
     # median is ~10 ms, and under overload it rose to ~25-35 ms while admitted p99 reached
-    # 2.1-2.5x the sustained rate's. Measured at 2x and 4x of it (2 cores): 0.04 held admitted
-    # p99 to 1.37x and 1.77x for 84 % and 77 % of the sustained rate admitted; 0.025 cut at
-    # the sustained rate; the 90th percentile at 0.07 or 0.1 let p99 reach 2.1-2.5x.
+    # 2.1-2.5x the sustained rate's. Measured at 2x and 4x of 225 msg/s (2 cores): 0.04 held
+    # admitted p99 at ~150 ms (1.4-1.8x of the 225 step's) with 80-90 % of 225/s admitted;
+    # 0.025 cut at the sustained rate; the 90th percentile at 0.07 or 0.1 let p99 reach
+    # 2.1-2.5x.
     target_delivery_s: float = 0.04
     # The delivery brake never admits fewer sends per second than this.
     min_rate: float = 5.0
@@ -210,17 +211,16 @@ class DeliveryBrake:
     # After a cut, late windows do not cut again for this long (the pipeline's delay: what
     # arrives meanwhile was admitted at the old rate).
     HOLD_S = 0.75
-    PROBE = 0.05
     # Growth after a cut, CUBIC's shape: fast (PROBE a window) up to PLATEAU of the rate that
     # was last cut, SLOW_PROBE a window from there, and past that rate faster again, doubling
     # every ACCELERATE windows up to PROBE (capacity may have grown; a limit driven down to
-    # the floor by a long stall must not take minutes to recover). Growing at PROBE right
-    # past that rate (measured at 2x on 2 cores) took the limit from 444 to 596/s in 2 s
-    # while deliveries still looked on time: late deliveries arrive ~1 s after the sends
-    # that cause them. With PROBE all the way the limit was back above
-    # capacity ~1 s after each cut, and the late deliveries that say so arrive ~0.5 s later:
-    # an AIMD sawtooth whose top half queues (measured at 4x on 2 cores: 360 admitted/s
-    # against 300 sustainable, admitted p99 2.9x the sustained rate's).
+    # the floor by a long stall must not take minutes to recover). Late deliveries arrive
+    # ~0.5-1 s after the sends that cause them: growing at PROBE all the way put the limit
+    # back above capacity ~1 s after each cut, an AIMD sawtooth whose top half queues
+    # (measured at 4x on 2 cores: 360 admitted/s against 300 sustainable, admitted p99 2.9x
+    # the sustained rate's), and at PROBE right past the cut rate it went from 444 to 596/s
+    # in 2 s while deliveries still looked on time.
+    PROBE = 0.05
     PLATEAU = 0.9
     SLOW_PROBE = 0.01
     ACCELERATE = 8
@@ -298,19 +298,12 @@ class DeliveryBrake:
             # while the second's rate is well under the limit, and growing on those took the
             # limit from 336 to 482/s while 240/s were admitted (4x, 2 cores).
             if binding:
-                if self.rate < self.PLATEAU * self._too_much:
-                    probe = self.PROBE
-                elif self.rate < self._too_much:
-                    probe = self.SLOW_PROBE
-                else:
-                    self._beyond += 1
-                    probe = min(self.PROBE, self.SLOW_PROBE * 2 ** (self._beyond / self.ACCELERATE))
-                self.rate += max(1.0, probe * self.rate)
+                self._grow()
             # Lifted once it has held nothing down for a while (LIFT_AFTER_S): must not outlive
             # the overload just because too little traffic is left to show it is over, nor
-            # live on refusing only the bursts its bucket cannot hold (once seen at 200 msg/s
-            # on 2 cores: a limit that no longer grew, 59 admitted/s, 218 refused/s, the
-            # gateway at a third of a core).
+            # live on refusing only the bursts its bucket cannot hold (seen once at 200 msg/s
+            # on 2 cores, most likely that: a limit that no longer grew, 59 admitted/s, 218
+            # refused/s, the gateway at a third of a core).
             if now - self._needed_at >= max(self.LIFT_AFTER_S, 2 * self._retry_hint()):
                 self.rate = math.inf
                 self._too_much = math.inf
@@ -320,6 +313,16 @@ class DeliveryBrake:
         self._lags = []
         self._admitted = self._refused = 0
         self._window_ends = now + self.WINDOW_S
+
+    def _grow(self) -> None:
+        if self.rate < self.PLATEAU * self._too_much:
+            probe = self.PROBE
+        elif self.rate < self._too_much:
+            probe = self.SLOW_PROBE
+        else:
+            self._beyond += 1
+            probe = min(self.PROBE, self.SLOW_PROBE * 2 ** (self._beyond / self.ACCELERATE))
+        self.rate += max(1.0, probe * self.rate)
 
     def allow(self) -> bool:
         now = self._clock()
