@@ -56,7 +56,12 @@ async def build(config: GatewayConfig, *, setup_telemetry: bool = True) -> Servi
     loop_lag = LoopLag()
     admission = Admission(config.admission, loop_lag)
     hub = Hub(
-        RouteTable(redis, keys),
+        RouteTable(
+            redis,
+            keys,
+            wait_replicas=config.redis.wait_replicas,
+            wait_timeout_ms=config.redis.wait_timeout_ms,
+        ),
         Inbox(redis, keys),
         config.gateway_id,
         config.route_lease_s,

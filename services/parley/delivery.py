@@ -25,6 +25,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 from parley.keys import F_EXCLUDE_SESSION, F_FRAME, F_TRACEPARENT, F_USERS, Keys
+from parley.replication import command_replicated
 
 # An inbox whose gateway vanished is dropped by Redis after this long.
 INBOX_IDLE_TTL_S = 300
@@ -70,20 +71,46 @@ class RouteTable:
     new gateway's users get their deliveries from its first session on.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, *, wait_replicas: int = 0, wait_timeout_ms: int = 500
+    ) -> None:
         self._redis = redis
         self._keys = keys
+        # A session's route is confirmed by this many replicas before the session goes live
+        # (PARLEY_REDIS_WAIT_REPLICAS, as for appends; 0: not waited for).
+        self._wait = (wait_replicas, wait_timeout_ms)
         # Gateways whose liveness lease lapsed, as of the last refresh.
         self._dead: frozenset[str] = frozenset()
 
     # --- a gateway's side ---------------------------------------------------------------
 
     async def register(self, gateway_id: str, user_ids: Iterable[str]) -> None:
-        """Routes the users to this gateway (until ``unregister`` or the gateway's death)."""
+        """Routes the users to this gateway (until ``unregister`` or the gateway's death).
+
+        With replicas to wait for, a single user's route (a session opening) is written
+        and confirmed key by key, and raises NotReplicated (UNAVAILABLE: the client
+        reconnects) when a replica did not confirm it. Redis replicates asynchronously,
+        and a route that only the master held is gone when its replica takes over: the
+        gateway, which writes a route once per session and never renews it, would keep
+        the session open with no deliveries reaching it until the client reconnected
+        (the cluster fault suite saw such a session miss every message after a master
+        was killed with a gateway). A whole gateway's users (re-registered after a sweep)
+        go in one pipeline, unconfirmed.
+        """
         registered = str(now_ms())
+        users = list(user_ids)
+        replicas, timeout_ms = self._wait
+        if replicas and len(users) == 1:
+            routes_key, users_key = self._keys.routes(users[0]), self._keys.gateway_users(gateway_id)
+            for key, command in (
+                (routes_key, ("HSET", routes_key, gateway_id, registered)),
+                (users_key, ("SADD", users_key, users[0])),
+            ):
+                await command_replicated(self._redis, key, command, replicas=replicas, timeout_ms=timeout_ms)
+            return
         pipe = self._redis.pipeline(transaction=False)
         users_key = self._keys.gateway_users(gateway_id)
-        for n, user_id in enumerate(user_ids, 1):
+        for n, user_id in enumerate(users, 1):
             pipe.hset(self._keys.routes(user_id), gateway_id, registered)
             pipe.sadd(users_key, user_id)
             if n % 1000 == 0:
@@ -187,9 +214,14 @@ class GatewayInbox(Protocol):
 
 
 class Inbox:
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, *, wait_replicas: int = 0, wait_timeout_ms: int = 500
+    ) -> None:
         self._redis = redis
         self._keys = keys
+        # A session's route is confirmed by this many replicas before the session goes live
+        # (PARLEY_REDIS_WAIT_REPLICAS, as for appends; 0: not waited for).
+        self._wait = (wait_replicas, wait_timeout_ms)
 
     def publish(
         self,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
 
+from parley import errors
 from parley.delivery import RouteTable
 from parley.keys import Keys
 from router.gateways import GatewaySweeper
@@ -73,3 +75,18 @@ async def test_every_router_sweeps_dead_gateways_in_the_background(
     finally:
         for sweeper in sweepers:
             await sweeper.stop()
+
+
+async def test_a_sessions_route_waits_for_the_replicas_it_was_asked_for(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    # This Redis has no replica: a route that must be confirmed by one fails retryably (the
+    # session is refused UNAVAILABLE and its client reconnects) instead of going live on a
+    # write that a failover could take back.
+    routes = RouteTable(redis_client, keys, wait_replicas=1, wait_timeout_ms=50)
+    with pytest.raises(errors.NotReplicated, match="not confirmed by 1 Redis replica"):
+        await routes.register("gw-a", ["alice"])
+    # Not asked to wait (one server, the default): written and done.
+    await RouteTable(redis_client, keys).register("gw-a", ["bob"])
+    assert await redis_client.hkeys(keys.routes("bob")) == [b"gw-a"]
+    assert await redis_client.smembers(keys.gateway_users("gw-a")) >= {b"bob"}
