@@ -47,6 +47,10 @@ class Hub:
         self._lease_s = route_lease_s
         self._by_user: dict[str, dict[str, Session]] = {}
         self._by_id: dict[str, Session] = {}
+        # Users whose route this gateway wrote (and has not removed since).
+        self._routed: set[str] = set()
+        # Per user, while a route is being written or removed: those writes go one at a time.
+        self._route_ops: dict[str, _RouteOp] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # This gateway's inbox is new (its id is unique per process): read it from the start.
         self._inbox_last_id = b"0-0"
@@ -84,31 +88,64 @@ class Hub:
             raise errors.TooManySessions(
                 f"at most {max_per_user} concurrent sessions per user; close one before opening another"
             )
-        first = not sessions
         sessions[session.session_id] = session
         self._by_id[session.session_id] = session
-        if first:
-            try:
-                await self._routes.register(self.gateway_id, [session.user_id])
-            except BaseException:
-                # Not added after all (the caller ends the stream). Left behind, this session
-                # would make the user's next one here not the first, whose route would then
-                # never be written: no live delivery to the user on this gateway, ever (the
-                # cluster fault suite saw it after a Redis master failover failed a register).
-                self._by_id.pop(session.session_id, None)
-                sessions.pop(session.session_id, None)
-                if not sessions:
-                    self._by_user.pop(session.user_id, None)
-                raise
+        try:
+            await self._settle_route(session.user_id)
+        except BaseException:
+            # Not added after all (the caller ends the stream). Left behind, this session
+            # would keep the user's route from being written again here.
+            self._forget(session)
+            raise
 
     async def remove(self, session: Session) -> None:
-        sessions = self._by_user.get(session.user_id)
+        if self._forget(session):
+            await self._settle_route(session.user_id)
+
+    def _forget(self, session: Session) -> bool:
+        """Drops the session; True if it was the user's last one here."""
         self._by_id.pop(session.session_id, None)
+        sessions = self._by_user.get(session.user_id)
         if sessions is None or sessions.pop(session.session_id, None) is None:
-            return
-        if not sessions:
-            del self._by_user[session.user_id]
-            await self._routes.unregister(self.gateway_id, session.user_id)
+            return False
+        if sessions:
+            return False
+        del self._by_user[session.user_id]
+        return True
+
+    async def _settle_route(self, user_id: str) -> None:
+        """Makes the user's route match whether the user has a session here.
+
+        One write at a time per user, each deciding from the state when it runs: a
+        session ending and the user's next one opening would otherwise race, and the
+        route removal of the first, held up by a Redis failover, landed after the route
+        write of the second (the cluster fault suite saw a device get no live delivery
+        from then on, until it reconnected). A session that finds the user routed
+        returns once the write in progress is done, so it never syncs before its route
+        is in place.
+        """
+        op = self._route_ops.get(user_id)
+        if op is None:
+            op = self._route_ops[user_id] = _RouteOp()
+        op.waiting += 1
+        try:
+            async with op.lock:
+                wanted = user_id in self._by_user
+                if wanted == (user_id in self._routed):
+                    return
+                # A write that fails may still have happened: counted as not routed, so the
+                # next session writes the route again (either way is harmless: a route to a
+                # gateway without the user's session only costs a skipped delivery).
+                self._routed.discard(user_id)
+                if wanted:
+                    await self._routes.register(self.gateway_id, [user_id])
+                    self._routed.add(user_id)
+                else:
+                    await self._routes.unregister(self.gateway_id, user_id)
+        finally:
+            op.waiting -= 1
+            if not op.waiting:
+                del self._route_ops[user_id]
 
     def sessions_of(self, user_id: str) -> list[Session]:
         return list(self._by_user.get(user_id, {}).values())
@@ -187,3 +224,11 @@ class Hub:
             for session in targets:
                 session.push(frame, len(raw))
             self.delivered_frames += len(targets)
+
+
+class _RouteOp:
+    __slots__ = ("lock", "waiting")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiting = 0

@@ -84,6 +84,74 @@ async def test_a_session_whose_route_could_not_be_written_is_not_kept(state: Mem
     assert await routes.lookup(["alice"]) == {"gw1": ["alice"]}
 
 
+class HeldUp(MemoryRoutes):
+    """Route writes wait for the test's go, as they do while a Redis master fails over."""
+
+    def __init__(self, state: MemoryState) -> None:
+        super().__init__(state)
+        self.go = asyncio.Event()  # for writes
+        self.go.set()
+        self.removals_go = asyncio.Event()
+        self.removals_go.set()
+        self.fail_next_register = False
+
+    async def register(self, gateway_id: str, user_ids: Iterable[str]) -> None:
+        await self.go.wait()
+        if self.fail_next_register:
+            self.fail_next_register = False
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:7304. Connection refused.")
+        await super().register(gateway_id, user_ids)
+
+    async def unregister(self, gateway_id: str, user_id: str) -> None:
+        await self.removals_go.wait()
+        await super().unregister(gateway_id, user_id)
+
+
+async def until_blocked() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_a_late_route_removal_does_not_take_the_route_of_the_next_session(state: MemoryState) -> None:
+    routes = HeldUp(state)
+    hub = Hub(routes, MemoryInbox(), "gw1", route_lease_s=30)
+    old, new = session("alice"), session("alice")
+    await hub.add(old)
+    routes.removals_go.clear()
+    # The old session ends (its route removal is held up) and the client is back at once.
+    removing = asyncio.create_task(hub.remove(old))
+    await until_blocked()
+    adding = asyncio.create_task(hub.add(new))
+    await until_blocked()
+    assert not adding.done()  # the new session does not sync before its route is in place
+    routes.removals_go.set()  # the removal lands now, after anything the new session wrote
+    async with asyncio.timeout(2):
+        await removing
+        await adding
+    assert await routes.lookup(["alice"]) == {"gw1": ["alice"]}
+    await hub.remove(new)
+    assert await routes.lookup(["alice"]) == {}
+
+
+async def test_a_session_waiting_on_a_failed_route_write_writes_it_itself(state: MemoryState) -> None:
+    routes = HeldUp(state)
+    hub = Hub(routes, MemoryInbox(), "gw1", route_lease_s=30)
+    first, second = session("alice"), session("alice")
+    routes.go.clear()
+    routes.fail_next_register = True
+    adding_first = asyncio.create_task(hub.add(first))
+    await until_blocked()
+    adding_second = asyncio.create_task(hub.add(second))
+    await until_blocked()
+    routes.go.set()
+    async with asyncio.timeout(2):
+        with pytest.raises(ConnectionError):
+            await adding_first
+        await adding_second
+    assert hub.sessions_of("alice") == [second]
+    assert await routes.lookup(["alice"]) == {"gw1": ["alice"]}
+
+
 async def test_the_newest_session_beyond_the_cap_is_refused(state: MemoryState) -> None:
     hub = Hub(MemoryRoutes(state), MemoryInbox(), "gw1", route_lease_s=30)
     first, second, third = session("alice"), session("alice"), session("alice")
