@@ -67,6 +67,9 @@ class Verdict:
     totals: dict[str, int] = field(default_factory=zero_counts)
     by_fault: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(zero_counts))
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # Per failing count, where it happened ("device conversation") -> how many: the examples
+    # show the first few, this shows whether one device, one conversation or all of them.
+    where: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
 
     @property
     def failures(self) -> dict[str, int]:
@@ -76,9 +79,11 @@ class Verdict:
     def passed(self) -> bool:
         return not self.failures
 
-    def bump(self, name: str, label: str, example: str = "", by: int = 1) -> None:
+    def bump(self, name: str, label: str, example: str = "", by: int = 1, where: str = "") -> None:
         self.totals[name] += by
         self.by_fault[label][name] += by
+        if where:
+            self.where[name][where] += by
         if example and len(self.examples[name]) < MAX_EXAMPLES:
             self.examples[name].append(f"[{label}] {example}")
 
@@ -262,10 +267,18 @@ def _check_device(
         first = firsts.get((cid, seq, send.client_message_id))
         if first is None:
             verdict.bump(
-                "lost", label_of(send), f"{device}: {cid} seq {seq} ({send.client_message_id}) never arrived"
+                "lost",
+                label_of(send),
+                f"{device}: {cid} seq {seq} ({send.client_message_id}) never arrived",
+                where=f"{device} {cid}",
             )
         elif first.final_sweep:
-            verdict.bump("stalled", label_of(send), f"{device}: {cid} seq {seq} arrived only on reconnect")
+            verdict.bump(
+                "stalled",
+                label_of(send),
+                f"{device}: {cid} seq {seq} arrived only on reconnect",
+                where=f"{device} {cid}",
+            )
 
 
 def _check_cassandra(

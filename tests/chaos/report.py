@@ -58,6 +58,7 @@ class Report:
             "failures": self.verdict.failures,
             "by_fault": dict(sorted(self.verdict.by_fault.items())),
             "examples": dict(self.verdict.examples),
+            "where": {name: dict(sorted(places.items())) for name, places in self.verdict.where.items()},
             "schedule": [asdict(f) | {"kind": f.kind} for f in self.schedule],
             "faults": [asdict(f) for f in self.faults],
             "notes": self.notes,
@@ -107,6 +108,9 @@ class Report:
             for name, examples in v.examples.items():
                 lines.append(f"- **{name}**")
                 lines += [f"  - {e}" for e in examples]
+                if v.where.get(name):
+                    places = ", ".join(f"{w}: {n}" for w, n in sorted(v.where[name].items()))
+                    lines.append(f"  - by device and conversation: {places}")
         if self.notes:
             lines += ["", "## Notes", "", "```json", json.dumps(self.notes, indent=2, sort_keys=True), "```"]
         return "\n".join(lines) + "\n"

@@ -88,6 +88,7 @@ def test_a_message_only_got_by_the_resume_sweep_is_stalled() -> None:
     arrivals["b1"][1] = delivered("b1", sends[1], 2, session=2, sweep=True)
     verdict = check(sends, arrivals, MEMBERS, stored, [])
     assert verdict.failures == {"stalled": 1}
+    assert verdict.where == {"stalled": {f"b1 {CID}": 1}}
 
 
 def test_out_of_order_first_arrival_is_a_gap() -> None:
