@@ -214,14 +214,9 @@ class GatewayInbox(Protocol):
 
 
 class Inbox:
-    def __init__(
-        self, redis: aioredis.Redis, keys: Keys, *, wait_replicas: int = 0, wait_timeout_ms: int = 500
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        # A session's route is confirmed by this many replicas before the session goes live
-        # (PARLEY_REDIS_WAIT_REPLICAS, as for appends; 0: not waited for).
-        self._wait = (wait_replicas, wait_timeout_ms)
 
     def publish(
         self,
