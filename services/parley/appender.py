@@ -25,9 +25,10 @@ import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parley import errors, limits, metrics
+from parley.errors import TRANSIENT_ERRORS
 from parley.ids import new_message_id
 from parley.keys import F_CONVERSATION, F_EXCLUDE_SESSION, F_MESSAGE, F_SEQ, F_TRACEPARENT, Keys
-from parley.redisclient import TRANSIENT_ERRORS, load_script
+from parley.redisclient import load_script
 from parley.replication import eval_replicated
 from parley.v1 import messages_pb2
 

@@ -224,10 +224,19 @@ def error_frame(err: ParleyError, request_id: str) -> messages_pb2.Error:
 
 
 # Failures of a dependency (not of the request): reported as UNAVAILABLE, safe to retry.
+# The cluster's own are among them: CLUSTERDOWN while a master fails over, TRYAGAIN during
+# a resharding, a slot not covered yet, redirections exhausted, a write reaching a master
+# just demoted to replica. One list for every caller: the mapper here had a shorter copy,
+# and a CLUSTERDOWN after a failover reached clients as INTERNAL.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.ReadOnlyError,
 )
 UNAVAILABLE_MESSAGE = "a backend dependency is unavailable; retry shortly"
 

@@ -8,7 +8,7 @@ per-command metrics. The cluster client follows MOVED/ASK redirections itself
 connection error or CLUSTERDOWN (a master failing over), reloads the slot map
 and retries a bounded number of times (:data:`CLUSTER_RETRIES`, with
 jittered backoff); what still fails is raised, as one of
-:data:`TRANSIENT_ERRORS`, to the caller's own retry (a send fails UNAVAILABLE
+``parley.errors.TRANSIENT_ERRORS``, to the caller's own retry (a send fails UNAVAILABLE
 and the client resends it with the same ``client_message_id``).
 """
 
@@ -107,20 +107,6 @@ class InstrumentedRedisCluster(RedisCluster):  # type: ignore[misc]
 # than a failover takes (cluster-node-timeout plus the election), so a command does not
 # hold its caller for the whole failover; the caller's own retry covers the rest.
 CLUSTER_RETRIES = 3
-
-# A dependency failing, not the request: callers answer UNAVAILABLE (retry it). The
-# cluster's own (CLUSTERDOWN during a failover, TRYAGAIN during a resharding, a slot not
-# covered yet, redirections exhausted) are transient too.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ClusterError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.AskError,
-    redis.exceptions.SlotNotCoveredError,
-    redis.exceptions.ReadOnlyError,
-)
 
 
 def is_cluster(client: Any) -> bool:

@@ -39,7 +39,8 @@ from redis.asyncio.cluster import PipelineCommand
 from redis.commands.core import AsyncScript
 
 from parley import errors
-from parley.redisclient import TRANSIENT_ERRORS, is_cluster
+from parley.errors import TRANSIENT_ERRORS
+from parley.redisclient import is_cluster
 
 # Sends of [script, WAIT] to the slot's node before giving up (cluster mode), with a
 # short pause to let the failover progress in between.
@@ -161,7 +162,11 @@ async def _cluster_pair(
             # A replica promoted since, or a restarted node: it has no scripts yet. Loaded on
             # that very node (the client's own SCRIPT LOAD goes to the primaries it knows of).
             await node.execute_command("SCRIPT", "LOAD", script.script)
-            last = reply
+            # Transient if it is still so after the last attempt (answered UNAVAILABLE, the
+            # client resends): seen after a failover, most likely a restarted master still
+            # in the slot map, so the map is reloaded too.
+            last = redis.exceptions.TryAgainError(f"no script on {node.name} right after a failover")
+            await _refresh(client)
             continue
         if isinstance(reply, TRANSIENT_ERRORS):  # MOVED/ASK, CLUSTERDOWN, TRYAGAIN
             last = reply

@@ -128,3 +128,19 @@ async def test_a_prefix_that_would_cross_slots_fails_at_start(cluster_config: Re
     for prefix in ("{}x", "a{b}", "x{"):
         with pytest.raises(ConfigError, match="PARLEY_REDIS_PREFIX"):
             connect(dataclasses.replace(cluster_config, key_prefix=prefix))
+
+
+async def test_an_append_reaching_a_node_without_its_script_loads_it_there(
+    cluster_client: Any, cluster_keys: Keys, cluster_config: RedisConfig
+) -> None:
+    # A replica promoted by a failover (or a restarted master) has an empty script cache.
+    store = ConversationStore(RedisConversationRecords(cluster_client, cluster_keys))
+    cid = (await store.create_direct("alice", "bob"))[0].id
+    appender = LogAppender(
+        cluster_client, cluster_keys, wait_replicas=cluster_config.wait_replicas, wait_timeout_ms=1000
+    )
+    assert (await appender.append(cid, "alice", "d1", "s1", b"one")).seq == 1
+    await cluster_client.initialize()
+    master = cluster_client.get_node_from_key(cluster_keys.seq(cid))
+    await master.execute_command("SCRIPT", "FLUSH")
+    assert (await appender.append(cid, "alice", "d1", "s2", b"two")).seq == 2

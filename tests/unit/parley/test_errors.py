@@ -218,6 +218,20 @@ def test_a_redis_outage_is_unavailable_on_every_transport(caplog: pytest.LogCapt
     assert "refused" in caplog.records[0].getMessage()
 
 
+@pytest.mark.parametrize(
+    "exc",
+    [
+        redis.exceptions.ClusterDownError("The cluster is down"),  # a master failing over
+        redis.exceptions.TryAgainError("TRYAGAIN"),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_redis_cluster_failing_over_is_unavailable_not_internal(exc: Exception) -> None:
+    err = errors.to_client_error(exc, "UpdateCursor", logging.getLogger("test.errors"))
+    assert (err.status, err.code) == (grpc.StatusCode.UNAVAILABLE, errors_pb2.ERROR_CODE_UNAVAILABLE)
+
+
 def test_a_bug_is_internal_with_a_generic_message_and_a_logged_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
