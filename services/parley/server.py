@@ -15,11 +15,13 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
+import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
@@ -29,6 +31,7 @@ from parley.errors import InvalidArgument, to_client_error, trailing_metadata
 from parley.gctuning import YoungCollections, tune_gc
 from parley.interceptors import PerMethodInterceptor
 from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
+from parley.retry import Backoff, Outage, is_outage
 from parley.telemetry import traced_rpcs
 from parley.tls import ALLOWED_CALLERS, InternalTLS, ServerTLS, ServiceIdentityGuard, TLSOnly
 from parley.wire import Undecodable, safe_deserializer
@@ -95,6 +98,8 @@ class ServiceSpec:
     # TLS of the service port; None serves plaintext. Internal services use
     # their internal certificate (see secure_internal), the gateway its public one.
     tls: ServerTLS | None = None
+    # How long a component's start waits out a dependency outage before the service gives up.
+    start_wait_s: float = 60.0
 
     def secure_internal(self, tls: InternalTLS | None) -> ServiceSpec:
         """Serves over mutual TLS and admits only this service's allowed callers (unless tls is None)."""
@@ -282,7 +287,7 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
     started: list[Component] = []
     try:
         for component in spec.components:
-            await component.start()
+            await start_component(component, spec.name, spec.start_wait_s)
             started.append(component)
     except BaseException:
         for component in reversed(started):
@@ -306,6 +311,35 @@ async def start_service(spec: ServiceSpec) -> RunningServer:
         extra={"fields": {"port": port, "tls": spec.tls is not None, "health_port": health_port}},
     )
     return RunningServer(spec, server, health_servicer, port, health_port)
+
+
+async def start_component(component: Component, service: str, wait_s: float) -> None:
+    """Starts a component, waiting out a dependency outage for up to ``wait_s`` seconds.
+
+    A service is often started while a dependency is down (a pod rescheduled with the
+    Redis master it lost, the cluster fault suite's "together" faults): it waits, as its
+    loops do at run time, instead of exiting with a traceback into a restart loop. A
+    component's start does its first dependency call before it starts any task, so a
+    failed start is simply tried again. Anything but an outage fails at once.
+    """
+    backoff = Backoff(0.1, 2.0, jitter=0.5)
+    outage = Outage(log, f"{service}: starting {type(component).__name__}")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            await component.start()
+        except Exception as exc:
+            delay = backoff.next()
+            # Refused credentials are a configuration error (redis-py raises them as a kind
+            # of connection error): failed at once, loudly.
+            refused = isinstance(exc, redis.exceptions.AuthenticationError)
+            if refused or not is_outage(exc) or time.monotonic() + delay > deadline:
+                raise
+            outage.failed(exc, delay)
+            await asyncio.sleep(delay)
+            continue
+        outage.recovered()
+        return
 
 
 async def _set_serving(health_servicer: Any, name: str) -> None:
