@@ -133,18 +133,30 @@ def test_a_lagging_event_loop_sheds_new_sends() -> None:
         pass
 
 
-async def test_loop_lag_sees_a_blocked_event_loop() -> None:
+async def test_loop_lag_sees_a_busy_event_loop() -> None:
     lag = LoopLag(interval_s=0.01)
     await lag.start()
     try:
         await asyncio.sleep(0.05)
-        time.sleep(0.3)  # blocks the loop, as CPU-bound work would  # noqa: ASYNC251
         deadline = time.monotonic() + 2
-        while lag.lag_s < 0.2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        assert lag.lag_s >= 0.2
+        while lag.lag_s < 0.05 and time.monotonic() < deadline:
+            time.sleep(0.08)  # blocks the loop, as CPU-bound work would  # noqa: ASYNC251
+            await asyncio.sleep(0)
+        assert lag.lag_s >= 0.05
     finally:
         await lag.stop()
+
+
+def test_one_late_tick_is_a_hiccup_but_late_ticks_in_a_row_are_lag() -> None:
+    lag = LoopLag()
+    for late in (0.0, 0.001, 0.3, 0.002, 0.0):  # one stall (a collection, say)
+        lag.tick(late)
+        assert lag.lag_s < 0.01
+    for late in (0.2, 0.25, 0.3):  # the CPU saturated: every tick late
+        lag.tick(late)
+    assert lag.lag_s >= 0.2
+    lag.tick(0.0)  # one quiet tick in a saturated stretch
+    assert lag.lag_s >= 0.2
 
 
 class Clock:
