@@ -27,7 +27,9 @@ must be admitted before any work is done:
   are on time and the limit holds the admitted rate down it grows again, fast
   (5 % a window) up to 90 % of the rate that was last too much, slowly (1 %)
   from there and faster again past it, and it is lifted once it has held
-  nothing down for three seconds, or twice the retry hint if longer.
+  nothing down for three seconds, or twice the retry hint if longer. For five
+  seconds after a send failed because a dependency is down (UNAVAILABLE),
+  late deliveries do not cut: they are the outage's backlog draining.
 
 A refused send gets RESOURCE_EXHAUSTED with ``ERROR_CODE_OVERLOADED`` and a
 retry-after hint, before anything reached Redis: the client resends it with
@@ -244,6 +246,13 @@ class DeliveryBrake:
     # the quiet while they wait is not the end of the overload. Lifted after 3 s at 4x on 2
     # cores, it let the returning wave in whole (admitted at 531/s, then cut three times).
     LIFT_AFTER_S = 3.0
+    # Deliveries late because a dependency was down (a Redis master failing over: sends to
+    # its slots fail UNAVAILABLE while the fan-out of its partitions waits) are the outage's
+    # backlog draining, not a queue the admitted rate built, and refusing sends does not
+    # drain it sooner: until OUTAGE_GRACE_S after this gateway last saw a send fail for
+    # that, no window is late. Cut on such backlogs, the cluster fault suite's gateways
+    # refused ~130 sends a run at 30 msg/s as OVERLOADED.
+    OUTAGE_GRACE_S = 5.0
 
     def __init__(
         self,
@@ -268,6 +277,10 @@ class DeliveryBrake:
         self._beyond = 0  # windows grown past it since
         self._window_was_late = False
         self._needed_at = self._refilled_at  # when the limit last held sends down or was cut
+        self._outage_until = -math.inf  # no window is late before then (OUTAGE_GRACE_S)
+
+    def dependency_failed(self) -> None:
+        self._outage_until = self._clock() + self.OUTAGE_GRACE_S
 
     def observe(self, lag_s: float) -> None:
         if len(self._lags) < self.MAX_SAMPLES:
@@ -282,7 +295,8 @@ class DeliveryBrake:
         # A window closes on the first send after its end: one that spans a quiet gap holds
         # lags from before it and an admitted rate averaged over it, neither worth a cut.
         window_late = (
-            elapsed <= 2 * self.WINDOW_S
+            now >= self._outage_until
+            and elapsed <= 2 * self.WINDOW_S
             and len(self._lags) >= self.MIN_SAMPLES
             and self._lags[int(self.QUANTILE * (len(self._lags) - 1))] > self._target_s
         )
@@ -385,6 +399,11 @@ class Admission:
         """How late a message reached this gateway (now minus its append time)."""
         if self._brake is not None:
             self._brake.observe(lag_s)
+
+    def dependency_failed(self) -> None:
+        """A send failed because a dependency is down: the deliveries it delays are not overload."""
+        if self._brake is not None:
+            self._brake.dependency_failed()
 
     @property
     def rate_limit(self) -> float:

@@ -158,6 +158,11 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                     )
             except TimeoutError:
                 raise errors.DeadlineExceeded(EXPIRED_MESSAGE) from None
+            except errors.Unavailable:
+                # A dependency down, not overload: the deliveries it holds up are not the
+                # delivery brake's to cut (gateway.admission).
+                self._admission.dependency_failed()
+                raise
         metrics.observe_send(started_at)
         return ack
 

@@ -350,3 +350,19 @@ def test_a_window_that_spans_a_quiet_gap_cuts_nothing() -> None:
     clock.now += 1.0
     offer(admission, clock, 20, 0.5, lag_s=0.05)
     assert admission.rate_limit >= limit
+
+
+def test_deliveries_late_after_an_outage_do_not_cut() -> None:
+    # A Redis master failing over: sends to its slots fail UNAVAILABLE, and the fan-out of
+    # its partitions delivers what it held once the replica has taken over.
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.04), clock=clock)
+    offer(admission, clock, 400, 1.0, lag_s=0.01)
+    admission.dependency_failed()
+    offer(admission, clock, 400, 2.0, lag_s=0.5)  # the backlog draining
+    assert admission.rate_limit == float("inf")
+    assert admission.shed_total["delivery"] == 0
+    # Late again long after the outage: a queue, and it is cut.
+    offer(admission, clock, 400, 5.0, lag_s=0.01)
+    offer(admission, clock, 400, 1.0, lag_s=0.5)
+    assert admission.rate_limit < 400
