@@ -51,6 +51,8 @@ class Hub:
         self._routed: set[str] = set()
         # Per user, while a route is being written or removed: those writes go one at a time.
         self._route_ops: dict[str, _RouteOp] = {}
+        # Swept as dead, and the users' routes not yet written again.
+        self._reregister = False
         self._tasks: list[asyncio.Task[None]] = []
         # This gateway's inbox is new (its id is unique per process): read it from the start.
         self._inbox_last_id = b"0-0"
@@ -181,7 +183,13 @@ class Hub:
             log.warning(
                 "this gateway's routes were swept; registering its %d users again", len(self._by_user)
             )
+            self._reregister = True
+        if self._reregister:
+            # Until it succeeds: the next heartbeat finds the gateway alive again and would
+            # not say so a second time (a failover failing this write left every user here
+            # without a route).
             await self._routes.register(self.gateway_id, list(self._by_user))
+            self._reregister = False
         await self._inbox.touch(self.gateway_id)
 
     async def _read_inbox(self) -> None:

@@ -195,3 +195,19 @@ async def test_a_gateway_swept_as_dead_registers_its_users_again(state: MemorySt
     finally:
         await hub.stop()
     assert await router_routes.lookup(["alice"]) == {}  # a clean stop takes its routes away
+
+
+async def test_a_sweep_whose_re_registration_fails_is_registered_again_later(state: MemoryState) -> None:
+    gateway_routes, router_routes = HeldUp(state), MemoryRoutes(state)
+    hub = Hub(gateway_routes, MemoryInbox(), "gw1", route_lease_s=0.03)  # renewed every 10 ms
+    await hub.add(session("alice"))
+    await hub.start()
+    try:
+        gateway_routes.fail_next_register = True  # the re-registration meets a failover
+        await router_routes.sweep("gw1")
+        async with asyncio.timeout(2):
+            while await router_routes.lookup(["alice"]) != {"gw1": ["alice"]}:
+                await asyncio.sleep(0.01)
+        assert not gateway_routes.fail_next_register  # it did fail once
+    finally:
+        await hub.stop()
