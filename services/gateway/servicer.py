@@ -38,6 +38,7 @@ from gateway.session import Session, SessionOverflow, SyncPlan, contacts_of
 from parley import errors, limits
 from parley.appender import EXPIRED_MESSAGE, Appender
 from parley.internal.v1 import router_pb2
+from parley.retry import is_outage
 from parley.server import ServicerContext
 from parley.tasks import Finalizers
 from parley.telemetry import SEND_ATTRIBUTES, inject_traceparent
@@ -289,9 +290,15 @@ class ChatServicer(gateway_pb2_grpc.ChatServiceServicer):
                 await asyncio.wait_for(reader, READER_STOP_S)
         try:
             await self._hub.remove(session)
-        except Exception:
-            # The route lapses with its lease; presence must still hear of the end.
-            log.exception("removing the route of session %s failed", session.session_id)
+        except Exception as exc:
+            # A route left behind only costs skipped deliveries (it goes when this gateway is
+            # swept, or with the user's next session here); presence must still hear of the end.
+            if is_outage(exc):
+                log.warning(
+                    "removing the route of session %s failed: Redis unavailable (%s)", session.session_id, exc
+                )
+            else:
+                log.exception("removing the route of session %s failed", session.session_id)
         try:
             await self._presence.session_closed(session)
         except Exception:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
 import pytest
+import redis.exceptions
 
 from gateway.config import LimitsConfig
 from parley import errors
@@ -161,3 +163,24 @@ async def test_a_stream_without_hello_is_refused(stack: MemoryStack) -> None:
     client._requests.put_nowait(gateway_pb2.ConnectRequest(ping=gateway_pb2.PingFrame(nonce=1)))
     with pytest.raises(errors.HelloRequired):
         await client.next()
+
+
+async def test_a_route_removal_failing_on_a_redis_outage_is_one_warning(
+    stack: MemoryStack, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def redis_down(gateway_id: str, user_id: str) -> None:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:7303. Connection refused.")
+
+    monkeypatch.setattr(stack.routes, "unregister", redis_down)
+    client = Client(stack, "bob", gateway_pb2.Hello(device_id="phone"))
+    with caplog.at_level(logging.WARNING, logger="gateway.servicer"):
+        try:
+            await client.until("sync_complete")
+        finally:
+            await client.close()
+        async with asyncio.timeout(2):
+            while not caplog.records:
+                await asyncio.sleep(0.01)
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "Redis unavailable" in record.getMessage()
