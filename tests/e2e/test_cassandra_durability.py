@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -37,6 +38,7 @@ class Node:
     def __init__(self, state: Path, port: int, storage_port: int) -> None:
         self.state = state
         self.port = port
+        self.storage_port = storage_port
         # cassandra.sh's defaults: whatever this shell chose for the shared node does not apply.
         inherited = {k: v for k, v in os.environ.items() if k != "PARLEY_CASSANDRA_AUTH"}
         self.env = {
@@ -64,15 +66,17 @@ class Node:
         return int((self.state / "cassandra" / "cassandra.pid").read_text())
 
     def kill(self) -> None:
+        """SIGKILLs the node and returns once it is gone, its ports free for a restart.
+
+        A zombie thread-group leader is not enough: the JVM's other threads (and with them
+        its listening sockets) can outlive the leader for a while as the kernel tears the
+        process down (CI saw cassandra.sh refuse the restart: the CQL port still in use).
+        """
         pid = self.pid()
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            if not _alive(pid) and not any(_listening(p) for p in (self.port, self.storage_port)):
                 return
             time.sleep(0.05)
         raise AssertionError("Cassandra did not die")
@@ -85,6 +89,27 @@ class Node:
             ["127.0.0.1"], port=self.port, auth_provider=PlainTextAuthProvider(username, password)
         )
         return cluster, cluster.connect()
+
+
+def _alive(pid: int) -> bool:
+    """Some thread of the process is still running (a zombie leader alone does not count)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return False
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextlib.contextmanager
