@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -113,3 +113,45 @@ def cassandra_config() -> CassandraConfig:
     return CassandraConfig(
         port=CASSANDRA_PORT, keyspace=CASSANDRA_KEYSPACE, username=username, password=password
     )
+
+
+# --- what the services said while a test failed ------------------------------------------------
+# A test on a whole stack (tests/e2e, tests/cluster) that fails shows the client's side only; the
+# service's cause (a Cassandra timeout behind UNAVAILABLE, say) is in the stack's log. The
+# warnings and errors logged while the test ran are attached to its report, so a CI failure
+# says why without a rerun.
+
+_STACK_LINES_AT_START = pytest.StashKey[dict[int, int]]()
+_SEVERE = ("WARNING", "ERROR", "CRITICAL", "Traceback", "exited", "SIGKILL")
+
+
+def _stack_logs(item: pytest.Item) -> list[list[str]]:
+    """The output lines of every devstack a test uses (a Stack, or a fixture holding one as .stack)."""
+    found: list[list[str]] = []
+    for value in getattr(item, "funcargs", {}).values():
+        for candidate in (value, getattr(value, "stack", None)):
+            lines = getattr(candidate, "lines", None)
+            if isinstance(lines, list) and hasattr(candidate, "process") and lines not in found:
+                found.append(lines)
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    item.stash[_STACK_LINES_AT_START] = {id(lines): len(lines) for lines in _stack_logs(item)}
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.when == "call" and report.failed:
+        starts = item.stash.get(_STACK_LINES_AT_START, {})
+        for lines in _stack_logs(item):
+            during = lines[starts.get(id(lines), 0) :]
+            severe = [line for line in during if any(word in line for word in _SEVERE)]
+            if severe:
+                report.sections.append(("devstack warnings during the test", "\n".join(severe[-80:])))
+    return report

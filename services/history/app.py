@@ -44,7 +44,9 @@ class WriterHealth:
 
     def __init__(self) -> None:
         self._servicer: Any = None
-        self._serving = True
+        # NOT_SERVING until Cassandra accepted a probe or a write: a writer that has not
+        # reached Cassandra yet (still connecting, or migrating a new keyspace) stores nothing.
+        self._serving = False
         self.refused: str | None = None
 
     async def bind(self, health_servicer: Any) -> None:

@@ -9,6 +9,10 @@ back, and the writer keeps the log pending meanwhile.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
 from redis.exceptions import RedisError
 
 from history.db import TRANSIENT_ERRORS, Database
@@ -19,6 +23,37 @@ from parley import errors
 from parley.internal.v1 import history_pb2, history_pb2_grpc
 from parley.server import ServicerContext
 
+log = logging.getLogger(__name__)
+
+# Reads failing for a while log one warning per this many seconds, with how many failed meanwhile.
+READ_FAILURE_LOG_EVERY_S = 10.0
+
+
+class ReadFailureLog:
+    """Says why reads fail (the client sees UNAVAILABLE only), without a line per failed read."""
+
+    def __init__(
+        self, every_s: float = READ_FAILURE_LOG_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._every_s = every_s
+        self._clock = clock
+        self._last = -every_s
+        self._since_last = 0
+
+    def failed(self, exc: BaseException) -> None:
+        self._since_last += 1
+        now = self._clock()
+        if now - self._last < self._every_s:
+            return
+        log.warning(
+            "history read failed: %s: %s (%d failed reads since the last warning)",
+            type(exc).__name__,
+            str(exc)[:300],
+            self._since_last,
+        )
+        self._last = now
+        self._since_last = 0
+
 
 class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     def __init__(
@@ -28,6 +63,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         self._writer = writer
         self._db = db
         self._membership = membership
+        self._read_failures = ReadFailureLog()
 
     async def GetHistory(
         self, request: history_pb2.GetHistoryRequest, context: ServicerContext
@@ -43,6 +79,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
                 limit=request.limit,
             )
         except TRANSIENT_ERRORS as exc:
+            self._read_failures.failed(exc)
             if self._db.refused is not None:
                 # Cassandra lost this deployment's history: say so, never serve an empty page.
                 raise errors.Unavailable(f"message history is unavailable: {self._db.refused}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -68,17 +69,28 @@ async def log_lag(redis: aioredis.Redis, logs: Sequence[str]) -> int:
     return total
 
 
+# While Cassandra is down (or not reached yet) the probe runs this often, so health and
+# writes resume within a second of it coming back, not a whole status interval later.
+DOWN_PROBE_INTERVAL_S = 1.0
+
+
 async def status_loop(
-    writer: ObservedWriter, sink: MessageSink, state: WriteState, *, interval: float, stopping: asyncio.Event
+    writer: ObservedWriter,
+    sink: MessageSink,
+    state: WriteState,
+    *,
+    interval: float,
+    stopping: asyncio.Event,
+    down_probe_interval: float = DOWN_PROBE_INTERVAL_S,
 ) -> None:
+    """Probes Cassandra between batches; every ``interval`` reports the lag (metrics and a log line)."""
     last_written = writer.written_total
-    first = True
+    last_report: float | None = None  # the first report runs at once: health should not wait a period
     while not stopping.is_set():
-        if not first:  # the first check runs at once: health should not wait a period
-            await wait_or_stop(interval, stopping)
+        if last_report is not None:
+            await wait_or_stop(interval if state.up else min(interval, down_probe_interval), stopping)
             if stopping.is_set():
                 return
-        first = False
         try:
             if not state.retrying:
                 # Between batches nothing else notices Cassandra going away (or coming back).
@@ -88,13 +100,20 @@ async def status_loop(
                     await state.failed(exc, 0)
                 else:
                     await state.succeeded()
+            now = time.monotonic()
+            if last_report is not None and now - last_report < interval:
+                metrics.WRITER_CASSANDRA_UP.set(1 if writer.cassandra_up else 0)
+                continue
             lag = await writer.lag()
             metrics.status(lag, writer.cassandra_up)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("writer status check failed: %s", exc)
+            last_report = time.monotonic()
             continue
+        elapsed = interval if last_report is None else max(now - last_report, 1e-3)
+        last_report = now
         written = writer.written_total - last_written
         last_written = writer.written_total
         level = logging.INFO if (lag or written or not writer.cassandra_up) else logging.DEBUG
@@ -102,14 +121,14 @@ async def status_loop(
             level,
             "history writer: lag %d entries, %.0f msg/s written, cassandra %s",
             lag,
-            written / interval,
+            written / elapsed,
             "up" if writer.cassandra_up else "DOWN",
             extra={
                 "fields": {
                     "metric": "history_writer",
                     "lag_entries": lag,
                     "written_total": writer.written_total,
-                    "written_per_s": round(written / interval, 1),
+                    "written_per_s": round(written / elapsed, 1),
                     "cassandra_up": writer.cassandra_up,
                     "malformed_total": writer.malformed_total,
                     "write_failures_total": state.failures_total,

@@ -63,16 +63,26 @@ def probe_channel(address: str, tls: ClientTLS | None, server_name: str = "") ->
 
 
 async def check_serving(
-    address: str, rpc_timeout: float = 1.0, *, tls: ClientTLS | None = None, server_name: str = ""
+    address: str,
+    rpc_timeout: float = 1.0,
+    *,
+    tls: ClientTLS | None = None,
+    server_name: str = "",
+    services: tuple[str, ...] = ("",),
 ) -> bool:
-    """True when the server at ``address`` reports overall health SERVING."""
+    """True when the server at ``address`` reports SERVING for each of ``services`` ("" is overall)."""
     async with probe_channel(address, tls, server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=rpc_timeout)
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+        for service in services:
+            try:
+                response = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=rpc_timeout
+                )
+            except grpc.aio.AioRpcError:
+                return False
+            if response.status != health_pb2.HealthCheckResponse.SERVING:
+                return False
+        return True
 
 
 async def health_status(

@@ -277,6 +277,7 @@ class LocalStack:
                 tls=tls,
                 # Internal certificates name the service; the gateway's names 127.0.0.1.
                 server_name="" if edge else instance.module,
+                services=instance.ready_health,
             ):
                 child.ready.set()
                 if child.starts > 1:

@@ -32,6 +32,11 @@ HOST = "127.0.0.1"
 DEFAULT_WS_PORT = 8080
 TOPOLOGIES = ("single", "cluster")
 MAX_REPLICAS = 8
+# The health services an instance must report SERVING before the stack counts it up ("" is
+# the overall status). History also its writer (history.app.WRITER_HEALTH_NAME): SERVING
+# once it has reached Cassandra. History answers health while still connecting (creating
+# the keyspace on a fresh ring takes a while), and until then every read of history fails.
+READY_HEALTH: dict[str, tuple[str, ...]] = {"history": ("", "parley.history.writer")}
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,10 @@ class Instance:
     @property
     def env_prefix(self) -> str:
         return f"PARLEY_{self.module.upper()}"
+
+    @property
+    def ready_health(self) -> tuple[str, ...]:
+        return READY_HEALTH.get(self.module, ("",))
 
 
 TIERS = {"presence": 0, "history": 0, "router": 1, "gateway": 2}

@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from history.app import WRITER_HEALTH_NAME
 from parley.config import ConfigError, Env
 from tools.localstack.__main__ import main, parse_args
 from tools.localstack.supervisor import describe_exit
@@ -40,6 +41,14 @@ def test_backends_start_before_the_router_and_the_router_before_the_gateway() ->
     tier = {i.name: i.tier for i in StackConfig().instances()}
     assert tier["history"] < tier["router"] < tier["gateway"]
     assert tier["presence"] == tier["presence-2"] < tier["router"]
+
+
+def test_history_counts_as_up_only_once_its_writer_reached_cassandra() -> None:
+    ready = {
+        i.module: i.ready_health for i in StackConfig.for_topology("cluster", presence_replicas=2).instances()
+    }
+    assert ready["history"] == ("", WRITER_HEALTH_NAME)
+    assert ready["router"] == ready["presence"] == ready["gateway"] == ("",)
 
 
 def test_child_environment_points_every_service_at_its_peers() -> None:
