@@ -140,15 +140,30 @@ async def test_one_user_cannot_take_the_whole_budget(redis_config: RedisConfig, 
     fair = dataclasses.replace(SHEDDING, max_in_flight=10, per_user_in_flight=1)
     async with shedding_stack(redis_config, proxy, fair) as (chat, cid):
         with paused(proxy):
-            noisy = asyncio.ensure_future(chat.Send(send_request(cid, "noisy-1"), metadata=metadata("alice")))
-            shed, _ = await first_shed(chat, cid, "alice")
-            assert "this user" in (shed.details() or "")
+            # Sent together, with no deadline: whichever reaches the gateway first takes alice's one
+            # slot and waits on the stalled Redis; the others are shed at once. (Probes with a short
+            # deadline, sent one after another, could each take the slot their predecessor's
+            # cancellation freed, and none would ever be shed.)
+            noisy = [
+                asyncio.ensure_future(chat.Send(send_request(cid, f"noisy-{i}"), metadata=metadata("alice")))
+                for i in range(3)
+            ]
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(shed := [call for call in noisy if call.done()]) < 2:
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(shed) == 2, "alice's sends past her share were not shed"
+            for call in shed:
+                error = call.exception()
+                assert isinstance(error, grpc.aio.AioRpcError), error
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                assert "this user" in (error.details() or "")
             quiet = asyncio.ensure_future(chat.Send(send_request(cid, "quiet-1"), metadata=metadata("bob")))
-        # Whichever of alice's sends got her one slot, bob still got one of his own.
+        # Alice's admitted send and bob's, admitted beside it, are both stored once Redis flows.
+        [held] = [call for call in noisy if call not in shed]
+        assert (await held).ack.seq > 0
         assert (await quiet).ack.seq > 0
-        noisy_result = (await asyncio.gather(noisy, return_exceptions=True))[0]
-        if isinstance(noisy_result, grpc.aio.AioRpcError):
-            assert noisy_result.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 async def test_the_router_drops_an_append_whose_deadline_has_passed(redis_config: RedisConfig) -> None:
