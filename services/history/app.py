@@ -93,6 +93,7 @@ class History:
             bucket_size=config.bucket_size,
             statements=STATEMENTS,
             request_timeout_s=config.cassandra_timeout_s,
+            read_speculation_s=config.read_speculation_s,
             retry_min_s=config.writer.retry_min_s,
             retry_max_s=config.writer.retry_max_s,
             guard=self.guard,

@@ -70,6 +70,12 @@ class HistoryConfig:
     bucket_size: int = 1000
     # Per-request timeout of Cassandra statements.
     cassandra_timeout_s: float = 5.0
+    # A history read not answered within this long is also sent to the next node that holds
+    # the data; the first answer wins. A node that stalls without dying (a long GC pause, a
+    # frozen VM) keeps its connections open, so the driver does not mark it down, and without
+    # this every read it coordinates would wait the whole timeout and fail. Reads take a few
+    # ms; 0 turns it off. Writes are never sent twice (the writer retries them itself).
+    read_speculation_s: float = 0.25
     writer: WriterSettings = field(default_factory=WriterSettings)
     # Mutual TLS for internal calls (server, and client where it calls others); None: plaintext.
     internal_tls: InternalTLS | None = None
@@ -123,6 +129,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> HistoryConfig:
         ),
         cassandra_timeout_s=env.float(
             "PARLEY_HISTORY_CASSANDRA_TIMEOUT_SECONDS", HistoryConfig.cassandra_timeout_s, minimum=0.1
+        ),
+        read_speculation_s=env.float(
+            "PARLEY_HISTORY_READ_SPECULATION_SECONDS", HistoryConfig.read_speculation_s, minimum=0.0
         ),
         writer=writer,
         internal_tls=InternalTLS.from_env(env),

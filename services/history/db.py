@@ -53,6 +53,7 @@ from cassandra.cluster import (
 )
 from cassandra.connection import ConnectionException
 from cassandra.policies import (
+    ConstantSpeculativeExecutionPolicy,
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
     HostStateListener,
@@ -138,6 +139,7 @@ class Database:
         bucket_size: int,
         statements: Mapping[str, str],  # name -> CQL with "{ks}" standing for the keyspace
         request_timeout_s: float = 5.0,
+        read_speculation_s: float = 0.0,
         retry_min_s: float = 0.5,
         retry_max_s: float = 10.0,
         connect_timeout_s: float = 5.0,
@@ -152,6 +154,7 @@ class Database:
         self._lock_owner = uuid.uuid4().hex
         self._cql = dict(statements)
         self._request_timeout_s = request_timeout_s
+        self._read_speculation_s = read_speculation_s
         self._retry_min_s = retry_min_s
         self._retry_max_s = retry_max_s
         self._connect_timeout_s = connect_timeout_s
@@ -325,6 +328,8 @@ class Database:
         for name, statement in prepared.items():
             if self._cql[name].lstrip().upper().startswith("SELECT"):
                 statement.consistency_level = read_level
+                # Reads may be sent to a second node (the profile's speculative execution policy).
+                statement.is_idempotent = True
         return session, prepared, read_keyspace_id(cluster, keyspace)
 
     def _new_cluster(self) -> Cluster:
@@ -335,6 +340,12 @@ class Database:
             # after an acknowledged write sees it, with one replica of three down.
             consistency_level=ConsistencyLevel.name_to_value[self._config.write_consistency],
             request_timeout=self._request_timeout_s,
+            # Only for statements marked idempotent: the prepared SELECTs (_connect_blocking).
+            speculative_execution_policy=(
+                ConstantSpeculativeExecutionPolicy(delay=self._read_speculation_s, max_attempts=1)
+                if self._read_speculation_s > 0
+                else None
+            ),
             # Plain tuples: no per-row namedtuple class work.
             row_factory=tuple_factory,
         )

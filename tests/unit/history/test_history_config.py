@@ -18,6 +18,7 @@ def test_defaults() -> None:
     assert config.partitions == 16
     assert config.writer.batch >= 200
     assert config.writer.consumer.startswith("history-")
+    assert config.read_speculation_s == 0.25
 
 
 def test_overrides() -> None:
@@ -32,6 +33,7 @@ def test_overrides() -> None:
             "PARLEY_CASSANDRA_REPLICATION": "dc1:3",
             "PARLEY_CASSANDRA_LOCAL_DC": "dc1",
             "PARLEY_PARTITIONS": "4",
+            "PARLEY_HISTORY_READ_SPECULATION_SECONDS": "0",
         }
     )
     assert config.bucket_size == 5
@@ -41,6 +43,7 @@ def test_overrides() -> None:
     assert config.writer.linger_ms == 0
     assert config.cassandra.replication == "dc1:3"
     assert config.partitions == 4
+    assert config.read_speculation_s == 0
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,7 @@ def test_overrides() -> None:
         {"PARLEY_HISTORY_BATCH": "x"},
         {"PARLEY_HISTORY_LINGER_MS": "-1"},
         {"PARLEY_HISTORY_CLAIM_MIN_IDLE_MS": "5"},
+        {"PARLEY_HISTORY_READ_SPECULATION_SECONDS": "-0.1"},
     ],
 )
 def test_bad_values_fail_loudly(environ: dict[str, str]) -> None:
