@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from gateway.acks import AckCoalescer
+from gateway.admission import Admission
 from gateway.backends import Backends
 from gateway.caller import Caller
 from gateway.config import LimitsConfig
@@ -82,6 +83,8 @@ class MemoryStack:
     deliveries: Deliveries = field(default_factory=Deliveries)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     gateway_id: str = "gw-test"
+    # None: the gateway's default admission control.
+    admission: Admission | None = None
 
     def __post_init__(self) -> None:
         self.store = ConversationStore(MemoryConversationRecords(self.state))
@@ -103,6 +106,7 @@ class MemoryStack:
             self.acks,
             self.appender,
             self.limits,
+            admission=self.admission,
         )
 
     async def __aenter__(self) -> MemoryStack:

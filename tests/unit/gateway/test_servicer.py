@@ -11,11 +11,13 @@ from typing import cast
 import pytest
 import redis.exceptions
 
+from gateway.admission import Admission, AdmissionConfig
 from gateway.config import LimitsConfig
 from parley import errors
 from parley.internal.v1 import router_pb2
-from parley.v1 import errors_pb2, gateway_pb2
+from parley.v1 import errors_pb2, gateway_pb2, messages_pb2
 from tests.memory_stack import MemoryStack, context
+from tests.unit.gateway.test_admission import Clock, offer
 
 
 @pytest.fixture
@@ -163,6 +165,30 @@ async def test_a_stream_without_hello_is_refused(stack: MemoryStack) -> None:
     client._requests.put_nowait(gateway_pb2.ConnectRequest(ping=gateway_pb2.PingFrame(nonce=1)))
     with pytest.raises(errors.HelloRequired):
         await client.next()
+
+
+@pytest.mark.parametrize("outage", [True, False])
+async def test_a_send_failing_because_a_dependency_is_down_holds_the_delivery_brake(
+    outage: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deliveries an outage held up arrive late once it is over: the backlog draining,
+    # not a queue the admitted rate built (gateway.admission.DeliveryBrake.OUTAGE_GRACE_S).
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.04), clock=clock)
+    async with MemoryStack(admission=admission) as stack:
+        cid = await direct(stack)
+        if outage:
+
+            async def redis_down(*args: object, **kwargs: object) -> messages_pb2.SendAck:
+                raise errors.Unavailable("Redis is unavailable")
+
+            monkeypatch.setattr(stack.appender, "append", redis_down)
+        try:
+            await stack.chat.Send(send_request(cid, "m1"), context("alice"))
+        except errors.Unavailable:
+            assert outage
+    offer(admission, clock, 400, 1.0, lag_s=0.5)
+    assert (admission.rate_limit == float("inf")) is outage
 
 
 async def test_a_route_removal_failing_on_a_redis_outage_is_one_warning(
