@@ -63,6 +63,9 @@ def batch_finished(messages: int) -> None:
     WRITTEN.inc(messages)
 
 
-def status(lag_entries: int, cassandra_up: bool) -> None:
-    WRITER_LAG_ENTRIES.set(lag_entries)
-    WRITER_CASSANDRA_UP.set(1 if cassandra_up else 0)
+def cassandra_up(up: bool) -> None:
+    WRITER_CASSANDRA_UP.set(1 if up else 0)
+
+
+def lag(entries: int) -> None:
+    WRITER_LAG_ENTRIES.set(entries)

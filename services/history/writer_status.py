@@ -100,12 +100,12 @@ async def status_loop(
                     await state.failed(exc, 0)
                 else:
                     await state.succeeded()
+            metrics.cassandra_up(writer.cassandra_up)
             now = time.monotonic()
             if last_report is not None and now - last_report < interval:
-                metrics.WRITER_CASSANDRA_UP.set(1 if writer.cassandra_up else 0)
                 continue
             lag = await writer.lag()
-            metrics.status(lag, writer.cassandra_up)
+            metrics.lag(lag)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
