@@ -38,6 +38,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--no-gc-stats", action="store_true", help="do not record the services' GC pauses (bench/gcprobe)"
     )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the run's scratch directory (the logs); print its path"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
     return parser.parse_args(argv)
 
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario = scenario.with_overrides(profile=True)
     if args.no_gc_stats:
         scenario = scenario.with_overrides(gc_stats=False)
-    result, paths = asyncio.run(Runner(scenario, args.out).run())
+    result, paths = asyncio.run(Runner(scenario, args.out, keep_logs=args.keep_logs).run())
     print(paths["md"].read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")

@@ -186,7 +186,11 @@ def markdown_summary(result: dict[str, Any]) -> str:
             + (f"; services imported from {code['services_root']}" if code.get("services_root") else "")
         )
     for note in result.get("notes", []):
-        lines.append(f"- {note}")
+        # A note's further lines (a log tail) are kept as they were, in a block under it.
+        first, _, rest = note.partition("\n")
+        lines.append(f"- {first}")
+        if rest:
+            lines += ["", "  ```", *(f"  {line}" for line in rest.splitlines()), "  ```", ""]
     lines += ["", "## Headline", ""]
     lines += [f"- {h}" for h in result["headline"]]
     for target in result["targets"]:

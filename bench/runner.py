@@ -50,6 +50,7 @@ from bench.schedule import RateSearch
 from bench.stack import (
     HISTORY_WRITER_HEALTH,
     REPO_ROOT,
+    Service,
     Stack,
     base_env,
     health_status,
@@ -213,9 +214,12 @@ async def delete_keys(prefix: str) -> int:
 
 
 class Runner:
-    def __init__(self, scenario: Scenario, out_dir: Path = RESULTS_DIR) -> None:
+    def __init__(self, scenario: Scenario, out_dir: Path = RESULTS_DIR, *, keep_logs: bool = False) -> None:
         self.scenario = scenario
         self.out_dir = out_dir
+        # Keep the scratch directory (the services' and generators' logs) instead of deleting it.
+        self.keep_logs = keep_logs
+        self.exits_noted: set[str] = set()
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.run_id = f"bench{time.strftime('%m%d%H%M%S')}{uuid.uuid4().hex[:4]}"
         self.scratch = Path(tempfile.mkdtemp(prefix=f"parley-{self.run_id}-"))
@@ -249,7 +253,10 @@ class Runner:
             await self.sampler.stop()
         result = self.result(targets)
         paths = write_results(result, self.hists, self.out_dir)
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.keep_logs:
+            print(f"[bench] logs kept in {self.scratch}", flush=True)
+        else:
+            shutil.rmtree(self.scratch, ignore_errors=True)
         return result, paths
 
     # --- one target ---------------------------------------------------------------------
@@ -296,7 +303,7 @@ class Runner:
             workers = await self.start_workers(front.address, target)
             await self.setup_and_connect(workers, stack, front.name, out)
             if history is not None and history.ready:
-                out["settle"] = await self.settle(redis, prefix)
+                out["settle"] = await self.settle(redis, prefix, history)
             out["steps"] = await self.run_steps(workers, stack, redis, prefix, target, out)
             passed = [s["rate"] for s in out["steps"] if s["passed"]]
             if self.scenario.overload_factors and self.scenario.search is not None:
@@ -410,16 +417,35 @@ class Runner:
 
     # --- steps --------------------------------------------------------------------------
 
-    async def settle(self, redis: aioredis.Redis, prefix: str) -> dict[str, Any]:
+    async def settle(self, redis: aioredis.Redis, prefix: str, history: Service) -> dict[str, Any]:
         """Waits (bounded) until the history writer has stored the setup's conversations."""
         started = time.monotonic()
         lag = backlog = await history_lag(redis, prefix)
-        while lag and time.monotonic() - started < SETTLE_MAX_S:
+        # A history process that died stores nothing: no use waiting out the bound.
+        while lag and time.monotonic() - started < SETTLE_MAX_S and history.exit_code is None:
             await asyncio.sleep(1.0)
             lag = await history_lag(redis, prefix)
         took = round(time.monotonic() - started, 1)
         say(f"settle: history writer backlog {backlog} entries after the setup, {lag} left after {took} s")
         return {"backlog": backlog, "left": lag, "seconds": took}
+
+    def exited(self, stack: Stack, target: str) -> list[str]:
+        """Step failures for services that started and have exited since (each noted once, with
+        its exit code and last log lines; the run's logs are then kept)."""
+        reasons = []
+        for service in stack.services:
+            code = service.exit_code
+            if not service.ready or code is None:
+                continue
+            reasons.append(f"{service.name} exited with {code}")
+            if service.name not in self.exits_noted:
+                self.exits_noted.add(service.name)
+                self.keep_logs = True
+                self.notes.append(
+                    f"{target}: {service.name} exited with {code} during the run; "
+                    f"its last log lines:\n{service.tail()}"
+                )
+        return reasons
 
     async def run_steps(
         self,
@@ -573,12 +599,13 @@ class Runner:
         merged["generator"] = generator_share(
             merged["resources"], merged["window_acks"], merged["measured_s"]
         )
-        if stack.get("history") is not None and stack["history"].ready:
+        history = stack.get("history")
+        if history is not None and history.ready:
             # Every message must also reach Cassandra: the history writer's backlog when the
             # deliveries are done, and how long it takes to catch up (the step fails if it cannot).
             lag_at_drain = lag = await history_lag(redis, prefix)
             waited_from = time.monotonic()
-            while lag and time.monotonic() - waited_from < HISTORY_CATCHUP_S:
+            while lag and time.monotonic() - waited_from < HISTORY_CATCHUP_S and history.exit_code is None:
                 await asyncio.sleep(1.0)
                 lag = await history_lag(redis, prefix)
             merged["history"] = {
@@ -601,6 +628,7 @@ class Runner:
                 f"history writer still {merged['history']['lag_after_wait']} entries behind "
                 f"{HISTORY_CATCHUP_S:g} s after the step"
             )
+        reasons += self.exited(stack, target)
         merged["passed"] = not reasons
         merged["reasons"] = reasons
         self.hists[f"{target} {rate:g}/s"] = hists

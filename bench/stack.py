@@ -55,6 +55,11 @@ class Service:
         return f"{HOST}:{self.port}"
 
     @property
+    def exit_code(self) -> int | None:
+        """The exit status once the process has ended (None while it runs or before it started)."""
+        return self.process.returncode if self.process is not None else None
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 

@@ -165,6 +165,14 @@ def test_summary_states_machine_load_latency_and_loss() -> None:
     assert "| parley | 500 |" in text
 
 
+def test_a_note_with_a_log_tail_keeps_its_lines_in_a_block() -> None:
+    result, _ = _result()
+    result["notes"] = ["parley: history exited with 1 during the run; its last log lines:\nTraceback\n  boom"]
+    text = markdown_summary(result)
+    note = "- parley: history exited with 1 during the run; its last log lines:"
+    assert f"{note}\n\n  ```\n  Traceback\n    boom\n  ```" in text
+
+
 def test_generator_share_counts_only_generator_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("bench.runner.psutil.cpu_count", lambda: 2)
     resources = {
