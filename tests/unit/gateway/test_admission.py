@@ -292,6 +292,20 @@ def test_the_limit_creeps_across_the_rate_that_was_too_much() -> None:
     assert plateau < admission.rate_limit <= plateau * 1.01**4 + 1
 
 
+def test_the_limit_holds_while_the_lag_nears_the_target() -> None:
+    # A queue building up shows in the lag before it passes the target: the limit stops
+    # growing at half the target and holds there, instead of probing on until the cut.
+    clock = Clock()
+    admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
+    offer(admission, clock, 400, 0.75, lag_s=0.5)  # late: cut
+    limit = admission.rate_limit
+    assert limit < 400
+    offer(admission, clock, 400, 2.0, lag_s=0.1)  # refusing, lag between half and the target
+    assert admission.rate_limit == limit
+    offer(admission, clock, 400, 0.5, lag_s=0.07)  # well on time again: grows
+    assert admission.rate_limit > limit
+
+
 def test_a_limit_that_refuses_nobody_does_not_grow() -> None:
     clock = Clock()
     admission = Admission(AdmissionConfig(max_in_flight=64, target_delivery_s=0.15), clock=clock)
