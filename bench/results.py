@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench import redislatency
 from bench.hist import Latency
 
 HISTOGRAMS = {
@@ -211,6 +212,13 @@ def markdown_summary(result: dict[str, Any]) -> str:
             lines.append(
                 f"- Before the first step: the history writer stored the setup's {settle['backlog']} log "
                 f"entries (conversations, members) in {settle['seconds']} s ({settle['left']} left)"
+            )
+        stalls = [s for s in target["steps"] if "redis_latency" in s]
+        if stalls:
+            lines.append(
+                "- Redis stalls during each step (latency monitor, events over "
+                f"{redislatency.THRESHOLD_MS} ms; seconds with one, longest): "
+                + "; ".join(f"{s['rate']:g}/s: {redislatency.describe(s['redis_latency'])}" for s in stalls)
             )
         history = [s["history"] for s in target["steps"] if s.get("history")]
         if history:

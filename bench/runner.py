@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import psutil
 import redis.asyncio as aioredis
 
+from bench import redislatency
 from bench.generator import build as build_generator
 from bench.hist import Latency
 from bench.profile import record, top_functions
@@ -220,6 +221,8 @@ class Runner:
         # Keep the scratch directory (the services' and generators' logs) instead of deleting it.
         self.keep_logs = keep_logs
         self.exits_noted: set[str] = set()
+        # Redis' latency monitor is on (bench.redislatency): each step reports its stalls.
+        self.redis_latency = False
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.run_id = f"bench{time.strftime('%m%d%H%M%S')}{uuid.uuid4().hex[:4]}"
         self.scratch = Path(tempfile.mkdtemp(prefix=f"parley-{self.run_id}-"))
@@ -279,6 +282,10 @@ class Runner:
         workers: list[WorkerProcess] = []
         redis = aioredis.from_url(REDIS_URL)
         try:
+            refused = await redislatency.enable(redis)
+            self.redis_latency = refused is None
+            if refused is not None:
+                self.notes.append(f"{target}: Redis' latency monitor not available ({refused})")
             say(f"{target}: starting {', '.join(s.name for s in stack.services)}")
             await stack.start()
             out["services"] = [s.name for s in stack.running()]
@@ -589,6 +596,14 @@ class Runner:
         merged["rate"] = rate
         end = min(window[1], window[0] + merged["measured_s"])
         merged["resources"] = self.sampler.summary(window[0], end)
+        if self.redis_latency:
+            to_wall = time.time() - time.monotonic()
+            try:
+                merged["redis_latency"] = await redislatency.step_events(
+                    redis, window[0] + to_wall, end + to_wall
+                )
+            except aioredis.RedisError as exc:
+                say(f"redis latency history: {exc}")
         merged["gc"] = self.gc_summary(stack, gc_before, window[0], end)
         if merged["window_acks"]:
             # CPU time per acknowledged message: comparable across runs even when the
