@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import psutil
 import redis.asyncio as aioredis
 
-from bench import redislatency
+from bench import cassandraquiet, redislatency
 from bench.generator import build as build_generator
 from bench.hist import Latency
 from bench.profile import record, top_functions
@@ -60,7 +60,7 @@ from bench.stack import (
     services_root,
 )
 from parley.keys import HISTORY_GROUP, Keys
-from parley.localstate import LocalCredentials
+from parley.localstate import CASSANDRA_ADMIN_ROLE, LocalCredentials
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 # Logged in as the local Redis' admin user when it has ACL users (deploy/local, parley.localstate).
@@ -247,6 +247,8 @@ class Runner:
         cassandra_port = int(os.environ.get("PARLEY_CASSANDRA_PORT", "9042"))
         for name, pid in find_infra(redis_port, cassandra_port).items():
             self.sampler.watch(name, pid)
+        if scenario.history and any(t != TARGET_RELAY for t in scenario.targets):
+            await self.wait_for_cassandra(cassandra_port)
         await self.sampler.start()
         targets: list[dict[str, Any]] = []
         try:
@@ -261,6 +263,19 @@ class Runner:
         else:
             shutil.rmtree(self.scratch, ignore_errors=True)
         return result, paths
+
+    async def wait_for_cassandra(self, port: int) -> None:
+        """Until the node's compactions are done (bench.cassandraquiet), noted when it had any."""
+        say("waiting for Cassandra's compactions to finish (if any)")
+        try:
+            quiet = await cassandraquiet.wait_quiet(
+                "127.0.0.1", port, LocalCredentials.from_env().cassandra_login(CASSANDRA_ADMIN_ROLE)
+            )
+        except Exception as exc:  # the run still measures something; the note says what is unknown
+            self.notes.append(f"could not check Cassandra's compactions before the first step: {exc}")
+            return
+        if quiet["tasks"]:
+            self.notes.append(f"before the first step: {cassandraquiet.describe(quiet)}")
 
     # --- one target ---------------------------------------------------------------------
 
