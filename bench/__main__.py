@@ -1,7 +1,8 @@
 """``python -m bench SCENARIO [options]``: run a benchmark scenario and write its results.
 
-Scenarios: smoke, capacity, throughput, baseline (see bench/scenarios.py), and commitlog
-(bench/commitlog.py: what Cassandra's commit-log sync modes cost the history writer).
+Scenarios: smoke, capacity, throughput, baseline (see bench/scenarios.py), commitlog
+(bench/commitlog.py: what Cassandra's commit-log sync modes cost the history writer) and compaction
+(bench/compaction.py: what the messages table's compaction strategies cost).
 Options override the scenario's load, e.g. ``--users 1000 --rates 500,1000``.
 Exit status 1 when a step lost messages or the run failed.
 """
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.commitlog import main as commitlog_main
 
         return commitlog_main(raw[1:])
+    if raw[:1] == ["compaction"]:
+        # Not a load scenario either: the messages table's compaction strategies.
+        from bench.compaction import main as compaction_main
+
+        return compaction_main(raw[1:])
     args = parse_args(raw)
     scenario = SCENARIOS[args.scenario].with_overrides(
         users=args.users,

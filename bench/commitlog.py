@@ -15,22 +15,18 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 
+from bench.privatenode import REPO, commit, machine, private_node
 from history.db import Database
 from history.store import STATEMENTS, HistoryStore, StoredMessage
 from parley.config import CassandraConfig
 from parley.localstate import LocalCredentials
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "deploy" / "local" / "cassandra.sh"
-STATE = Path(os.environ.get("PARLEY_STATE_DIR", REPO / ".state"))
 RESULTS = REPO / "bench" / "results"
 MODES = ("periodic", "group", "batch")
 
@@ -93,28 +89,14 @@ async def _write(
 
 
 def run_mode(mode: str, messages: int, conversations: int, body: int) -> ModeResult:
-    with tempfile.TemporaryDirectory(prefix=f"parley-commitlog-{mode}-") as tmp:
-        port = 19142
-        env = {
-            **os.environ,
-            "PARLEY_STATE_DIR": tmp,
-            "PARLEY_CASSANDRA_PORT": str(port),
-            "PARLEY_CASSANDRA_STORAGE_PORT": str(port + 1),
-            "PARLEY_CASSANDRA_LIB_DIR": os.environ.get("PARLEY_CASSANDRA_LIB_DIR")
-            or str(STATE / "cassandra" / "lib"),
-            "PARLEY_CASSANDRA_COMMITLOG_SYNC": mode,
-        }
-        subprocess.run([str(SCRIPT), "up"], env=env, check=True, timeout=300)
-        try:
-            pid = int((Path(tmp) / "cassandra" / "cassandra.pid").read_text())
-            node = psutil.Process(pid)
-            me = psutil.Process()
-            node_cpu0, my_cpu0 = sum(node.cpu_times()[:2]), sum(me.cpu_times()[:2])
-            elapsed, latencies, retried = asyncio.run(_write(port, Path(tmp), messages, conversations, body))
-            node_cpu = sum(node.cpu_times()[:2]) - node_cpu0
-            my_cpu = sum(me.cpu_times()[:2]) - my_cpu0
-        finally:
-            subprocess.run([str(SCRIPT), "down"], env=env, check=False, timeout=120)
+    with private_node(f"commitlog-{mode}", {"PARLEY_CASSANDRA_COMMITLOG_SYNC": mode}) as node:
+        me = psutil.Process()
+        node_cpu0, my_cpu0 = sum(node.process.cpu_times()[:2]), sum(me.cpu_times()[:2])
+        elapsed, latencies, retried = asyncio.run(
+            _write(node.port, node.state, messages, conversations, body)
+        )
+        node_cpu = sum(node.process.cpu_times()[:2]) - node_cpu0
+        my_cpu = sum(me.cpu_times()[:2]) - my_cpu0
     return ModeResult(
         mode=mode,
         messages=messages,
@@ -141,14 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         run_mode(mode, args.messages, args.conversations, args.body_bytes) for mode in args.modes.split(",")
     ]
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
     header = (
-        f"# Commit-log sync cost, {stamp} (commit {commit})\n\n"
-        f"Machine: {os.cpu_count()} cores ({cpu}); Cassandra 1G heap, benchmark and node on the same cores.\n"
+        f"# Commit-log sync cost, {stamp} (commit {commit()})\n\n"
+        f"Machine: {machine()}; Cassandra 1G heap, benchmark and node on the same cores.\n"
         f"Load: {args.messages} messages of {args.body_bytes} B over {args.conversations} conversations, "
         "written as the history writer does (batches of 500, 256 in flight).\n\n"
         "| mode | msg/s | batch p50 ms | batch p99 ms | batch max ms | Cassandra CPU ms/msg "

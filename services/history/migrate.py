@@ -3,8 +3,8 @@
 Migrations are the files ``history/migrations/NNNN_<name>.cql``, applied in
 version order. Each applied version is recorded in ``schema_migrations``
 (with a checksum, to notice a file edited after it shipped), so a start-up
-applies only what is new. Every statement is idempotent (``IF NOT EXISTS``):
-a migration interrupted half-way is simply run again.
+applies only what is new. Every statement is idempotent (``IF NOT EXISTS``, or
+``ALTER TABLE ... WITH`` options): a migration interrupted half-way is simply run again.
 
 Concurrent start-ups of several history instances serialise on a
 lightweight-transaction lock (``schema_lock``, TTL'd so a crashed holder

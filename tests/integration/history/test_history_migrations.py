@@ -74,6 +74,37 @@ def test_a_fresh_keyspace_gets_every_migration_once(cluster: Cluster, keyspace: 
         session.shutdown()
 
 
+def _messages_compaction(cluster: Cluster, keyspace: str) -> dict[str, str]:
+    session = cluster.connect()
+    try:
+        row = session.execute(
+            "SELECT compaction FROM system_schema.tables"
+            " WHERE keyspace_name = %s AND table_name = 'messages'",
+            (keyspace,),
+        ).one()
+        return dict(row[0])
+    finally:
+        session.shutdown()
+
+
+def test_a_keyspace_of_the_leveled_days_moves_to_unified_compaction(cluster: Cluster, keyspace: str) -> None:
+    # A deployment made before 0003: its messages table has leveled compaction.
+    before = [m for m in load_migrations() if m.version < 3]
+    settings = {"bucket_size": "1000"}
+    apply_migrations(
+        cluster, keyspace=keyspace, replication="SimpleStrategy:1", settings=settings, migrations=before
+    )
+    assert _messages_compaction(cluster, keyspace)["class"].endswith("LeveledCompactionStrategy")
+
+    # Its next start-up applies 0003 (bench/compaction.py measured why).
+    assert 3 in apply_migrations(
+        cluster, keyspace=keyspace, replication="SimpleStrategy:1", settings=settings
+    )
+    compaction = _messages_compaction(cluster, keyspace)
+    assert compaction["class"].endswith("UnifiedCompactionStrategy")
+    assert compaction["scaling_parameters"] == "T4"
+
+
 def test_another_bucket_size_is_refused(cluster: Cluster, keyspace: str) -> None:
     apply_migrations(
         cluster, keyspace=keyspace, replication="SimpleStrategy:1", settings={"bucket_size": "1000"}
