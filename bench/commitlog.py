@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.hist import percentile
 from bench.privatenode import REPO, commit, machine, private_node
 from history.db import Database
 from history.store import STATEMENTS, HistoryStore, StoredMessage
@@ -44,11 +45,6 @@ class ModeResult:
     bench_cpu_ms_per_message: float
     load_average_1m: float
     rewrites_after_timeout: int
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def _write(
@@ -102,8 +98,8 @@ def run_mode(mode: str, messages: int, conversations: int, body: int) -> ModeRes
         messages=messages,
         seconds=round(elapsed, 2),
         messages_per_s=round(messages / elapsed, 1),
-        batch_p50_ms=round(_percentile(latencies, 0.5), 1),
-        batch_p99_ms=round(_percentile(latencies, 0.99), 1),
+        batch_p50_ms=round(percentile(latencies, 0.5), 1),
+        batch_p99_ms=round(percentile(latencies, 0.99), 1),
         batch_max_ms=round(max(latencies), 1),
         cassandra_cpu_ms_per_message=round(node_cpu * 1000 / messages, 3),
         bench_cpu_ms_per_message=round(my_cpu * 1000 / messages, 3),

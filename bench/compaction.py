@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cassandraquiet import connect, wait_quiet
+from bench.hist import percentile
 from bench.privatenode import REPO, PrivateNode, commit, machine, private_node
 from history.db import Database
 from history.store import STATEMENTS, HistoryStore, StoredMessage
@@ -65,11 +66,6 @@ class StrategyResult:
     read_p50_ms: float
     read_p99_ms: float
     load_average_1m: float
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _conversation(n: int) -> str:
@@ -180,8 +176,8 @@ async def _measure(
         compaction_rewrites=round(compacted / data, 2) if data else 0.0,
         compactions=compactions,
         sstables=len(list(table.glob("*-Data.db"))),
-        read_p50_ms=round(_percentile(latencies, 0.5), 2),
-        read_p99_ms=round(_percentile(latencies, 0.99), 2),
+        read_p50_ms=round(percentile(latencies, 0.5), 2),
+        read_p99_ms=round(percentile(latencies, 0.99), 2),
         load_average_1m=round(os.getloadavg()[0], 2),
     )
 

@@ -67,3 +67,10 @@ class Latency:
             percentile = 100.0 * (1.0 - 10.0**-x)
             out.append((percentile, self.percentile_ms(percentile)))
         return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of a few samples, nearest rank (the storage benchmarks' batch and read
+    latencies: thousands of values in one process, no histogram needed)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
