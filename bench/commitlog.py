@@ -17,16 +17,12 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import psutil
 
 from bench.hist import percentile
-from bench.privatenode import REPO, commit, machine, private_node
-from history.db import Database
-from history.store import STATEMENTS, HistoryStore, StoredMessage
-from parley.config import CassandraConfig
-from parley.localstate import LocalCredentials
+from bench.privatenode import REPO, PrivateNode, commit, machine, open_store, private_node
+from history.store import StoredMessage
 
 RESULTS = REPO / "bench" / "results"
 MODES = ("periodic", "group", "batch")
@@ -48,16 +44,9 @@ class ModeResult:
 
 
 async def _write(
-    port: int, state: Path, messages: int, conversations: int, body: int
+    node: PrivateNode, messages: int, conversations: int, body: int
 ) -> tuple[float, list[float], int]:
-    # The node's own "parley" role (cassandra.sh runs it with authentication by default).
-    username, password = LocalCredentials(state).cassandra_login()
-    config = CassandraConfig(port=port, keyspace="bench_commitlog", username=username, password=password)
-    db = Database(config, bucket_size=1000, statements=STATEMENTS)
-    await db.start()
-    if not db.is_connected:
-        raise RuntimeError("could not connect to the benchmark node")
-    store = HistoryStore(db, write_concurrency=256)
+    db, store = await open_store(node, "bench_commitlog")
     payload = os.urandom(body)
     batches = [
         [
@@ -88,9 +77,7 @@ def run_mode(mode: str, messages: int, conversations: int, body: int) -> ModeRes
     with private_node(f"commitlog-{mode}", {"PARLEY_CASSANDRA_COMMITLOG_SYNC": mode}) as node:
         me = psutil.Process()
         node_cpu0, my_cpu0 = sum(node.process.cpu_times()[:2]), sum(me.cpu_times()[:2])
-        elapsed, latencies, retried = asyncio.run(
-            _write(node.port, node.state, messages, conversations, body)
-        )
+        elapsed, latencies, retried = asyncio.run(_write(node, messages, conversations, body))
         node_cpu = sum(node.process.cpu_times()[:2]) - node_cpu0
         my_cpu = sum(me.cpu_times()[:2]) - my_cpu0
     return ModeResult(

@@ -30,10 +30,9 @@ from typing import Any
 
 from bench.cassandraquiet import connect, wait_quiet
 from bench.hist import percentile
-from bench.privatenode import REPO, PrivateNode, commit, machine, private_node
+from bench.privatenode import REPO, PrivateNode, commit, machine, open_store, private_node
 from history.db import Database
-from history.store import STATEMENTS, HistoryStore, StoredMessage
-from parley.config import CassandraConfig
+from history.store import HistoryStore, StoredMessage
 from parley.localstate import CASSANDRA_ADMIN_ROLE, LocalCredentials
 
 RESULTS = REPO / "bench" / "results"
@@ -86,19 +85,14 @@ def _compacted_bytes(admin: Any) -> tuple[int, int]:
 
 
 async def _open_store(node: PrivateNode, admin: Any, compaction: str) -> tuple[Database, HistoryStore]:
-    username, password = LocalCredentials(node.state).cassandra_login()
-    config = CassandraConfig(port=node.port, keyspace=KEYSPACE, username=username, password=password)
-    db = Database(config, bucket_size=1000, statements=STATEMENTS)
-    await db.start()  # creates the keyspace and tables with the project's migrations
-    if not db.is_connected:
-        raise RuntimeError("could not connect to the benchmark node")
+    db, store = await open_store(node, KEYSPACE)
     await asyncio.to_thread(admin.execute, f"ALTER TABLE {KEYSPACE}.messages WITH compaction = {compaction}")
-    return db, HistoryStore(db, write_concurrency=256)
+    return db, store
 
 
 # Bodies are random letters and spaces (5 bits a byte): chat text compresses about that well,
 # and one body repeated would compress away to nothing (a first run measured 5 MiB of data).
-_TEXT = bytes((b"abcdefghijklmnopqrstuvwxyz .,!?'" * 8)[i] for i in range(256))
+_TEXT = b"abcdefghijklmnopqrstuvwxyz .,!?'" * 8  # a translate() table: byte b -> _TEXT[b]
 
 
 def _body(size: int) -> bytes:

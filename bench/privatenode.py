@@ -17,6 +17,11 @@ from pathlib import Path
 
 import psutil
 
+from history.db import Database
+from history.store import STATEMENTS, HistoryStore
+from parley.config import CassandraConfig
+from parley.localstate import LocalCredentials
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "deploy" / "local" / "cassandra.sh"
 STATE = Path(os.environ.get("PARLEY_STATE_DIR", REPO / ".state"))
@@ -50,6 +55,18 @@ def private_node(name: str, settings: Mapping[str, str] | None = None) -> Iterat
             yield PrivateNode(port=PORT, state=Path(tmp), process=psutil.Process(pid))
         finally:
             subprocess.run([str(SCRIPT), "down"], env=env, check=False, timeout=120)
+
+
+async def open_store(node: PrivateNode, keyspace: str) -> tuple[Database, HistoryStore]:
+    """The history writer's store on the node (its service role, 256 writes in flight as the writer
+    runs it), the keyspace created by the project's migrations; the caller stops the database."""
+    username, password = LocalCredentials(node.state).cassandra_login()
+    config = CassandraConfig(port=node.port, keyspace=keyspace, username=username, password=password)
+    db = Database(config, bucket_size=1000, statements=STATEMENTS)
+    await db.start()
+    if not db.is_connected:
+        raise RuntimeError("could not connect to the benchmark node")
+    return db, HistoryStore(db, write_concurrency=256)
 
 
 def machine() -> str:
