@@ -68,6 +68,9 @@ class Sampler:
     def __init__(self) -> None:
         self.series: list[Series] = []
         self.machine: list[tuple[float, float]] = []  # (t, total CPU % of the machine, 0-100)
+        # (t, % of the machine's CPU time the hypervisor gave to other guests, 0-100): a virtual
+        # machine whose host is busy runs everything slower, which no process here shows.
+        self.steal: list[tuple[float, float]] = []
         self._task: asyncio.Task[None] | None = None
 
     def watch(self, name: str, pid: int | None) -> None:
@@ -90,6 +93,7 @@ class Sampler:
 
     async def start(self) -> None:
         psutil.cpu_percent(None)
+        psutil.cpu_times_percent(None)
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -103,6 +107,7 @@ class Sampler:
             await asyncio.sleep(SAMPLE_INTERVAL_S)
             now = time.monotonic()
             self.machine.append((now, psutil.cpu_percent(None)))
+            self.steal.append((now, getattr(psutil.cpu_times_percent(None), "steal", 0.0)))
             for s in self.series:
                 with contextlib.suppress(psutil.Error):
                     s.samples.append((now, s.process.cpu_percent(None), int(s.process.memory_info().rss)))
@@ -110,7 +115,15 @@ class Sampler:
     def summary(self, start: float, end: float) -> dict[str, Any]:
         machine = [c for t, c in self.machine if start <= t <= end]
         processes = summarise(self.series, start, end)
-        out: dict[str, Any] = {"processes": processes, "machine_cpu_pct": None, "others_cpu_pct": None}
+        out: dict[str, Any] = {
+            "processes": processes,
+            "machine_cpu_pct": None,
+            "others_cpu_pct": None,
+            "steal_pct": None,
+        }
+        steal = [c for t, c in self.steal if start <= t <= end]
+        if steal:
+            out["steal_pct"] = round(sum(steal) / len(steal), 1)
         if machine:
             mean = sum(machine) / len(machine)
             out["machine_cpu_pct"] = round(mean, 1)

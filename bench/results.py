@@ -147,6 +147,10 @@ def _resources_table(step: dict[str, Any]) -> list[str]:
     machine = step["resources"].get("machine_cpu_pct")
     if machine is not None:
         lines.append(f"| *machine total (all cores = 100 %)* | {machine:g} | | | |")
+    steal = step["resources"].get("steal_pct")
+    if steal is not None:
+        # psutil counts stolen time as busy: it is inside the machine total and the "other" row.
+        lines.append(f"| *of which stolen by the hypervisor (all cores = 100 %)* | {steal:g} | | | |")
     return lines
 
 

@@ -305,3 +305,11 @@ def test_overload_table_shows_refusals_resends_and_the_p99_ratio() -> None:
     lines = _overload_table([first, second])
     assert "OVERLOADED 40" in lines[2]
     assert "1.00x" in lines[2] and "1.50x" in lines[3]
+
+
+def test_time_the_hypervisor_took_is_shown_inside_the_machine_total() -> None:
+    result, _ = _result()
+    resources = result["targets"][0]["steps"][0]["resources"]
+    assert "stolen by the hypervisor" not in markdown_summary(result)  # not measured: no row
+    resources["steal_pct"] = 7.5
+    assert "| *of which stolen by the hypervisor (all cores = 100 %)* | 7.5 |" in markdown_summary(result)
