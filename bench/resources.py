@@ -3,7 +3,9 @@
 Samples are kept with their time so each step can be summarised over its own
 window: mean CPU (% of one core; 200 % is both cores of this machine) and peak
 RSS per process. Redis and Cassandra are found by their command lines; they
-are shared infrastructure, observed only.
+are shared infrastructure, observed only. Each tick also records the share of
+the machine's time the hypervisor stole and a bench.boxspeed probe (how fast
+the box itself was: a virtual machine's speed changes from second to second).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from bench import boxspeed
 
 SAMPLE_INTERVAL_S = 1.0
 
@@ -71,6 +75,8 @@ class Sampler:
         # (t, % of the machine's CPU time the hypervisor gave to other guests, 0-100): a virtual
         # machine whose host is busy runs everything slower, which no process here shows.
         self.steal: list[tuple[float, float]] = []
+        # (t, CPU ms of bench.boxspeed's fixed workload): how fast the box itself was.
+        self.speed: list[tuple[float, float]] = []
         self._task: asyncio.Task[None] | None = None
 
     def watch(self, name: str, pid: int | None) -> None:
@@ -108,6 +114,7 @@ class Sampler:
             now = time.monotonic()
             self.machine.append((now, psutil.cpu_percent(None)))
             self.steal.append((now, getattr(psutil.cpu_times_percent(None), "steal", 0.0)))
+            self.speed.append((now, boxspeed.probe()))
             for s in self.series:
                 with contextlib.suppress(psutil.Error):
                     s.samples.append((now, s.process.cpu_percent(None), int(s.process.memory_info().rss)))
@@ -120,7 +127,11 @@ class Sampler:
             "machine_cpu_pct": None,
             "others_cpu_pct": None,
             "steal_pct": None,
+            "box_speed_ms": None,
         }
+        speed = [ms for t, ms in self.speed if start <= t <= end]
+        if speed:
+            out["box_speed_ms"] = {"mean": round(sum(speed) / len(speed), 2), "max": round(max(speed), 2)}
         steal = [c for t, c in self.steal if start <= t <= end]
         if steal:
             out["steal_pct"] = round(sum(steal) / len(steal), 1)

@@ -224,6 +224,17 @@ def markdown_summary(result: dict[str, Any]) -> str:
                 f"{redislatency.THRESHOLD_MS} ms; seconds with one, longest): "
                 + "; ".join(f"{s['rate']:g}/s: {redislatency.describe(s['redis_latency'])}" for s in stalls)
             )
+        speeds = [s for s in target["steps"] if s.get("resources", {}).get("box_speed_ms")]
+        if speeds:
+            lines.append(
+                "- Box speed during each step (bench/boxspeed.py: CPU ms of a fixed workload, once a "
+                "second; lower is faster; mean / slowest): "
+                + "; ".join(
+                    f"{s['rate']:g}/s: {s['resources']['box_speed_ms']['mean']:g} / "
+                    f"{s['resources']['box_speed_ms']['max']:g} ms"
+                    for s in speeds
+                )
+            )
         history = [s["history"] for s in target["steps"] if s.get("history")]
         if history:
             lines.append(

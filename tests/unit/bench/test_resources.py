@@ -22,3 +22,10 @@ def test_a_step_summary_averages_the_machine_samples_in_its_window(monkeypatch: 
 def test_a_window_without_samples_says_nothing() -> None:
     summary = Sampler().summary(0.0, 1.0)
     assert summary["machine_cpu_pct"] is None and summary["steal_pct"] is None
+
+
+def test_a_step_summary_gives_the_box_speed_probes_mean_and_slowest() -> None:
+    sampler = Sampler()
+    sampler.speed = [(1.0, 9.0), (2.0, 5.0), (3.0, 7.0), (4.0, 6.0)]
+    assert sampler.summary(2.0, 4.0)["box_speed_ms"] == {"mean": 6.0, "max": 7.0}
+    assert Sampler().summary(2.0, 4.0)["box_speed_ms"] is None

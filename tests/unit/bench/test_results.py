@@ -313,3 +313,10 @@ def test_time_the_hypervisor_took_is_shown_inside_the_machine_total() -> None:
     assert "stolen by the hypervisor" not in markdown_summary(result)  # not measured: no row
     resources["steal_pct"] = 7.5
     assert "| *of which stolen by the hypervisor (all cores = 100 %)* | 7.5 |" in markdown_summary(result)
+
+
+def test_each_steps_box_speed_is_listed_with_its_rate() -> None:
+    result, _ = _result()
+    assert "Box speed during each step" not in markdown_summary(result)  # not measured: no line
+    result["targets"][0]["steps"][0]["resources"]["box_speed_ms"] = {"mean": 6.25, "max": 9.5}
+    assert "lower is faster; mean / slowest): 500/s: 6.25 / 9.5 ms" in markdown_summary(result)
