@@ -5,6 +5,10 @@ Three things a loop must tell apart:
 - an **outage** (Redis, Cassandra or another service unreachable, a call
   timing out): retried with jittered exponential backoff, logged at WARNING
   once when it starts and at INFO when it ends, not once per retry;
+  **refused credentials** are retried the same way (a rotated password
+  takes a moment to reach every process) but are an operator's to fix, so
+  they are logged at ERROR, when they start and again every minute while
+  they last;
 - **bad data** (an entry no retry can fix): logged at ERROR, counted
   (``parley_bad_entries_skipped_total{loop}``) and skipped with
   :func:`skip_bad_data`, so it cannot wedge the loop;
@@ -22,10 +26,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
+import redis.exceptions
 from prometheus_client import Counter
 
 from parley.errors import TRANSIENT_ERRORS
@@ -46,6 +52,29 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code() in _OUTAGE_STATUSES
     return isinstance(exc, OUTAGE_ERRORS)
+
+
+def refused_credentials(exc: BaseException) -> bool:
+    """Redis or Cassandra refused this process's username or password (redis-py raises that as a
+    kind of connection error, so it also counts as an outage)."""
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return True
+    # Only a process that loaded the Cassandra driver can get its errors (most services never do).
+    driver = sys.modules.get("cassandra")
+    if driver is None:
+        return False
+    if isinstance(exc, driver.AuthenticationFailed):
+        return True
+    # A connect attempt reports each host's failure; refused when every host refused.
+    errors = getattr(exc, "errors", None)
+    cluster = sys.modules.get("cassandra.cluster")
+    return (
+        cluster is not None
+        and isinstance(exc, cluster.NoHostAvailable)
+        and isinstance(errors, dict)
+        and bool(errors)
+        and all(isinstance(e, driver.AuthenticationFailed) for e in errors.values())
+    )
 
 
 class Backoff:
@@ -81,12 +110,19 @@ class Backoff:
 
 
 class Outage:
-    """Logs an outage once at WARNING when it starts and once at INFO when it ends."""
+    """Logs an outage once at WARNING when it starts and once at INFO when it ends; refused
+    credentials at ERROR, when they start and every ``REFUSED_REPEAT_S`` while they last."""
 
-    def __init__(self, log: logging.Logger, what: str) -> None:
+    # An outage ends by itself; a wrong password lasts until someone fixes it, and an ERROR that
+    # scrolled away hours ago tells the one who looks now nothing.
+    REFUSED_REPEAT_S = 60.0
+
+    def __init__(self, log: logging.Logger, what: str, clock: Callable[[], float] = time.monotonic) -> None:
         self._log = log
         self._what = what
+        self._clock = clock
         self._since: float | None = None
+        self._refused_logged_at: float | None = None
         self.failures = 0
 
     @property
@@ -95,25 +131,39 @@ class Outage:
 
     def failed(self, exc: BaseException, retry_in: float) -> None:
         self.failures += 1
-        if self._since is None:
-            self._since = time.monotonic()
+        now = self._clock()
+        starting = self._since is None
+        if starting:
+            self._since = now
+        if refused_credentials(exc):
+            if self._refused_logged_at is None or now - self._refused_logged_at >= self.REFUSED_REPEAT_S:
+                self._refused_logged_at = now
+                self._log.error(
+                    "%s: credentials refused (%s): check this service's username and password for it; "
+                    "retrying in %.2fs (failing for %.0fs)",
+                    self._what,
+                    _brief(exc),
+                    retry_in,
+                    now - (self._since or now),
+                )
+                return
+        elif starting:
             self._log.warning(
                 "%s: dependency unavailable (%s); retrying in %.2fs", self._what, _brief(exc), retry_in
             )
-        else:
-            self._log.debug(
-                "%s: still unavailable (%s); retrying in %.2fs", self._what, _brief(exc), retry_in
-            )
+            return
+        self._log.debug("%s: still unavailable (%s); retrying in %.2fs", self._what, _brief(exc), retry_in)
 
     def recovered(self) -> None:
         if self._since is not None:
             self._log.info(
                 "%s: dependency available again after %.1fs (%d failed attempts)",
                 self._what,
-                time.monotonic() - self._since,
+                self._clock() - self._since,
                 self.failures,
             )
             self._since = None
+            self._refused_logged_at = None
             self.failures = 0
 
 

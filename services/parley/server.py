@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
-import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
@@ -31,7 +30,7 @@ from parley.errors import InvalidArgument, to_client_error, trailing_metadata
 from parley.gctuning import YoungCollections, tune_gc
 from parley.interceptors import PerMethodInterceptor
 from parley.metrics import GrpcServerMetrics, MetricsServer, watch_health
-from parley.retry import Backoff, Outage, is_outage
+from parley.retry import Backoff, Outage, is_outage, refused_credentials
 from parley.telemetry import traced_rpcs
 from parley.tls import ALLOWED_CALLERS, InternalTLS, ServerTLS, ServiceIdentityGuard, TLSOnly
 from parley.wire import Undecodable, safe_deserializer
@@ -330,10 +329,10 @@ async def start_component(component: Component, service: str, wait_s: float) -> 
             await component.start()
         except Exception as exc:
             delay = backoff.next()
-            # Refused credentials are a configuration error (redis-py raises them as a kind
-            # of connection error): failed at once, loudly.
-            refused = isinstance(exc, redis.exceptions.AuthenticationError)
-            if refused or not is_outage(exc) or time.monotonic() + delay > deadline:
+            # Refused credentials at start are a configuration error (redis-py raises them as
+            # a kind of connection error): failed at once, loudly. (Later, a loop retries them:
+            # parley.retry.Outage.)
+            if refused_credentials(exc) or not is_outage(exc) or time.monotonic() + delay > deadline:
                 raise
             outage.failed(exc, delay)
             await asyncio.sleep(delay)

@@ -11,7 +11,7 @@ import grpc
 import pytest
 import redis.exceptions
 
-from parley.retry import SKIPPED, Backoff, Outage, is_outage, run_forever, skip_bad_data
+from parley.retry import SKIPPED, Backoff, Outage, is_outage, refused_credentials, run_forever, skip_bad_data
 
 LOG = logging.getLogger("test.retry")
 
@@ -137,3 +137,46 @@ def test_bad_data_is_logged_at_error_and_counted(caplog: pytest.LogCaptureFixtur
     (record,) = caplog.records
     assert record.levelno == logging.ERROR
     assert record.__dict__["fields"]["entry_ids"] == ["1-0", "1-1"]
+
+
+def test_refused_credentials_are_told_from_an_outage() -> None:
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    assert refused_credentials(
+        redis.exceptions.AuthenticationError("WRONGPASS invalid username-password pair")
+    )
+    assert is_outage(redis.exceptions.AuthenticationError("WRONGPASS"))  # still retried like one
+    assert refused_credentials(AuthenticationFailed("Provided username parley and/or password are incorrect"))
+    every_host = NoHostAvailable("Unable to connect", {"127.0.0.1:9042": AuthenticationFailed("bad")})
+    assert refused_credentials(every_host)
+    one_host = NoHostAvailable(
+        "Unable to connect",
+        {"127.0.0.1:9042": AuthenticationFailed("bad"), "127.0.0.2:9042": OSError("down")},
+    )
+    assert not refused_credentials(one_host)
+    assert not refused_credentials(redis.exceptions.ConnectionError("refused"))
+
+
+def test_refused_credentials_are_logged_at_error_and_again_every_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    outage = Outage(LOG, "reading the inbox", clock=lambda: now[0])
+    refused = redis.exceptions.AuthenticationError("WRONGPASS invalid username-password pair")
+    with caplog.at_level(logging.DEBUG, logger="test.retry"):
+        outage.failed(redis.exceptions.ConnectionError("refused"), 0.1)  # Redis restarting: an outage
+        now[0] += 1
+        outage.failed(refused, 0.1)  # back with a new password: the operator's to fix
+        for _ in range(5):
+            now[0] += 10
+            outage.failed(refused, 0.1)  # within the minute: not again
+        now[0] += 15
+        outage.failed(refused, 0.1)  # 65 s after the first ERROR: again
+        outage.recovered()
+    by_level = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert [level for level, _ in by_level] == [logging.WARNING, logging.ERROR, logging.ERROR, logging.INFO]
+    first_error, second_error = by_level[1][1], by_level[2][1]
+    assert "reading the inbox: credentials refused (AuthenticationError: WRONGPASS" in first_error
+    assert "failing for 1s" in first_error and "failing for 66s" in second_error
+    assert "available again after 66.0s (8 failed attempts)" in by_level[3][1]
