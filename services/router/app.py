@@ -43,6 +43,7 @@ async def build(config: RouterConfig, *, setup_telemetry: bool = True) -> Servic
         lease_s=config.partition_lease_s,
         reclaim_idle_ms=config.reclaim_idle_ms,
         batch=config.fanout_batch,
+        round_interval_s=config.fanout_round_interval_s,
         trim_interval_s=config.trim_interval_s,
         wait_replicas=config.redis.wait_replicas,
         wait_timeout_ms=config.redis.wait_timeout_ms,

@@ -27,6 +27,11 @@ class RouterConfig:
     # Pending fan-out entries idle this long are reclaimed from a consumer that crashed.
     reclaim_idle_ms: int = 5_000
     fanout_batch: int = 256
+    # Fan-out rounds start at most this often: a busy router carries more messages per round
+    # (a round costs its Redis round trips and their Python overhead whatever it carries)
+    # instead of reading again at once; a message waits at most this long for its round, an
+    # idle router none. 0: read again as soon as a round is done.
+    fanout_round_interval_s: float = 0.01
     # Conversations whose members the fan-out keeps (router.members_cache), least recently
     # used dropped: a direct conversation costs ~0.2 KB, a group of 10 ~0.8 KB. 0: read
     # the members from Redis every round.
@@ -55,6 +60,13 @@ def load_config(environ: Mapping[str, str] | None = None) -> RouterConfig:
         ),
         reclaim_idle_ms=env.int("PARLEY_RECLAIM_IDLE_MS", RouterConfig.reclaim_idle_ms, minimum=100),
         fanout_batch=env.int("PARLEY_FANOUT_BATCH", RouterConfig.fanout_batch, minimum=1, maximum=10_000),
+        fanout_round_interval_s=env.int(
+            "PARLEY_FANOUT_ROUND_INTERVAL_MS",
+            round(RouterConfig.fanout_round_interval_s * 1000),
+            minimum=0,
+            maximum=1_000,
+        )
+        / 1000,
         members_cache=env.int("PARLEY_ROUTER_MEMBERS_CACHE", RouterConfig.members_cache, minimum=0),
         max_group_members=env.int("PARLEY_MAX_GROUP_MEMBERS", RouterConfig.max_group_members, minimum=2),
         history_addr=env.str("PARLEY_HISTORY_ADDR", RouterConfig.history_addr),

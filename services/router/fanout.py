@@ -50,7 +50,9 @@ class Fanout:
     (router.members_cache) and a round's acks ride the next read, so a round
     is three round trips: read (+ acks), routes, inbox writes. A partition's
     entries stay in log order: rounds run one after another and a round keeps
-    each stream's order.
+    each stream's order. Rounds start at most every ``round_interval_s``
+    (unless a read came back full): a round costs its round trips whatever
+    it carries, so a busy router fills rounds rather than adding more.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Fanout:
         lease_s: float = 6.0,
         reclaim_idle_ms: int = 5_000,
         batch: int = 256,
+        round_interval_s: float = 0.0,
         trim_interval_s: float = 5.0,
         block_ms: int = 1000,
         wait_replicas: int = 0,
@@ -76,6 +79,7 @@ class Fanout:
         self._router_id = router_id
         self._reclaim_idle_ms = reclaim_idle_ms
         self._batch = batch
+        self._round_interval_s = round_interval_s
         self._block_ms = block_ms
         self._reader = StreamReader(
             redis,
@@ -194,6 +198,7 @@ class Fanout:
                     await self._flush_acks()
                     await asyncio.sleep(self._block_ms / 1000)
                     continue
+                read_at = time.monotonic()
                 # What the last rounds delivered is acked with this read (one round trip).
                 result = await self._reader.read(
                     streams, count=self._batch, block=self._block_ms, acks=self._acks_due
@@ -203,6 +208,13 @@ class Fanout:
                 if result:
                     async with self._round:
                         await self._process([(_text(key), items) for key, items in result])
+                    # A full read leaves a backlog: read again at once. Otherwise the next
+                    # round waits out the interval since this read, so what arrives
+                    # meanwhile shares a round (an idle router's read blocks longer than
+                    # the interval and waits for nothing).
+                    wait = read_at + self._round_interval_s - time.monotonic()
+                    if wait > 0 and all(len(items) < self._batch for _, items in result):
+                        await asyncio.sleep(wait)
                 if time.monotonic() >= next_sweep:
                     # Our own entries whose delivery failed and were left pending.
                     for partition in self._owned:

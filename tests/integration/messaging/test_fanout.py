@@ -176,3 +176,41 @@ async def test_members_added_and_removed_after_the_fanout_cached_them(redis_conf
         assert set(fanout.members_cache.get(cid) or ()) == {"alice", "carol"}
         await bob.close()
         await carol.close()
+
+
+async def test_a_busy_router_fills_its_next_round_and_an_idle_one_waits_for_nothing(
+    redis_config: RedisConfig,
+) -> None:
+    interval = 1.0
+    async with (
+        running_stack(redis_config, router_overrides={"fanout_round_interval_s": interval}) as stack,
+        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
+    ):
+        cid = await alice_and_bob(channel)
+        bob = await RawSession(channel, "bob").open()
+        chat = gateway_pb2_grpc.ChatServiceStub(channel)
+        loop = asyncio.get_running_loop()
+
+        async def send(client_message_id: str) -> None:
+            await chat.Send(
+                gateway_pb2.SendRequest(conversation_id=cid, client_message_id=client_message_id, body=b"x"),
+                metadata=metadata("alice"),
+            )
+
+        # Past the interval since the round that carried the conversation's creation: the
+        # router's read is blocked, and the message goes out in the round it wakes.
+        await asyncio.sleep(interval * 1.2)
+        sent = loop.time()
+        await send("idle")
+        (first,) = await bob.messages(1)
+        idle_latency = loop.time() - sent
+        # Right after that round: the next messages wait out the interval, in one round.
+        sent = loop.time()
+        await send("busy-1")
+        await send("busy-2")
+        got = await bob.messages(2)
+        paced_latency = loop.time() - sent
+        assert [first.seq] + [m.seq for m in got] == [1, 2, 3]
+        assert idle_latency < interval / 2
+        assert paced_latency >= interval / 2
+        await bob.close()
