@@ -120,7 +120,7 @@ class Sampler:
                     s.samples.append((now, s.process.cpu_percent(None), int(s.process.memory_info().rss)))
 
     def summary(self, start: float, end: float) -> dict[str, Any]:
-        machine = [c for t, c in self.machine if start <= t <= end]
+        machine = _within(self.machine, start, end)
         processes = summarise(self.series, start, end)
         out: dict[str, Any] = {
             "processes": processes,
@@ -129,10 +129,10 @@ class Sampler:
             "steal_pct": None,
             "box_speed_ms": None,
         }
-        speed = [ms for t, ms in self.speed if start <= t <= end]
+        speed = _within(self.speed, start, end)
         if speed:
             out["box_speed_ms"] = {"mean": round(sum(speed) / len(speed), 2), "max": round(max(speed), 2)}
-        steal = [c for t, c in self.steal if start <= t <= end]
+        steal = _within(self.steal, start, end)
         if steal:
             out["steal_pct"] = round(sum(steal) / len(steal), 1)
         if machine:
@@ -142,6 +142,11 @@ class Sampler:
             ours = sum(p["cpu_pct"] for p in processes.values())
             out["others_cpu_pct"] = round(max(0.0, mean * (psutil.cpu_count() or 1) - ours), 1)
         return out
+
+
+def _within(samples: list[tuple[float, float]], start: float, end: float) -> list[float]:
+    """The values of (time, value) samples taken between start and end."""
+    return [value for t, value in samples if start <= t <= end]
 
 
 # --- garbage-collector pauses (bench/gcprobe) ------------------------------------------------

@@ -132,9 +132,10 @@ class Outage:
     def failed(self, exc: BaseException, retry_in: float) -> None:
         self.failures += 1
         now = self._clock()
-        starting = self._since is None
-        if starting:
-            self._since = now
+        since = self._since
+        starting = since is None
+        if since is None:
+            since = self._since = now
         if refused_credentials(exc):
             if self._refused_logged_at is None or now - self._refused_logged_at >= self.REFUSED_REPEAT_S:
                 self._refused_logged_at = now
@@ -144,7 +145,7 @@ class Outage:
                     self._what,
                     _brief(exc),
                     retry_in,
-                    now - (self._since or now),
+                    now - since,
                 )
                 return
         elif starting:
