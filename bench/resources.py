@@ -172,15 +172,21 @@ def gc_delta(
     gens_before = before["gens"] if before else {}
     collections: dict[str, int] = {}
     total_s = 0.0
+    cpu_s = 0.0
     for gen, now in gens_after.items():
         then = gens_before.get(gen, {"collections": 0, "total_s": 0.0})
         collections[gen] = int(now["collections"]) - int(then["collections"])
         total_s += float(now["total_s"]) - float(then["total_s"])
+        cpu_s += float(now.get("cpu_s", 0.0)) - float(then.get("cpu_s", 0.0))
     long = [p for p in after.get("long", []) if start <= p[0] <= end]
+    longest = max(long, key=lambda p: p[2], default=None)
     return {
         "collections": collections,
         "pause_total_ms": round(total_s * 1000, 1),
+        # The main thread's CPU time within the pauses (bench/gcprobe): the rest was waiting.
+        "pause_cpu_ms": round(cpu_s * 1000, 1),
         "pauses_over_5ms": len(long),
-        "max_pause_ms": round(max((p[2] for p in long), default=0.0) * 1000, 1),
+        "max_pause_ms": round(longest[2] * 1000, 1) if longest else 0.0,
+        "max_pause_cpu_ms": round(longest[3] * 1000, 1) if longest and len(longest) > 3 else None,
         "full_collection_max_ms": round(max((p[2] for p in long if p[1] == 2), default=0.0) * 1000, 1),
     }

@@ -158,16 +158,27 @@ def _gc_table(gc: dict[str, Any]) -> list[str]:
     if not gc:
         return []
     lines = [
-        "| process | collections gen0 / gen1 / gen2 | pause total ms | pauses >= 5 ms | longest ms |",
+        "| process | collections gen0 / gen1 / gen2 | pause total ms (CPU) | pauses >= 5 ms "
+        "| longest ms (CPU) |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, g in gc.items():
         c = g["collections"]
         lines.append(
-            f"| {name} | {c.get('0', 0)} / {c.get('1', 0)} / {c.get('2', 0)} | {g['pause_total_ms']:g} | "
-            f"{g['pauses_over_5ms']} | {g['max_pause_ms']:g} |"
+            f"| {name} | {c.get('0', 0)} / {c.get('1', 0)} / {c.get('2', 0)} | {g['pause_total_ms']:g}"
+            f"{_cpu(g.get('pause_cpu_ms'))} | {g['pauses_over_5ms']} | {g['max_pause_ms']:g}"
+            f"{_cpu(g.get('max_pause_cpu_ms'))} |"
         )
+    lines.append("")
+    lines.append(
+        "(CPU: the collecting thread's own CPU time within the pauses; the rest of a pause was the "
+        "process waiting for a core or for the GIL.)"
+    )
     return lines
+
+
+def _cpu(ms: float | None) -> str:
+    return f" ({ms:g})" if ms is not None else ""
 
 
 def markdown_summary(result: dict[str, Any]) -> str:

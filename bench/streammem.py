@@ -19,6 +19,12 @@ start-up; RSS is then inflated by tracemalloc itself, so take the RSS figure
 from a run without it): snapshots before and after the streams give the
 Python-side bytes per stream, the top allocation sites, and the gc-tracked
 objects per stream by type (tasks, coroutines, async generators, dicts...).
+With ``--idle S`` it then measures each service's CPU and young collections
+(bench/gcprobe: wall and CPU time) for S seconds with the streams open, quiet
+or, with ``--idle-rate R``, carrying R messages a second (``--idle-profile``:
+py-spy on the gateway meanwhile): the cost that grows with streams rather
+than messages.
+
 Not a test and not a benchmark result: a tool for changing what a session
 holds. The run's Redis keys are deleted at the end.
 """
@@ -43,6 +49,7 @@ from typing import Any
 
 import grpc
 
+from bench import profile as bench_profile
 from bench.runner import delete_keys
 from bench.stack import REPO_ROOT, Stack, parley_stack
 from parley.auth import mint_dev_token
@@ -59,6 +66,89 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gc_stats(directory: Path | None, pid: int | None) -> dict[str, Any]:
+    """The young generation's collections so far (bench/gcprobe's file), or {}."""
+    if directory is None:
+        return {}
+    try:
+        data = json.loads((directory / f"gc-{pid}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    young: dict[str, Any] = data["gens"]["0"]
+    return young
+
+
+async def send_steadily(streams: list[Stream], direct: dict[str, str], rate: float) -> None:
+    """Sends ``rate`` messages a second from random streams to their direct peers (not awaited)."""
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    while True:
+        s = random.choice(streams)
+        s.send(direct[s.user])
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+
+async def report_idle(
+    stack: Stack,
+    n: int,
+    seconds: float,
+    profile: Path | None,
+    gc_dir: Path | None,
+    load: tuple[list[Stream], dict[str, str], float] | None = None,
+) -> None:
+    """CPU and young collections of each service over ``seconds`` with the streams open.
+    Quiet (no ``load`` rate), it is the work that grows with streams, not messages (timers,
+    sweeps, keepalives); with a rate, compare runs at different stream counts. With
+    ``profile``, py-spy samples the gateway meanwhile and the top functions are printed."""
+    services = [s for s in stack.services if s.pid is not None]
+    before = {s.name: cpu_seconds(s.pid) for s in services if s.pid is not None}
+    gc_before = {s.name: gc_stats(gc_dir, s.pid) for s in services}
+    started = time.monotonic()
+    sender = asyncio.create_task(send_steadily(*load)) if load is not None and load[2] > 0 else None
+    if profile is not None:
+        gateway = stack["gateway"]
+        assert gateway.pid is not None
+        collapsed = await bench_profile.record(gateway.pid, seconds, profile)
+    else:
+        collapsed = None
+        await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - started
+    if sender is not None:
+        sender.cancel()
+    rate = f"{load[2]:g} msg/s" if load is not None and load[2] > 0 else "idle"
+    print(f"\n{rate} for {elapsed:.1f} s with {n} streams open:")
+    for s in services:
+        assert s.pid is not None
+        used = cpu_seconds(s.pid) - before[s.name]
+        print(
+            f"  {s.name:9} {100 * used / elapsed:5.1f} % of a core, "
+            f"{1e6 * used / elapsed / n:6.2f} us per stream per second"
+        )
+        young, young_before = gc_stats(gc_dir, s.pid), gc_before[s.name]
+        if young and young_before:
+            count = young["collections"] - young_before["collections"]
+            total = young["total_s"] - young_before["total_s"]
+            cpu = young.get("cpu_s", 0.0) - young_before.get("cpu_s", 0.0)
+            print(
+                f"            young collections: {count}, {1e3 * total / max(1, count):.2f} ms each"
+                f" ({1e3 * cpu / max(1, count):.2f} ms of CPU)"
+                f" (longest so far {1e3 * young['max_s']:.1f} ms)"
+            )
+    if collapsed:
+        samples, rows = bench_profile.top_functions(collapsed, limit=20)
+        print(f"gateway profile ({samples} samples; {profile}): self % / total %")
+        for row in rows:
+            print(f"  {row['self_pct']:5.1f} {row['total_pct']:5.1f}  {row['frame']}")
 
 
 def metadata(user: str) -> tuple[tuple[str, str], ...]:
@@ -273,7 +363,11 @@ async def measure(args: argparse.Namespace) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="parley-streammem-"))
     prefix = f"streammem-{uuid.uuid4().hex[:8]}"
     probe_dir = scratch / "memprobe"
-    stack: Stack = parley_stack(scratch, redis_prefix=prefix, history=False, presence=True)
+    # The collector's pauses are recorded for --idle (bench/gcprobe; not with tracemalloc's probe).
+    gc_dir = scratch / "gc" if args.idle and not args.tracemalloc else None
+    stack: Stack = parley_stack(
+        scratch, redis_prefix=prefix, history=False, presence=True, gc_stats_dir=gc_dir
+    )
     gateway = stack["gateway"]
     if args.tracemalloc:
         probe_dir.mkdir()
@@ -355,6 +449,15 @@ async def measure(args: argparse.Namespace) -> None:
             f"{(rss_after - rss_before) / n / 1024:.2f} KB per stream"
             + (" (inflated by tracemalloc)" if args.tracemalloc else "")
         )
+        if args.idle:
+            await report_idle(
+                stack,
+                n,
+                args.idle,
+                scratch / "idle.collapsed" if args.idle_profile else None,
+                gc_dir,
+                (streams, direct, args.idle_rate),
+            )
         if snap_before is not None and snap_after is not None:
             report_tracemalloc(probe_dir, snap_before, snap_after, n, args.frames)
         if args.tracemalloc and args.young_after:
@@ -388,6 +491,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--young-rate", type=float, default=100.0, help="messages a second meanwhile (0: idle)"
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        help="then measure each service's CPU and young collections for this many seconds",
+    )
+    parser.add_argument(
+        "--idle-rate", type=float, default=0.0, help="with --idle: messages a second meanwhile (0: quiet)"
+    )
+    parser.add_argument(
+        "--idle-profile", action="store_true", help="with --idle: py-spy the gateway meanwhile"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (service logs)")
     asyncio.run(measure(parser.parse_args()))

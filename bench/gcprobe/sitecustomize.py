@@ -3,8 +3,11 @@
 Put on a service's PYTHONPATH by the runner, so Python imports it at start-up
 (it is not part of the ``bench`` package). With ``BENCH_GC_STATS_DIR`` set it
 times every collection through ``gc.callbacks`` and writes the totals per
-generation (collections, total and longest pause), and the recent pauses of
-5 ms or more with their CLOCK_MONOTONIC end time, to
+generation (collections, total and longest pause, and the main thread's CPU
+time within them: a pause much longer than its CPU time was the process
+waiting, for a core on a busy machine or for the GIL held by another thread,
+not the collector working), and the recent pauses of 5 ms or more with their
+CLOCK_MONOTONIC end time and CPU time, to
 ``$BENCH_GC_STATS_DIR/gc-<pid>.json`` once a second. ``BENCH_GC_THRESHOLD``
 ("700,10,10") replaces the collector thresholds, to try a setting without
 changing the services, ``BENCH_GC_FREEZE_AFTER_S`` calls ``gc.freeze()``
@@ -31,21 +34,25 @@ KEEP_LONG = 2000
 
 
 def _install() -> None:
-    stats: dict[int, list[float]] = {g: [0, 0.0, 0.0] for g in range(3)}  # count, total s, max s
-    long: list[tuple[float, int, float]] = []  # (end, generation, seconds)
-    started = [0.0]
+    # count, total s, max s, total CPU s
+    stats: dict[int, list[float]] = {g: [0, 0.0, 0.0, 0.0] for g in range(3)}
+    long: list[tuple[float, int, float, float]] = []  # (end, generation, seconds, CPU seconds)
+    started = [0.0, 0.0]
 
     def callback(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
+            started[1] = time.thread_time()
             return
         elapsed = time.perf_counter() - started[0]
+        cpu = time.thread_time() - started[1]
         entry = stats[int(info["generation"])]
         entry[0] += 1
         entry[1] += elapsed
         entry[2] = max(entry[2], elapsed)
+        entry[3] += cpu
         if elapsed >= LONG_PAUSE_S:
-            long.append((time.monotonic(), int(info["generation"]), elapsed))
+            long.append((time.monotonic(), int(info["generation"]), elapsed, cpu))
             del long[:-KEEP_LONG]
 
     gc.callbacks.append(callback)
@@ -55,7 +62,8 @@ def _install() -> None:
         while True:
             time.sleep(1.0)
             gens = {
-                str(g): {"collections": int(v[0]), "total_s": v[1], "max_s": v[2]} for g, v in stats.items()
+                str(g): {"collections": int(v[0]), "total_s": v[1], "max_s": v[2], "cpu_s": v[3]}
+                for g, v in stats.items()
             }
             tmp = path + ".tmp"
             with open(tmp, "w") as fh:

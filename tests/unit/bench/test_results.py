@@ -237,6 +237,26 @@ def test_gc_delta_counts_collections_and_long_pauses_within_the_window() -> None
     assert delta["max_pause_ms"] == 500.0 and delta["full_collection_max_ms"] == 500.0
     first = gc_delta(None, after, start=0.0, end=20.0)
     assert first["collections"] == {"0": 25, "2": 3}
+    # Snapshots from before the probe timed CPU: no CPU figure for the longest pause.
+    assert delta["max_pause_cpu_ms"] is None and delta["pause_cpu_ms"] == 0.0
+
+
+def test_gc_delta_separates_the_collectors_cpu_from_waiting() -> None:
+    from bench.resources import gc_delta
+    from bench.results import _gc_table
+
+    before = {"gens": {"0": {"collections": 10, "total_s": 0.010, "cpu_s": 0.008}}}
+    after = {
+        "gens": {"0": {"collections": 20, "total_s": 0.210, "cpu_s": 0.028}},
+        # The longest pause: 150 ms of wall time, 4 ms of it the collector's CPU.
+        "long": [[12.0, 0, 0.150, 0.004], [13.0, 0, 0.040, 0.012]],
+    }
+    delta = gc_delta(before, after, start=10.0, end=20.0)
+    assert delta["pause_total_ms"] == pytest.approx(200.0)
+    assert delta["pause_cpu_ms"] == pytest.approx(20.0)
+    assert delta["max_pause_ms"] == 150.0 and delta["max_pause_cpu_ms"] == 4.0
+    row = _gc_table({"gateway": delta})[2]
+    assert row == "| gateway | 10 / 0 / 0 | 200 (20) | 2 | 150 (4) |"
 
 
 def test_merged_step_keeps_the_encoded_distributions() -> None:
