@@ -487,6 +487,7 @@ class Runner:
                 resolution=scenario.search.resolution,
                 max_steps=scenario.search.max_steps,
                 maximum=scenario.search.maximum,
+                confirm_failures=scenario.search.confirm_failures,
             )
             if scenario.search
             else None

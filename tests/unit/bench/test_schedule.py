@@ -43,3 +43,36 @@ def test_search_gives_up_when_nothing_passes() -> None:
     tried = _run(search, capacity=0)
     assert search.best is None
     assert min(tried) >= 1000 / 64
+
+
+def test_a_confirmed_search_retries_a_failed_rate_once_and_the_retry_decides() -> None:
+    # The overload scenario's search (300, x1.5, 4 steps) on a system sustaining 500 msg/s,
+    # whose first 300 msg/s step was slow: without confirmation it settles far below.
+    outcomes = {300.0: [False, True]}
+
+    def run(search: RateSearch) -> list[float]:
+        tried = []
+        while (rate := search.next_rate()) is not None:
+            tried.append(rate)
+            noisy = outcomes.get(rate)
+            search.record(rate, noisy.pop(0) if noisy else rate <= 500)
+        return tried
+
+    plain = RateSearch(start=300, growth=1.5, resolution=0.15, max_steps=4)
+    assert run(plain)[:2] == [300, 200] and plain.best is not None and plain.best < 300
+
+    outcomes[300.0] = [False, True]
+    confirmed = RateSearch(start=300, growth=1.5, resolution=0.15, max_steps=4, confirm_failures=True)
+    tried = run(confirmed)
+    assert tried[:3] == [300, 300, 450]
+    assert confirmed.best is not None and 450 <= confirmed.best <= 500
+    assert confirmed.steps == 4  # the retry did not take a step from the budget
+
+
+def test_a_failure_confirmed_by_its_retry_counts_as_failed() -> None:
+    search = RateSearch(start=1000, growth=2.0, resolution=0.1, max_steps=20, confirm_failures=True)
+    tried = _run(search, capacity=1500)
+    # Every failing rate is offered twice, and the search still converges on the capacity.
+    assert tried[:4] == [1000, 2000, 2000, 1500]
+    assert all(tried.count(r) == 2 for r in tried if r > 1500)
+    assert search.best == 1500
