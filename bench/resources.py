@@ -183,7 +183,7 @@ def gc_delta(
     return {
         "collections": collections,
         "pause_total_ms": round(total_s * 1000, 1),
-        # The main thread's CPU time within the pauses (bench/gcprobe): the rest was waiting.
+        # The collecting thread's CPU time within the pauses (bench/gcprobe): the rest was waiting.
         "pause_cpu_ms": round(cpu_s * 1000, 1),
         "pauses_over_5ms": len(long),
         "max_pause_ms": round(longest[2] * 1000, 1) if longest else 0.0,

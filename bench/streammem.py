@@ -125,6 +125,8 @@ async def report_idle(
     elapsed = time.monotonic() - started
     if sender is not None:
         sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
     rate = f"{load[2]:g} msg/s" if load is not None and load[2] > 0 else "idle"
     print(f"\n{rate} for {elapsed:.1f} s with {n} streams open:")
     for s in services:

@@ -3,8 +3,8 @@
 Put on a service's PYTHONPATH by the runner, so Python imports it at start-up
 (it is not part of the ``bench`` package). With ``BENCH_GC_STATS_DIR`` set it
 times every collection through ``gc.callbacks`` and writes the totals per
-generation (collections, total and longest pause, and the main thread's CPU
-time within them: a pause much longer than its CPU time was the process
+generation (collections, total and longest pause, and the collecting thread's
+CPU time within them: a pause much longer than its CPU time was the process
 waiting, for a core on a busy machine or for the GIL held by another thread,
 not the collector working), and the recent pauses of 5 ms or more with their
 CLOCK_MONOTONIC end time and CPU time, to
