@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import redislatency
+from bench import brakewatch, redislatency
 from bench.hist import Latency
 
 HISTOGRAMS = {
@@ -245,6 +245,13 @@ def markdown_summary(result: dict[str, Any]) -> str:
                     f"{s['resources']['box_speed_ms']['max']:g} ms"
                     for s in speeds
                 )
+            )
+        braked = [s for s in target["steps"] if s.get("brake")]
+        if braked:
+            lines.append(
+                "- Delivery brake during each step (gateway gauges once a second, bench/brakewatch.py; "
+                "mean (range)): "
+                + "; ".join(f"{s['rate']:g}/s: {brakewatch.describe(s['brake'])}" for s in braked)
             )
         history = [s["history"] for s in target["steps"] if s.get("history")]
         if history:

@@ -41,6 +41,7 @@ import psutil
 import redis.asyncio as aioredis
 
 from bench import cassandraquiet, redislatency
+from bench.brakewatch import BrakeWatch
 from bench.generator import build as build_generator
 from bench.hist import Latency
 from bench.profile import record, top_functions
@@ -50,6 +51,7 @@ from bench.scenarios import TARGET_RELAY, Scenario, step_verdict
 from bench.schedule import RateSearch
 from bench.stack import (
     HISTORY_WRITER_HEALTH,
+    HOST,
     REPO_ROOT,
     Service,
     Stack,
@@ -59,6 +61,7 @@ from bench.stack import (
     relay_stack,
     services_root,
 )
+from parley.config import metrics_port_for
 from parley.keys import HISTORY_GROUP, Keys
 from parley.localstate import CASSANDRA_ADMIN_ROLE, LocalCredentials
 
@@ -223,6 +226,7 @@ class Runner:
         self.exits_noted: set[str] = set()
         # Redis' latency monitor is on (bench.redislatency): each step reports its stalls.
         self.redis_latency = False
+        self.brake: BrakeWatch | None = None  # the gateway's brake gauges, during a Parley run
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.run_id = f"bench{time.strftime('%m%d%H%M%S')}{uuid.uuid4().hex[:4]}"
         self.scratch = Path(tempfile.mkdtemp(prefix=f"parley-{self.run_id}-"))
@@ -295,6 +299,7 @@ class Runner:
             )
         out: dict[str, Any] = {"name": target, "steps": [], "services": [], "missing": [], "profiles": []}
         workers: list[WorkerProcess] = []
+        self.brake = None
         redis = aioredis.from_url(REDIS_URL)
         try:
             refused = await redislatency.enable(redis)
@@ -321,6 +326,10 @@ class Runner:
                     )
             for service in stack.running():
                 self.sampler.watch(service.name, service.pid)
+            gateway = stack.get("gateway")
+            if gateway is not None and gateway.ready:
+                self.brake = BrakeWatch(f"http://{HOST}:{metrics_port_for(gateway.port)}/metrics")
+                await self.brake.start()
             front = stack.get("gateway") or stack["relay"]
             workers = await self.start_workers(front.address, target)
             await self.setup_and_connect(workers, stack, front.name, out)
@@ -334,6 +343,8 @@ class Runner:
                 out["best_rate"] = max(passed) if passed else None
         finally:
             say(f"{target}: stopping")
+            if self.brake is not None:
+                await self.brake.stop()
             await asyncio.gather(*(w.stop() for w in workers))
             for w in workers:
                 self.sampler.forget(f"{GENERATOR}-{w.index}")
@@ -621,6 +632,9 @@ class Runner:
             except aioredis.RedisError as exc:
                 say(f"redis latency history: {exc}")
         merged["gc"] = self.gc_summary(stack, gc_before, window[0], end)
+        brake = self.brake.summary(window[0], end) if self.brake is not None else None
+        if brake is not None:
+            merged["brake"] = brake
         if merged["window_acks"]:
             # CPU time per acknowledged message: comparable across runs even when the
             # machine is shared (latency is not).

@@ -134,6 +134,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
             target_delivery_s=env.float(
                 "PARLEY_GATEWAY_SHED_TARGET_DELIVERY_SECONDS", AdmissionConfig.target_delivery_s, minimum=0.0
             ),
+            max_target_delivery_s=env.float(
+                "PARLEY_GATEWAY_SHED_MAX_TARGET_DELIVERY_SECONDS",
+                AdmissionConfig.max_target_delivery_s,
+                minimum=0.0,
+            ),
             min_rate=env.float("PARLEY_GATEWAY_SHED_MIN_RATE", AdmissionConfig.min_rate, minimum=0.1),
             retry_after_s=env.float(
                 "PARLEY_GATEWAY_SHED_RETRY_AFTER_SECONDS", AdmissionConfig.retry_after_s, minimum=0.001

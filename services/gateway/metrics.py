@@ -64,6 +64,14 @@ ADMITTED_RATE_LIMIT = Gauge(
     "parley_gateway_admission_rate_limit",
     "Sends per second the delivery brake admits (0: not limiting; gateway.admission).",
 )
+DELIVERY_TARGET = Gauge(
+    "parley_gateway_admission_target_delivery_seconds",
+    "Median delivery lag above which the delivery brake cuts (calibrated; gateway.admission).",
+)
+DELIVERY_LAG_FLOOR = Gauge(
+    "parley_gateway_admission_delivery_lag_floor_seconds",
+    "Lowest quarter-second median delivery lag of the last 30 s (0: none; gateway.admission.LagFloor).",
+)
 SHED_RETRY_AFTER = Gauge(
     "parley_gateway_shed_retry_after_seconds",
     "Retry-after hint given to shed sends, before jitter (gateway.admission.RetryHint).",

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway.admission import Admission, AdmissionConfig, LoopLag, RetryHint
+from gateway.admission import Admission, AdmissionConfig, DeliveryBrake, LagFloor, LoopLag, RetryHint
 from parley import errors
 from parley.v1 import errors_pb2
 
@@ -380,3 +380,61 @@ def test_deliveries_late_after_an_outage_do_not_cut() -> None:
     offer(admission, clock, 400, 5.0, lag_s=0.01)
     offer(admission, clock, 400, 1.0, lag_s=0.5)
     assert admission.rate_limit < 400
+
+
+def test_the_lag_floor_is_the_lowest_window_median_of_its_span() -> None:
+    floor = LagFloor()
+    assert floor.value(0.0) is None  # nothing judged yet
+    floor.add(0.0, 0.030)
+    floor.add(1.0, 0.012)
+    floor.add(7.0, 0.050)
+    assert floor.value(7.0) == 0.012
+    # The 0.012 window ages out with its bucket; the floor rises to what the span still holds.
+    span = LagFloor.BUCKET_S * LagFloor.BUCKETS
+    assert floor.value(span + 0.5) == 0.050
+    assert floor.value(span + 7.5) is None  # quiet for a whole span: nothing to go by
+
+
+def calibrated(least: float = 0.04, most: float = 0.1) -> tuple[Admission, Clock]:
+    clock = Clock()
+    config = AdmissionConfig(max_in_flight=64, target_delivery_s=least, max_target_delivery_s=most)
+    return Admission(config, clock=clock), clock
+
+
+def test_a_gateway_slow_with_no_queue_is_judged_by_its_own_floor() -> None:
+    # e.g. 100,000 streams: the median lag is 25-45 ms with nothing queued, over a fixed 40 ms
+    admission, clock = calibrated()
+    offer(admission, clock, 400, 1.0, lag_s=0.025)
+    for _ in range(8):
+        assert offer(admission, clock, 400, 1.0, lag_s=0.045)[1] == 0
+    assert admission.rate_limit == float("inf")
+    assert admission.target_delivery_s == pytest.approx(DeliveryBrake.TARGET_PER_FLOOR * 0.025)
+    # A queue on top of that floor still cuts.
+    _, refused = offer(admission, clock, 400, 1.0, lag_s=0.3)
+    assert refused > 0 and admission.rate_limit < 400
+
+
+def test_the_calibrated_target_stays_within_its_bounds() -> None:
+    admission, clock = calibrated()
+    offer(admission, clock, 400, 1.0, lag_s=0.002)  # a fast gateway: 4 x 2 ms is under the least
+    assert admission.target_delivery_s == 0.04
+    offer(admission, clock, 400, 0.6, lag_s=0.05)  # over the least target: cut
+    assert admission.rate_limit < 400
+    slow, clock = calibrated()
+    offer(slow, clock, 400, 2.0, lag_s=0.09)  # with a 90 ms floor, the p99 budget is gone anyway
+    assert slow.target_delivery_s == 0.1
+    pinned, clock = calibrated(least=0.04, most=0.0)  # a ceiling at or under the least: fixed
+    offer(pinned, clock, 400, 0.6, lag_s=0.045)
+    assert pinned.target_delivery_s == 0.04 and pinned.rate_limit < 400
+
+
+def test_an_overload_the_brake_drains_does_not_raise_the_floor() -> None:
+    # Under overload the brake cuts until the queue drains, so the span keeps windows at the
+    # floor: the target stays put while the lag swings between it and the floor.
+    admission, clock = calibrated()
+    offer(admission, clock, 400, 2.0, lag_s=0.008)
+    for _ in range(20):
+        offer(admission, clock, 800, 1.0, lag_s=0.06)
+        offer(admission, clock, 800, 1.0, lag_s=0.008)
+    assert admission.target_delivery_s == 0.04
+    assert admission.shed_total["delivery"] > 0
