@@ -16,6 +16,8 @@ import time
 import urllib.request
 from typing import Any
 
+from parley.tasks import BackgroundLoop
+
 # gauge name -> the report's key for it
 GAUGES = {
     "parley_gateway_admission_target_delivery_seconds": "target_s",
@@ -75,24 +77,16 @@ def describe(summary: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-class BrakeWatch:
+class BrakeWatch(BackgroundLoop):
+    TASK_NAME = "brakewatch"
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.samples: list[tuple[float, dict[str, float]]] = []
-        self._task: asyncio.Task[None] | None = None
 
     def _read(self) -> dict[str, float]:
         with urllib.request.urlopen(self.url, timeout=2.0) as response:
             return parse(response.read().decode())
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:

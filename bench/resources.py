@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from bench import boxspeed
+from parley.tasks import BackgroundLoop
 
 SAMPLE_INTERVAL_S = 1.0
 
@@ -68,7 +69,9 @@ def find_infra(redis_port: int, cassandra_port: int) -> dict[str, int]:
     return found
 
 
-class Sampler:
+class Sampler(BackgroundLoop):
+    TASK_NAME = "resource-sampler"
+
     def __init__(self) -> None:
         self.series: list[Series] = []
         self.machine: list[tuple[float, float]] = []  # (t, total CPU % of the machine, 0-100)
@@ -77,7 +80,6 @@ class Sampler:
         self.steal: list[tuple[float, float]] = []
         # (t, CPU ms of bench.boxspeed's fixed workload): how fast the box itself was.
         self.speed: list[tuple[float, float]] = []
-        self._task: asyncio.Task[None] | None = None
 
     def watch(self, name: str, pid: int | None) -> None:
         if pid is None or any(s.name == name for s in self.series):
@@ -100,13 +102,7 @@ class Sampler:
     async def start(self) -> None:
         psutil.cpu_percent(None)
         psutil.cpu_times_percent(None)
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().start()
 
     async def _run(self) -> None:
         while True:
