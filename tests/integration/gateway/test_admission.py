@@ -17,15 +17,17 @@ from urllib.parse import urlsplit, urlunsplit
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
-from gateway.admission import AdmissionConfig
+from gateway import metrics
+from gateway.admission import AdmissionConfig, DeliveryBrake
 from parley.auth import mint_dev_token
 from parley.config import RedisConfig
 from parley.internal.v1 import router_pb2, router_pb2_grpc
 from parley.keys import Keys
 from parley.v1 import gateway_pb2, gateway_pb2_grpc
 from parley_client import ParleyClient
-from tests.chat import metadata
+from tests.chat import RawSession, metadata
 from tests.proxy import TcpProxy, free_port
 from tests.stack import PARTITIONS, running_stack
 
@@ -256,3 +258,53 @@ async def test_shed_sends_are_retried_by_the_sdk_and_delivered_once(
                 await session.close()
             for client in clients:
                 await client.close()
+
+
+async def test_the_delivery_brake_calibrates_its_target_on_real_deliveries(redis_config: RedisConfig) -> None:
+    # The lag floor is fed by the hub (each delivered message: now minus its append time in
+    # Redis); with the bounds wide apart the target is the floor times TARGET_PER_FLOOR.
+    calibrating = AdmissionConfig(
+        max_in_flight=1_000,
+        per_user_in_flight=100,
+        max_loop_lag_s=0.0,
+        target_delivery_s=0.001,
+        max_target_delivery_s=10.0,
+    )
+    gauges = (
+        "parley_gateway_admission_delivery_lag_floor_seconds",
+        "parley_gateway_admission_target_delivery_seconds",
+    )
+    metrics.DELIVERY_LAG_FLOOR.set(0.0)
+    metrics.DELIVERY_TARGET.set(0.0)
+    tag = uuid.uuid4().hex[:6]
+    senders = [f"s{i}-{tag}" for i in range(8)]
+    watchers = [f"w{i}-{tag}" for i in range(3)]
+    async with (
+        running_stack(redis_config, gateway_overrides={"admission": calibrating}) as stack,
+        grpc.aio.insecure_channel(stack.gateway_addr) as channel,
+    ):
+        reply = await gateway_pb2_grpc.ConversationServiceStub(channel).CreateGroup(
+            gateway_pb2.CreateGroupRequest(name="calibrate", member_ids=[*senders, *watchers]),
+            metadata=metadata(senders[0]),
+        )
+        sessions = [await RawSession(channel, w).open() for w in watchers]
+        chat = gateway_pb2_grpc.ChatServiceStub(channel)
+        stop_at = asyncio.get_running_loop().time() + 2.5
+
+        async def keep_sending(sender: str) -> int:
+            # Closed loop: each send's admission also closes the brake's quarter-second windows.
+            n = 0
+            while asyncio.get_running_loop().time() < stop_at:
+                await chat.Send(
+                    send_request(reply.conversation.id, f"{sender}-{n}"), metadata=metadata(sender)
+                )
+                n += 1
+            return n
+
+        sent = sum(await asyncio.gather(*(keep_sending(s) for s in senders)))
+        for session in sessions:
+            assert len(await session.messages(sent, timeout=20)) == sent
+            await session.close()
+        floor, target = (REGISTRY.get_sample_value(name) for name in gauges)
+        assert floor is not None and 0.0 < floor < 1.0, (floor, sent)
+        assert target == pytest.approx(DeliveryBrake.TARGET_PER_FLOOR * floor)
