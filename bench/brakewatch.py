@@ -6,6 +6,8 @@ target sat. So during a Parley run the runner reads these gauges from the
 gateway's Prometheus endpoint once a second, and each step reports their mean
 and range: a step whose target sat at its ceiling, or whose limit cut most of
 the offered load, says so in its report instead of leaving it to be guessed.
+The retry hint's last value also tells the rate search how long to rest
+before its next step (bench.runner).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ GAUGES = {
     "parley_gateway_admission_target_delivery_seconds": "target_s",
     "parley_gateway_admission_delivery_lag_floor_seconds": "floor_s",
     "parley_gateway_admission_rate_limit": "rate_limit",
+    "parley_gateway_shed_retry_after_seconds": "retry_after_s",
 }
 INTERVAL_S = 1.0
 
@@ -62,7 +65,7 @@ def summarise(
 
 def describe(summary: dict[str, Any]) -> str:
     parts = []
-    for key, label in (("target_s", "target"), ("floor_s", "lag floor")):
+    for key, label in (("target_s", "target"), ("floor_s", "lag floor"), ("retry_after_s", "retry hint")):
         if key in summary:
             s = summary[key]
             parts.append(f"{label} {1000 * s['mean']:.0f} ms ({1000 * s['min']:.0f}-{1000 * s['max']:.0f})")
@@ -98,3 +101,10 @@ class BrakeWatch(BackgroundLoop):
 
     def summary(self, start: float, end: float) -> dict[str, Any] | None:
         return summarise(self.samples, start, end)
+
+    def latest(self, key: str) -> float | None:
+        """The gauge's value in the newest sample that has it (None before any)."""
+        for _, values in reversed(self.samples):
+            if key in values:
+                return values[key]
+        return None

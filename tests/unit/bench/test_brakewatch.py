@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench import brakewatch
+from bench.runner import LIFT_AFTER_S, REST_MAX_S, rest_after_step
 
 EXPOSITION = """\
 # HELP parley_gateway_admission_rate_limit Sends per second the delivery brake admits
@@ -34,3 +35,19 @@ def test_a_step_reports_the_range_and_how_long_the_limit_held() -> None:
     assert "target 60 ms (40-80)" in text and "limiting in 2 of 3 s at 250/s (200-300)" in text
     assert brakewatch.summarise(samples, 4.0, 5.0) is None
     assert "not limiting" in brakewatch.describe(brakewatch.summarise(samples[:1], 0.0, 1.5) or {})
+
+
+def test_a_search_step_that_shed_rests_until_its_limit_can_lapse() -> None:
+    assert rest_after_step({"errors": {}}, retry_hint_s=5.0) == 0.0  # nothing refused: no limit left
+    assert rest_after_step({"errors": {"OVERLOADED": 0}}, retry_hint_s=5.0) == 0.0
+    shed = {"errors": {"OVERLOADED": 2058}}
+    assert rest_after_step(shed, retry_hint_s=0.2) == LIFT_AFTER_S + 1.0  # the brake's own minimum
+    assert rest_after_step(shed, retry_hint_s=4.0) == 9.0  # twice the hint, and a second
+    assert rest_after_step(shed, retry_hint_s=60.0) == REST_MAX_S  # bounded
+
+
+def test_latest_is_the_newest_sample_with_the_gauge() -> None:
+    watch = brakewatch.BrakeWatch("http://127.0.0.1:1/metrics")
+    assert watch.latest("retry_after_s") is None
+    watch.samples = [(1.0, {"retry_after_s": 4.0}), (2.0, {"target_s": 0.04})]
+    assert watch.latest("retry_after_s") == 4.0
